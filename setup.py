@@ -1,0 +1,56 @@
+"""space_clip_ros: an ament_python package that also installs with pip (ROS 2 Jazzy wheels as the `ros` extra)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "space_clip_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Metric depth from one camera with SPACE-CLIP (frozen CLIP + dual-pathway decoder) for ROS 2",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["data/*", "data/**/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+    ],
+    zip_safe=False,
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.4",
+        "transformers>=4.45",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+        "setuptools",
+    ],
+    extras_require={
+        # Real ROS 2 (rclpy over Fast DDS) from PyPI, for machines without a ROS install. Jazzy: Python 3.10-3.13.
+        "ros": [
+            "ros-jazzy-rclpy[fastrtps]==7.1.6",
+            "ros-jazzy-sensor-msgs",
+            "ros-jazzy-std-msgs",
+            "ros-jazzy-diagnostic-msgs",
+            "ros-jazzy-ament-index-python",
+        ],
+        "test": [
+            "pytest>=7",
+            "colcon-core",
+            "colcon-ros",
+            "colcon-python-setup-py",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "space-clip-convert = space_clip_ros.convert:main",
+            "space-clip-depth = space_clip_ros.cli:main",
+        ],
+    },
+)

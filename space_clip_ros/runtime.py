@@ -1,0 +1,44 @@
+"""Device and precision choices, resolved once with errors that say what to do."""
+
+from __future__ import annotations
+
+import re
+from typing import Union
+
+import torch
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if not match:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device {spec!r} was requested but CUDA is not available to this torch "
+            f"({torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use device 'cpu' or 'auto', "
+            "or install a CUDA build of torch (see the README)"
+        )
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device {spec!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device("cuda", index)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """``fp32``, ``fp16`` (CUDA only) or ``bf16``."""
+    key = (name or "fp32").strip().lower()
+    if key not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {name!r}")
+    if key == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs a CUDA device; on the CPU use 'bf16' or 'fp32'")
+    return PRECISIONS[key]

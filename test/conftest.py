@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny random vision towers saved with save_pretrained and loaded back by path (no downloads)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach a hub; an attempt must fail fast instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from helpers import TINY_CHANNELS, make_tiny_config, save_tiny_tower  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def clip_tower(tmp_path_factory) -> Path:
+    """A 12-block, 32-wide CLIP vision tower for 64x64 inputs (4x4 patch grid), saved to a folder."""
+    return save_tiny_tower(tmp_path_factory.mktemp("clip_tower"), kind="clip")
+
+
+@pytest.fixture(scope="session")
+def siglip_tower(tmp_path_factory) -> Path:
+    return save_tiny_tower(tmp_path_factory.mktemp("siglip_tower"), kind="siglip")
+
+
+@pytest.fixture
+def tiny_config(clip_tower):
+    return make_tiny_config(clip_tower)
+
+
+__all__ = ["TINY_CHANNELS"]
