@@ -51,6 +51,10 @@ setup(
         "console_scripts": [
             "space-clip-convert = space_clip_ros.convert:main",
             "space-clip-depth = space_clip_ros.cli:main",
+            "space-clip-demo = space_clip_ros.ros.demo:main",
+            "space-clip-player = space_clip_ros.ros.player:main",
+            "depth_node = space_clip_ros.ros.depth_node:main",
+            "image_player = space_clip_ros.ros.player:main",
         ],
     },
 )

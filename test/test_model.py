@@ -17,7 +17,7 @@ from space_clip_ros.model import (
     tokens_to_map,
 )
 
-SHARED_DOCS = Path(__file__).resolve().parents[1].parent / "shared" / "docs"
+DATA = Path(__file__).resolve().parent / "data"  # official_state_dict_shapes.json: the released model's keys
 
 
 def _pixels(batch=2, side=64, seed=0):
@@ -187,7 +187,7 @@ def test_default_configuration_has_the_released_keys_and_shapes():
     """The full-size default model (ViT-B/16 dimensions, random weights) against the released state dict."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    official = dict(json.loads((SHARED_DOCS / "official_state_dict_shapes.json").read_text()))
+    official = dict(json.loads((DATA / "official_state_dict_shapes.json").read_text()))
     tower = CLIPVisionModel(CLIPVisionConfig(patch_size=16, image_size=224))
     model = SpaceClip(SpaceClipConfig(use_aux_heads=True), tower)
     ours = {}

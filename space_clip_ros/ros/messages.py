@@ -1,0 +1,158 @@
+"""sensor_msgs <-> numpy. Every decoder raises ``ValueError`` with a message that names the problem."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Tuple
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+
+from ..geometry import organized_cloud_bytes, scale_intrinsics
+
+#: encoding -> (channels, numpy scalar type, channel order of colour encodings)
+ENCODINGS = {
+    "rgb8": (3, np.uint8, "rgb"),
+    "bgr8": (3, np.uint8, "bgr"),
+    "rgba8": (4, np.uint8, "rgb"),
+    "bgra8": (4, np.uint8, "bgr"),
+    "mono8": (1, np.uint8, "mono"),
+    "8UC3": (3, np.uint8, "bgr"),
+    "rgb16": (3, np.uint16, "rgb"),
+    "bgr16": (3, np.uint16, "bgr"),
+    "rgba16": (4, np.uint16, "rgb"),
+    "bgra16": (4, np.uint16, "bgr"),
+    "mono16": (1, np.uint16, "mono"),
+    "32FC1": (1, np.float32, "mono"),  # intensity in [0, 1]
+    "32FC3": (3, np.float32, "rgb"),   # RGB in [0, 1]
+}
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """An Image of any supported encoding as HxWx3 uint8 RGB (honours ``step`` padding and ``is_bigendian``)."""
+    encoding = msg.encoding
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
+    channels, dtype, order = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ValueError(f"zero-size image ({width}x{height})")
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = width * channels * itemsize
+    if step < row_bytes:
+        raise ValueError(f"step {step} is shorter than one row of {width} {encoding} pixels ({row_bytes} bytes)")
+    data = msg.data
+    if len(data) < step * height:
+        raise ValueError(f"data holds {len(data)} bytes but step*height = {step}*{height} = {step * height}")
+    raw = np.frombuffer(data, dtype=np.uint8, count=step * height).reshape(height, step)[:, :row_bytes]
+    pixels = raw.view(np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<") if itemsize > 1 else dtype)
+    pixels = pixels.reshape(height, width, channels)
+    if dtype == np.float32:
+        if not np.isfinite(pixels).all():
+            raise ValueError(f"{encoding} image holds NaN or infinite pixels")
+        pixels = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if order == "mono":
+        return np.repeat(pixels, 3, axis=2)
+    pixels = pixels[..., :3]
+    if order == "bgr":
+        pixels = pixels[..., ::-1]
+    return np.ascontiguousarray(pixels)
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    import cv2
+
+    if len(msg.data) == 0:
+        raise ValueError("empty compressed image")
+    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"could not decode compressed image (format '{msg.format}', {len(msg.data)} bytes)")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def rgb_to_image(rgb: np.ndarray, header, encoding: str = "rgb8") -> Image:
+    """HxWx3 uint8 RGB as an rgb8 (or bgr8) Image."""
+    if encoding == "bgr8":
+        rgb = rgb[..., ::-1]
+    msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0,
+                step=rgb.shape[1] * 3)
+    msg.data = np.ascontiguousarray(rgb).tobytes()
+    return msg
+
+
+def depth_to_image(depth: np.ndarray, header) -> Image:
+    """REP 118: 32FC1 metres along the optical axis, NaN where unknown, native byte order."""
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    msg = Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding="32FC1",
+                is_bigendian=int(sys.byteorder == "big"), step=depth.shape[1] * 4)
+    msg.data = depth.tobytes()
+    return msg
+
+
+def image_to_depth(msg: Image) -> np.ndarray:
+    """A 32FC1 depth Image as HxW float32 (for tests and tools)."""
+    if msg.encoding != "32FC1":
+        raise ValueError(f"expected a 32FC1 depth image, got '{msg.encoding}'")
+    order = ">" if msg.is_bigendian else "<"
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, :msg.width * 4]
+    return rows.view(np.dtype("f4").newbyteorder(order)).astype(np.float32).reshape(msg.height, msg.width)
+
+
+def check_camera_info(info: CameraInfo) -> None:
+    """Raise unless the intrinsics can be used: positive focal lengths in P (or K) and a non-zero size."""
+    p = np.asarray(info.p, dtype=np.float64)
+    k = np.asarray(info.k, dtype=np.float64)
+    fx, fy = (p[0], p[5]) if p[0] != 0 else (k[0], k[4])
+    if not (np.isfinite([fx, fy]).all() and fx > 0 and fy > 0):
+        raise ValueError(f"camera_info has unusable focal lengths fx={fx}, fy={fy} (P and K)")
+    if info.width == 0 or info.height == 0:
+        raise ValueError(f"camera_info has zero size ({info.width}x{info.height})")
+
+
+def intrinsics(info: CameraInfo) -> Tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) from P (rectified), falling back to K when P is unset."""
+    p = info.p
+    if p[0] != 0:
+        return float(p[0]), float(p[5]), float(p[2]), float(p[6])
+    k = info.k
+    return float(k[0]), float(k[4]), float(k[2]), float(k[5])
+
+
+def scale_camera_info(info: CameraInfo, width: int, height: int, header=None) -> CameraInfo:
+    """The CameraInfo of ``info``'s image resized to width x height: K, P and ROI scaled, size replaced."""
+    sx, sy = width / float(info.width), height / float(info.height)
+    k, p = scale_intrinsics(np.asarray(info.k), np.asarray(info.p), sx, sy)
+    if info.p[0] == 0:  # keep "P unset" unset
+        p[:] = 0.0
+    out = CameraInfo()
+    out.header = header if header is not None else info.header
+    out.width, out.height = int(width), int(height)
+    out.distortion_model, out.d, out.r = info.distortion_model, list(info.d), list(info.r)
+    out.k, out.p = k.ravel().tolist(), p.ravel().tolist()
+    out.binning_x, out.binning_y = info.binning_x, info.binning_y
+    roi = info.roi
+    out.roi.x_offset, out.roi.width = int(round(roi.x_offset * sx)), int(round(roi.width * sx))
+    out.roi.y_offset, out.roi.height = int(round(roi.y_offset * sy)), int(round(roi.height * sy))
+    out.roi.do_rectify = roi.do_rectify
+    return out
+
+
+def points_to_cloud(points: np.ndarray, header, rgb: Optional[np.ndarray] = None) -> PointCloud2:
+    """Organized PointCloud2 like depth_image_proc's point_cloud_xyz(rgb): NaN for invalid, is_dense false."""
+    data, step = organized_cloud_bytes(points, rgb)
+    fields = [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
+              for n, o in (("x", 0), ("y", 4), ("z", 8))]
+    if rgb is not None:
+        fields.append(PointField(name="rgb", offset=16, datatype=PointField.FLOAT32, count=1))
+    msg = PointCloud2(header=header, height=points.shape[0], width=points.shape[1], fields=fields,
+                      is_bigendian=sys.byteorder == "big", point_step=step, row_step=step * points.shape[1],
+                      is_dense=False)
+    msg.data = data
+    return msg
+
+
+def cloud_to_array(msg: PointCloud2) -> np.ndarray:
+    """(H, W, point_step // 4) float32 view of a cloud written by :func:`points_to_cloud` (tests and tools)."""
+    return np.frombuffer(msg.data, dtype=np.float32).reshape(msg.height, msg.width, msg.point_step // 4)
