@@ -1,0 +1,50 @@
+"""ros2 launch space_clip_ros depth.launch.py checkpoint:=/path/space_clip.pt [namespace:=camera] [device:=cuda]
+
+Starts depth_node (configured and activated at start) with config/depth.yaml, remapping its relative topics to the
+camera's. Fast DDS uses the package's shared-memory profile unless FASTRTPS_DEFAULT_PROFILES_FILE or
+FASTDDS_DEFAULT_PROFILES_FILE is already set.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def _fastdds_profile():
+    import space_clip_ros.ros.depth_node as depth_node
+
+    return depth_node.fastdds_profile_path()
+
+
+def generate_launch_description():
+    share = get_package_share_directory("space_clip_ros")
+    actions = [
+        DeclareLaunchArgument("namespace", default_value="camera", description="namespace of node and topics"),
+        DeclareLaunchArgument("image", default_value="image_rect_color", description="input image topic"),
+        DeclareLaunchArgument("camera_info", default_value="camera_info", description="input camera_info topic"),
+        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "depth.yaml")),
+        DeclareLaunchArgument("checkpoint", default_value="", description="space_clip_ros checkpoint (.pt)"),
+        DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
+    ]
+    if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
+        profile = _fastdds_profile()
+        actions += [SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
+                    SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
+    actions.append(Node(
+        package="space_clip_ros",
+        executable="depth_node",
+        name="depth_node",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[LaunchConfiguration("params_file"),
+                    {"checkpoint": LaunchConfiguration("checkpoint"), "device": LaunchConfiguration("device")}],
+        remappings=[("image", LaunchConfiguration("image")),
+                    ("image/compressed", [LaunchConfiguration("image"), "/compressed"]),
+                    ("camera_info", LaunchConfiguration("camera_info"))],
+    ))
+    return LaunchDescription(actions)

@@ -1,0 +1,325 @@
+"""depth_node over real DDS: the node runs in its own process; this process publishes frames and reads the outputs."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
+
+from helpers import tiny_model  # noqa: E402
+from ros_harness import Harness, camera_info_msg, rgb_image_msg, ros_environment, start_node  # noqa: E402
+from space_clip_ros import DepthEstimator, load_checkpoint, save_checkpoint  # noqa: E402
+from space_clip_ros.geometry import depth_to_points  # noqa: E402
+from space_clip_ros.ros import messages  # noqa: E402
+
+W, H = 160, 48  # a small KITTI-shaped frame keeps CPU inference fast
+
+
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory):
+    env = ros_environment(tmp_path_factory.mktemp("ros"))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    rclpy.init()
+    yield env
+    rclpy.try_shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def checkpoint(clip_tower, tmp_path_factory):
+    return save_checkpoint(tiny_model(clip_tower), tmp_path_factory.mktemp("ckpt") / "tiny.pt",
+                           provenance={"trained": True, "source": "test"})
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    return DepthEstimator(load_checkpoint(checkpoint), device="cpu")
+
+
+def _frame(seed):
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+class Node:
+    """A depth_node process and a harness in its namespace."""
+
+    def __init__(self, ros, tmp_path, namespace, params):
+        self.log = tmp_path / f"{namespace.strip('/')}.log"
+        self.proc = start_node(ros, namespace, params, self.log)
+        self.h = Harness(namespace)
+
+    def stop(self, sig=signal.SIGINT):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except Exception:
+                self.proc.kill()
+                raise
+        self.h.destroy()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def node(ros, checkpoint, tmp_path_factory):
+    n = Node(ros, tmp_path_factory.mktemp("node"), "/cam_a",
+             {"checkpoint": str(checkpoint), "device": "cpu", "max_depth": 80.0, "min_depth": 0.1})
+    n.h.subscribe_outputs()
+    n.h.wait_for_node()
+    yield n
+    n.stop()
+
+
+def _send(h, i, rgb=None, info=True, **kwargs):
+    stamp = h.stamp(i)
+    rgb = _frame(i) if rgb is None else rgb
+    if info:
+        h.info_pub.publish(camera_info_msg(stamp, rgb.shape[1], rgb.shape[0], **kwargs))
+    h.image_pub.publish(rgb_image_msg(rgb, stamp))
+    return stamp, rgb
+
+
+def _depth_for(h, stamp, timeout=60.0):
+    def find():
+        return [m for m in h.received["depth"] if m.header.stamp == stamp]
+    h.spin_until(lambda: find(), timeout, f"depth for stamp {stamp.sec}")
+    return find()[0]
+
+
+def _expected_depth(reference, rgb, fx, size=None):
+    depth = reference(rgb, fx=fx, output_size=size)
+    depth[(depth < 0.1) | (depth > 80.0)] = np.nan
+    return depth
+
+
+def test_every_output_for_a_good_frame(node, reference):
+    h = node.h
+    fx = 100.0
+    stamp, rgb = _send(h, 1, fx=fx, fy=110.0, cx=80.0, cy=24.0)
+    depth_msg = _depth_for(h, stamp)
+    assert depth_msg.encoding == "32FC1" and (depth_msg.width, depth_msg.height) == (W, H)
+    assert depth_msg.header.frame_id == "cam_optical" and depth_msg.step == W * 4
+    depth = messages.image_to_depth(depth_msg)
+    np.testing.assert_allclose(depth, _expected_depth(reference, rgb, fx), rtol=1e-4, equal_nan=True)
+    h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["points"]), 30, "the cloud")
+    h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["colored"]), 30, "the coloured image")
+    h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["info"]), 30, "depth/camera_info")
+    info = next(m for m in h.received["info"] if m.header.stamp == stamp)
+    assert (info.width, info.height) == (W, H) and list(info.k) == pytest.approx([fx, 0, 80, 0, 110, 24, 0, 0, 1])
+    cloud = next(m for m in h.received["points"] if m.header.stamp == stamp)
+    assert (cloud.height, cloud.width, cloud.point_step, cloud.is_dense) == (H, W, 16, False)
+    assert [(f.name, f.offset, f.datatype) for f in cloud.fields] == [("x", 0, 7), ("y", 4, 7), ("z", 8, 7)]
+    xyz = messages.cloud_to_array(cloud)[..., :3]
+    np.testing.assert_allclose(xyz, depth_to_points(depth, fx, 110.0, 80.0, 24.0), rtol=1e-6, equal_nan=True)
+    v, u = 40, 150  # spot check one point by hand
+    z = depth[v, u]
+    np.testing.assert_allclose(xyz[v, u], [(u - 80.0) * z / fx, (v - 24.0) * z / 110.0, z], rtol=1e-5)
+    colored = next(m for m in h.received["colored"] if m.header.stamp == stamp)
+    assert colored.encoding == "rgb8" and (colored.width, colored.height) == (W, H)
+
+
+def test_focal_length_scale_transfer_uses_camera_info(node, reference):
+    h = node.h
+    rgb = _frame(2)
+    a = messages.image_to_depth(_depth_for(h, _send(h, 2, rgb, fx=100.0)[0]))
+    b = messages.image_to_depth(_depth_for(h, _send(h, 3, rgb, fx=200.0)[0]))
+    finite = np.isfinite(a) & np.isfinite(b)
+    assert finite.mean() > 0.5
+    np.testing.assert_allclose(b[finite], 2 * a[finite], rtol=1e-4)
+
+
+def test_encodings_and_step_padding_give_the_same_depth(node):
+    h = node.h
+    rgb = _frame(5)
+    base = None
+    for i, (encoding, pad) in enumerate([("rgb8", 0), ("rgb8", 7), ("bgr8", 3), ("rgba8", 0)]):
+        stamp = h.stamp(100 + i)
+        h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0))
+        h.image_pub.publish(rgb_image_msg(rgb, stamp, encoding=encoding, pad=pad))
+        depth = messages.image_to_depth(_depth_for(h, stamp))
+        if base is None:
+            base = depth
+        np.testing.assert_allclose(depth, base, rtol=1e-5, equal_nan=True, err_msg=f"{encoding} pad {pad}")
+    mono_stamp = h.stamp(110)
+    h.info_pub.publish(camera_info_msg(mono_stamp, W, H, fx=100.0))
+    h.image_pub.publish(rgb_image_msg(rgb, mono_stamp, encoding="mono8"))
+    assert messages.image_to_depth(_depth_for(h, mono_stamp)).shape == (H, W)
+
+
+def _bad_inputs(h):
+    """(description, publish function) for each input the node must reject, each with its own stamp."""
+    from sensor_msgs.msg import Image
+
+    def image(i, **fields):
+        def publish():
+            stamp = h.stamp(i)
+            h.info_pub.publish(camera_info_msg(stamp, W, H))
+            good = rgb_image_msg(_frame(i), stamp)
+            msg = Image(header=good.header, height=fields.get("height", good.height),
+                        width=fields.get("width", good.width), encoding=fields.get("encoding", good.encoding),
+                        is_bigendian=0, step=fields.get("step", good.step))
+            msg.data = fields.get("data", bytes(good.data))
+            h.image_pub.publish(msg)
+        return publish
+
+    def info(i, **kwargs):
+        def publish():
+            stamp = h.stamp(i)
+            h.info_pub.publish(camera_info_msg(stamp, kwargs.pop("width", W), kwargs.pop("height", H), **kwargs))
+            h.image_pub.publish(rgb_image_msg(_frame(i), stamp))
+        return publish
+
+    nan_pixels = np.full((H, W, 3), 0.5, np.float32)
+    nan_pixels[3, 4, 1] = np.nan
+    return [
+        ("image", "unsupported encoding 'yuv422'", image(200, encoding="yuv422")),
+        ("image", "zero-size image", image(201, height=0, width=0, step=0, data=b"")),
+        ("image", "data holds", image(202, data=b"\x00" * (W * 3 * H - 5))),
+        ("image", "step", image(203, step=10)),
+        ("image", "NaN or infinite", image(204, encoding="32FC3", step=W * 12, data=nan_pixels.tobytes())),
+        ("camera_info", "unusable focal lengths", info(205, fx=0.0)),
+        ("camera_info", "camera_info is 320x96 but the image is 160x48", info(206, width=320, height=96)),
+    ]
+
+
+def test_bad_inputs_are_rejected_counted_and_the_next_good_frame_works(node):
+    h = node.h
+    before = h.fresh_status(lambda s: True)
+    start = int(before["rejected_total"])
+    bad = _bad_inputs(h)
+    for n, (kind, reason, publish) in enumerate(bad, start=1):
+        publish()
+        status = h.fresh_status(lambda s: int(s["rejected_total"]) >= start + n, 20, f"rejection of {reason}")
+        assert reason in status["last_rejection"] and status["last_rejection"].startswith(kind)
+        stamp, _ = _send(h, 300 + n, fx=100.0)
+        _depth_for(h, stamp)
+        assert not any(m.header.stamp == h.stamp(200 + n - 1) for m in h.received["depth"])
+    assert node.proc.poll() is None
+    status = h.status()
+    assert int(status["rejected_image"]) - int(before["rejected_image"]) == 5
+    assert int(status["rejected_camera_info"]) - int(before["rejected_camera_info"]) == 2
+    assert status["level"] == 1  # WARN while inputs are being rejected
+    log = node.log.read_text()
+    assert "rejected image: unsupported encoding 'yuv422'" in log
+
+
+def test_diagnostics_report_rates_latency_and_device(node):
+    h = node.h
+    for i in range(400, 404):
+        _depth_for(h, _send(h, i, fx=100.0)[0])
+    status = h.fresh_status(lambda s: int(s["frames_published"]) >= 4)
+    assert status["device"] == "cpu" and status["precision"] == "fp32" and status["model"] == "trained"
+    assert status["state"] == "active"
+    assert float(status["inference_ms_median"]) > 0 and float(status["output_rate_hz"]) > 0
+    assert float(status["input_rate_hz"]) > 0
+    for key in ("latency_ms_median", "points_latency_ms_median", "frames_dropped", "rejected_total"):
+        assert key in status
+
+
+def test_a_fast_camera_drops_frames_instead_of_queueing(node):
+    h = node.h
+    base = int(h.fresh_status(lambda s: True)["frames_dropped"])
+    rgb = _frame(9)
+    stamps = []
+    for i in range(500, 540):  # 40 frames as fast as we can publish them
+        stamp = h.stamp(i)
+        h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0))
+        h.image_pub.publish(rgb_image_msg(rgb, stamp))
+        stamps.append(stamp)
+        h.executor.spin_once(timeout_sec=0.0)
+    _depth_for(h, stamps[-1])  # the newest frame always gets through
+    status = h.fresh_status(lambda s: int(s["frames_dropped"]) > base)
+    got = [m for m in h.received["depth"] if 500 <= m.header.stamp.sec - 1_700_000_000 < 540]
+    assert len(got) < 40
+    assert int(status["frames_dropped"]) - base + len(got) <= 40
+
+
+def test_camera_info_scaling_stride_rgb_and_compressed_input(ros, checkpoint, tmp_path, reference):
+    import cv2
+
+    n = Node(ros, tmp_path, "/cam_b", {"checkpoint": str(checkpoint), "device": "cpu", "output_size": "80x24",
+                                       "points_stride": 2, "points_rgb": True, "input_transport": "compressed"})
+    h = n.h
+    try:
+        # Nobody listens yet: frames are counted as idle and nothing is computed.
+        h.spin_until(lambda: h.compressed_pub.get_subscription_count() > 0, 90, "the node to subscribe")
+        ok, png = cv2.imencode(".png", _frame(7)[..., ::-1])
+        from sensor_msgs.msg import CompressedImage
+
+        for i in range(3):
+            msg = CompressedImage(format="png")
+            msg.header.stamp = h.stamp(600 + i)
+            msg.data = png.tobytes()
+            h.compressed_pub.publish(msg)
+        status = h.fresh_status(lambda s: int(s["frames_idle_no_subscribers"]) >= 3, 30, "idle frames")
+        assert status["frames_published"] == "0"
+
+        h.subscribe_outputs()
+        h.wait_for_node(h.compressed_pub)
+        stamp = h.stamp(610)
+        h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0, fy=100.0, cx=80.0, cy=24.0))
+        msg = CompressedImage(format="png")
+        msg.header.stamp = stamp
+        msg.data = png.tobytes()
+        h.compressed_pub.publish(msg)
+        depth = messages.image_to_depth(_depth_for(h, stamp))
+        assert depth.shape == (24, 80)
+        np.testing.assert_allclose(depth, _expected_depth(reference, _frame(7), 100.0, (24, 80)), rtol=1e-4,
+                                   equal_nan=True)
+        h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["info"]), 30, "scaled camera_info")
+        info = next(m for m in h.received["info"] if m.header.stamp == stamp)
+        assert (info.width, info.height) == (80, 24)
+        assert list(info.k) == pytest.approx([50, 0, 40, 0, 50, 12, 0, 0, 1])
+        assert list(info.p) == pytest.approx([50, 0, 40, 0, 0, 50, 12, 0, 0, 0, 1, 0])
+        assert (info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height) == (5, 10, 50, 30)
+        h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["points"]), 30, "cloud")
+        cloud = next(m for m in h.received["points"] if m.header.stamp == stamp)
+        assert (cloud.height, cloud.width, cloud.point_step) == (12, 40, 32)
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
+        data = messages.cloud_to_array(cloud)
+        np.testing.assert_allclose(data[..., :3], depth_to_points(depth, 50, 50, 40, 12, stride=2), rtol=1e-6,
+                                   equal_nan=True)
+        packed = data[..., 4].view(np.uint32)
+        small = cv2.resize(_frame(7), (80, 24), interpolation=cv2.INTER_AREA)[::2, ::2].astype(np.uint32)
+        assert np.array_equal(packed, (small[..., 0] << 16) | (small[..., 1] << 8) | small[..., 2])
+
+        corrupt = CompressedImage(format="jpeg")
+        corrupt.header.stamp = h.stamp(611)
+        corrupt.data = b"\xff\xd8\xff garbage"
+        h.compressed_pub.publish(corrupt)
+        status = h.fresh_status(lambda s: "could not decode" in s["last_rejection"], 30, "corrupt jpeg rejection")
+        stamp = h.stamp(612)
+        h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0))
+        msg.header.stamp = stamp
+        h.compressed_pub.publish(msg)
+        _depth_for(h, stamp)
+    finally:
+        assert n.stop(signal.SIGTERM) == 0, n.log.read_text()
+
+
+def test_configure_fails_cleanly_on_a_missing_checkpoint(ros, tmp_path):
+    from lifecycle_msgs.srv import GetState
+
+    n = Node(ros, tmp_path, "/cam_c", {"checkpoint": str(tmp_path / "missing.pt"), "device": "cpu"})
+    try:
+        client = n.h.node.create_client(GetState, "depth_node/get_state")
+        n.h.spin_until(lambda: client.service_is_ready(), 90, "the lifecycle service")
+        future = client.call_async(GetState.Request())
+        n.h.spin_until(future.done, 30, "get_state")
+        assert future.result().current_state.label == "unconfigured"
+        status = n.h.fresh_status(lambda s: True, 30)
+        assert status["level"] == 2 and "does not exist" in status["message"]
+        assert n.proc.poll() is None
+    finally:
+        code = n.stop()
+    assert code == 0
+    assert "configure failed: checkpoint" in n.log.read_text()
+
