@@ -49,6 +49,7 @@ class Harness:
         self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", qos)
         self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos)
         self.received = {"depth": [], "info": [], "points": [], "colored": [], "diagnostics": []}
+        self.arrival = {key: [] for key in self.received}  # wall-clock receive time of each message
         self._subs = {}
         self._types = {"depth": (Image, "depth/image"), "info": (CameraInfo, "depth/camera_info"),
                        "points": (PointCloud2, "depth/points"), "colored": (Image, "depth/colored")}
@@ -59,6 +60,7 @@ class Harness:
 
     def _keep(self, key):
         def callback(msg):
+            self.arrival[key].append(time.time())
             self.received[key].append(msg)
         return callback
 

@@ -114,8 +114,5 @@ class FrozenBackbone(nn.Module):
             out = self.encoder(pixel_values=pixel_values, **kwargs)
         return tuple(out.hidden_states), out.pooler_output
 
-    def vision_config_dict(self) -> Dict[str, Any]:
-        return self.encoder.config.to_dict()
-
     def grid_size(self, height: int, width: int) -> Optional[Tuple[int, int]]:
         return height // self.patch_size, width // self.patch_size

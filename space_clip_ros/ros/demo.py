@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, PointCloud2
 
-    from . import messages
     from .player import PlayerNode
 
     if not args.checkpoint:

@@ -80,8 +80,8 @@ class PlayerNode(Node):
             self.declare_parameter(name, 0.0)
         source = Path(self.get_parameter("source").value)
         self.frames = list_frames(source)
-        self.info = self._camera_info(source)
         self.images = [self._load(p) for p in self.frames]
+        self.info = self._camera_info(source)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(messages.Image, "image", qos)
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
@@ -108,8 +108,8 @@ class PlayerNode(Node):
         fx, fy, cx, cy = (float(self.get_parameter(n).value) for n in ("fx", "fy", "cx", "cy"))
         if fx <= 0:
             return None
-        first = self._load(self.frames[0])
-        info = CameraInfo(width=first.shape[1], height=first.shape[0], distortion_model="plumb_bob")
+        height, width = self.images[0].shape[:2]
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
         info.header.frame_id = frame_id
         info.d = [0.0] * 5
         info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
