@@ -24,6 +24,26 @@ def siglip_tower(tmp_path_factory) -> Path:
     return save_tiny_tower(tmp_path_factory.mktemp("siglip_tower"), kind="siglip")
 
 
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory):
+    """rclpy initialised in this process on a per-run ROS_DOMAIN_ID, localhost only, logs in tmp; yields the
+    environment for node processes the test starts."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
+    from ros_harness import ros_environment
+
+    env = ros_environment(tmp_path_factory.mktemp("ros"))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    rclpy.init()
+    yield env
+    rclpy.try_shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def tiny_config(clip_tower):
     return make_tiny_config(clip_tower)

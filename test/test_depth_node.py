@@ -1,6 +1,5 @@
 """depth_node over real DDS: the node runs in its own process; this process publishes frames and reads the outputs."""
 
-import os
 import signal
 import time
 
@@ -16,21 +15,6 @@ from space_clip_ros.geometry import depth_to_points  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
 
 W, H = 160, 48  # a small KITTI-shaped frame keeps CPU inference fast
-
-
-@pytest.fixture(scope="module")
-def ros(tmp_path_factory):
-    env = ros_environment(tmp_path_factory.mktemp("ros"))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    rclpy.init()
-    yield env
-    rclpy.try_shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +307,34 @@ def test_configure_fails_cleanly_on_a_missing_checkpoint(ros, tmp_path):
     assert code == 0
     assert "configure failed: checkpoint" in n.log.read_text()
 
+
+
+def _endpoint_reliability(h, topic, kind):
+    from rclpy.qos import ReliabilityPolicy
+
+    def infos():
+        getter = h.node.get_subscriptions_info_by_topic if kind == "sub" else h.node.get_publishers_info_by_topic
+        return [i for i in getter(topic) if i.node_name == "depth_node"]
+    h.spin_until(lambda: infos(), 60, f"depth_node's {kind} on {topic} in the graph")
+    return ReliabilityPolicy(infos()[0].qos_profile.reliability)
+
+
+def test_qos_defaults_and_rep2003_overrides(node, ros, checkpoint, tmp_path):
+    from rclpy.qos import ReliabilityPolicy
+
+    # Defaults: sensor-data (best-effort) subscriptions, reliable publishers.
+    assert _endpoint_reliability(node.h, "/cam_a/image", "sub") == ReliabilityPolicy.BEST_EFFORT
+    assert _endpoint_reliability(node.h, "/cam_a/camera_info", "sub") == ReliabilityPolicy.BEST_EFFORT
+    assert _endpoint_reliability(node.h, "/cam_a/depth/image", "pub") == ReliabilityPolicy.RELIABLE
+    # Each overridable at start-up with the standard qos_overrides parameters.
+    n = Node(ros, tmp_path, "/cam_d", {
+        "checkpoint": str(checkpoint), "device": "cpu",
+        "qos_overrides./cam_d/image.subscription.reliability": "reliable",
+        "qos_overrides./cam_d/depth/image.publisher.reliability": "best_effort"})
+    try:
+        assert _endpoint_reliability(n.h, "/cam_d/image", "sub") == ReliabilityPolicy.RELIABLE
+        assert _endpoint_reliability(n.h, "/cam_d/depth/image", "pub") == ReliabilityPolicy.BEST_EFFORT
+        assert _endpoint_reliability(n.h, "/cam_d/depth/points", "pub") == ReliabilityPolicy.RELIABLE
+        assert _endpoint_reliability(n.h, "/cam_d/camera_info", "sub") == ReliabilityPolicy.BEST_EFFORT
+    finally:
+        assert n.stop() == 0, n.log.read_text()

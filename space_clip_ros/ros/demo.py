@@ -105,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
             if node_proc.poll() is not None:
                 print(f"space-clip-demo: error: depth_node exited with code {node_proc.returncode}", file=sys.stderr)
                 return 2
+            failure = configure_failure(received["diagnostics"])
+            if failure:
+                print(f"space-clip-demo: error: depth_node could not start: {failure}", file=sys.stderr)
+                return 2
         end = time.time() + 1.5  # one more diagnostics message after the last frame
         while time.time() < end:
             executor.spin_once(timeout_sec=0.1)
@@ -116,6 +120,19 @@ def run(args: argparse.Namespace) -> int:
             node_proc.kill()
         rclpy.try_shutdown()
     return report(received, args)
+
+
+def configure_failure(diagnostics: list) -> Optional[str]:
+    """The node's error when its diagnostics say it failed to configure (it stays up, unconfigured, waiting for a
+    lifecycle manager to retry), else None."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    for _, array in diagnostics[-3:]:
+        for status in array.status:
+            if (status.name.startswith(NAMESPACE) and status.level == DiagnosticStatus.ERROR
+                    and status.message.startswith("configure failed")):
+                return status.message
+    return None
 
 
 def report(received: Dict[str, list], args: argparse.Namespace) -> int:

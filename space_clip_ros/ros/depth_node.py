@@ -25,7 +25,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -88,6 +88,18 @@ class _Rate:
         if len(self.times) < 2:
             return 0.0
         return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+
+
+def _sensor_qos() -> QoSProfile:
+    """rclpy's sensor-data profile, as a new object per subscription: REP 2003 overrides (qos_overrides.*) are
+    applied to the profile in place, so a shared one would carry one topic's override to every other."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def _publisher_qos() -> QoSProfile:
+    """Reliable, depth 5, a new object per publisher (see _sensor_qos)."""
+    return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class DepthNode(LifecycleNode):
@@ -160,11 +172,17 @@ class DepthNode(LifecycleNode):
             self._status = f"configure failed: {error}"
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
-        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         overrides = QoSOverridingOptions.with_default_policies()
-        for key, msg_type, topic in (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
-                                     ("points", PointCloud2, "depth/points"), ("colored", Image, "depth/colored")):
-            self._pubs[key] = self.create_publisher(msg_type, topic, reliable, qos_overriding_options=overrides)
+        try:
+            for key, msg_type, topic in (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
+                                         ("points", PointCloud2, "depth/points"), ("colored", Image, "depth/colored")):
+                self._pubs[key] = self.create_publisher(msg_type, topic, _publisher_qos(),
+                                                        qos_overriding_options=overrides)
+        except Exception as error:  # e.g. a malformed qos_overrides.* parameter
+            self._pubs.clear()
+            self._status = f"configure failed: {error}"
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
         trained = "trained" if self.estimator.trained else "UNTRAINED"
         self._status = "configured"
         self.get_logger().info(
@@ -196,12 +214,12 @@ class DepthNode(LifecycleNode):
         overrides = QoSOverridingOptions.with_default_policies()
         if self._p("input_transport") == "compressed":
             self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_image,
-                                                       qos_profile_sensor_data, qos_overriding_options=overrides))
+                                                       _sensor_qos(), qos_overriding_options=overrides))
         else:
-            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
+            self._subs.append(self.create_subscription(Image, "image", self._on_image, _sensor_qos(),
                                                        qos_overriding_options=overrides))
         self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
-                                                   qos_profile_sensor_data, qos_overriding_options=overrides))
+                                                   _sensor_qos(), qos_overriding_options=overrides))
         self._running = True
         self._worker = threading.Thread(target=self._work, name="space_clip_inference", daemon=True)
         self._worker.start()
