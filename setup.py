@@ -5,6 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "space_clip_ros"
+TRAIN = ["pillow>=10", "tensorboard>=2.14", "tqdm>=4.60"]
 
 setup(
     name=PACKAGE,
@@ -40,7 +41,9 @@ setup(
             "ros-jazzy-diagnostic-msgs",
             "ros-jazzy-ament-index-python",
         ],
-        "test": [
+        # train/: KITTI training and evaluation (python train/train_kitti.py).
+        "train": TRAIN,
+        "test": TRAIN + [
             "pytest>=7",
             "colcon-core",
             "colcon-ros",

@@ -44,6 +44,15 @@ def ros(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session")
+def tree(tmp_path_factory):
+    """A small KITTI tree (raw drives with calib and Velodyne scans, annotated depth, lists): 4 training frames of
+    drive 1, 3 test frames of drive 2."""
+    from kitti_tree import write_tree
+
+    return write_tree(tmp_path_factory.mktemp("kitti"), drives={1: 4, 2: 3}, test_drive=2)
+
+
 @pytest.fixture
 def tiny_config(clip_tower):
     return make_tiny_config(clip_tower)

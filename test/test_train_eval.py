@@ -1,0 +1,254 @@
+"""train/: KITTI files, Velodyne projection, crops, metrics, losses and eval_kitti.py on a tree the tests write."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import eval_kitti
+import export_gt_depth
+from kitti import (KittiDepth, collate, crop_mask, kb_crop_box, project_velodyne, read_depth_png, read_list,
+                   velodyne_depth, velodyne_to_image_matrix, write_depth_png)
+from kitti_tree import DATE
+from losses import SpaceClipLoss, silog_loss, ssim_loss
+from metrics import compute_errors, evaluate_image
+
+
+# ------------------------------------------------------------------------------------------------ projection
+def test_velodyne_projection_against_hand_computed_points():
+    # Camera looks along Velodyne x; P = K [I | 0] with fx = fy = 100, cx = 50, cy = 20; 100x40 image.
+    r = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], float)
+    projection = np.array([[100, 0, 50, 0], [0, 100, 20, 0], [0, 0, 1, 0]], float) @ np.vstack(
+        [np.hstack([r, np.zeros((3, 1))]), [0, 0, 0, 1]])
+    points = np.array([
+        [10.0, 0.0, 0.0, 1],     # straight ahead: u = 50, v = 20 -> pixel (49, 19), z 10
+        [10.0, -1.0, 0.5, 1],    # cam (1, -0.5, 10): u = 60, v = 15 -> pixel (59, 14)
+        [5.0, -0.5, 0.25, 1],    # the same ray, nearer: the same pixel, wins with z 5
+        [20.0, 2.0, 0.0, 1],     # cam (-2, 0, 20): u = 40, v = 20 -> pixel (39, 19)
+        [-5.0, 0.0, 0.0, 1],     # behind the scanner: dropped
+        [10.0, -10.0, 0.0, 1],   # u = 150: outside the image
+        [9.0, 0.0, 0.0049, 1],   # cam (0, -0.0049, 9): v = 19.946, rounds to 20: the first's pixel, nearer
+    ], dtype=np.float32)
+    depth = project_velodyne(points, projection, (40, 100))
+    expected = np.zeros((40, 100), np.float32)
+    expected[19, 49] = 9.0
+    expected[14, 59] = 5.0
+    expected[19, 39] = 20.0
+    np.testing.assert_allclose(depth, expected, rtol=1e-6)
+    # --vel-depth: the Velodyne x instead of camera z (equal here, so put the camera 1 m behind: T = (0, 0, 1)).
+    projection_shifted = projection.copy()
+    projection_shifted[:, 3] = [50.0, 20.0, 1.0]  # K @ T
+    depth_z = project_velodyne(points[:1], projection_shifted, (40, 100))
+    depth_x = project_velodyne(points[:1], projection_shifted, (40, 100), vel_depth=True)
+    assert depth_z[19, 49] == pytest.approx(11.0) and depth_x[19, 49] == pytest.approx(10.0)
+
+
+def test_velodyne_ground_truth_of_the_tree_matches_the_rendered_depth(tree):
+    projection, size = velodyne_to_image_matrix(tree.raw / DATE)
+    assert size == tree.size
+    image = next(iter(tree.depth))
+    gt = velodyne_depth(tree.raw, image)
+    dense = tree.depth[image]
+    v, u = np.nonzero(gt)
+    assert len(v) > 500
+    # KITTI's pixel convention puts a point that projects to u at column round(u) - 1.
+    np.testing.assert_allclose(gt[v, u], dense[v + 1, u + 1], rtol=1e-4)
+
+
+def test_export_gt_depth_writes_an_npz_eval_reads(tree, tmp_path):
+    out = tmp_path / "gt.npz"
+    assert export_gt_depth.main(["--data-path", str(tree.raw), "--filenames", str(tree.velodyne_list),
+                                 "--out", str(out)]) == 0
+    data = np.load(out, allow_pickle=False)
+    images = data["images"].tolist()
+    assert len(images) == 3 and images[0].endswith("image_02/data/0000000000.png")
+    np.testing.assert_array_equal(data["depth_00001"], velodyne_depth(tree.raw, images[1]))
+    assert export_gt_depth.main(["--data-path", str(tmp_path), "--filenames", str(tree.velodyne_list),
+                                 "--out", str(tmp_path / "x.npz")]) == 2
+
+
+# ----------------------------------------------------------------------------------------------------- crops
+def test_crops_on_the_kitti_frame_size():
+    garg = crop_mask((375, 1242), "garg")
+    rows, cols = np.nonzero(garg)
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (153, 371, 44, 1197)
+    eigen = crop_mask((375, 1242), "eigen")
+    rows, cols = np.nonzero(eigen)
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (124, 342, 44, 1197)
+    assert crop_mask((375, 1242), "none") is None
+    assert kb_crop_box((375, 1242)) == (23, 13, 352, 1216)
+    with pytest.raises(ValueError, match="garg, eigen or none"):
+        crop_mask((10, 10), "kb")
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+def test_each_metric_on_hand_made_arrays():
+    gt = np.array([2.0, 4.0, 10.0, 20.0])
+    pred = np.array([1.05, 5.0, 10.0, 30.0])
+    m = compute_errors(gt, pred)
+    assert m["abs_rel"] == pytest.approx((0.95 / 2 + 1 / 4 + 0 + 10 / 20) / 4)
+    assert m["sq_rel"] == pytest.approx((0.9025 / 2 + 1 / 4 + 0 + 100 / 20) / 4)
+    assert m["rmse"] == pytest.approx(np.sqrt((0.9025 + 1 + 0 + 100) / 4))
+    logs = np.log(pred) - np.log(gt)
+    assert m["rmse_log"] == pytest.approx(np.sqrt(np.mean(logs ** 2)))
+    # ratios 1.905, 1.25, 1, 1.5: < 1.25 only the exact one (1.25 is not < 1.25); < 1.5625 three; < 1.953 all
+    assert (m["a1"], m["a2"], m["a3"]) == (0.25, 0.75, 1.0)
+    assert m["silog"] == pytest.approx(100 * np.sqrt(np.mean(logs ** 2) - np.mean(logs) ** 2))
+    assert m["log10"] == pytest.approx(np.mean(np.abs(np.log10(gt) - np.log10(pred))))
+    scaled = compute_errors(gt, gt * 2)
+    assert scaled["silog"] == pytest.approx(0, abs=1e-5) and scaled["abs_rel"] == pytest.approx(1.0)
+
+
+def test_evaluate_image_masks_range_crop_and_clamps():
+    gt = np.zeros((375, 1242), np.float32)
+    gt[200, 600] = 10.0          # inside both crops
+    gt[130, 600] = 10.0          # inside Eigen only
+    gt[300, 600] = 90.0          # beyond 80 m: not evaluated
+    pred = np.full((375, 1242), 12.0, np.float32)
+    assert evaluate_image(gt, pred, crop="garg")["abs_rel"] == pytest.approx(0.2)
+    pred[130, 600] = 100.0       # clamped to 80 -> |10 - 80| / 10 = 7
+    assert evaluate_image(gt, pred, crop="eigen")["abs_rel"] == pytest.approx((0.2 + 7.0) / 2)
+    # A prediction at another size is resized to the ground truth.
+    assert evaluate_image(gt, np.full((100, 200), 12.0, np.float32), crop="garg")["abs_rel"] == pytest.approx(0.2)
+    assert evaluate_image(np.zeros((375, 1242), np.float32), pred) is None
+    with pytest.raises(ValueError, match="352x704"):
+        evaluate_image(gt, pred, protocol="spaceclip")
+
+
+# ------------------------------------------------------------------------------------------------------ losses
+def test_silog_and_ssim_losses():
+    torch.manual_seed(0)
+    gt = torch.rand(2, 1, 32, 48) * 40 + 1
+    mask = torch.rand(2, 1, 32, 48) > 0.3
+    gt = torch.where(mask, gt, torch.zeros_like(gt))
+    # A global scale changes only the (1 - 0.85) mean term: 10 sqrt(0.15) |log 2|.
+    assert float(silog_loss(gt * 2, gt, mask)) == pytest.approx(10 * np.sqrt(0.15) * np.log(2), rel=1e-4)
+    assert float(ssim_loss(gt.clone(), gt, mask)) == pytest.approx(0.0, abs=1e-4)
+    assert float(ssim_loss(torch.rand_like(gt) * 40, gt, mask)) > 0.3
+    loss = SpaceClipLoss(0.5, [0.1, 0.0])
+    pred = (gt * 1.1 + 0.5).requires_grad_()
+    aux = [torch.full((2, 1, 8, 12), 5.0, requires_grad=True), torch.full((2, 1, 16, 24), 5.0, requires_grad=True)]
+    out = loss(pred, gt, aux)
+    expected = 0.5 * out["silog"] + 0.5 * out["ssim"] + 0.1 * silog_loss(aux[0], gt, mask & (gt < 80) & (gt > 1e-3))
+    assert float(out["loss"].detach()) == pytest.approx(float(expected), rel=1e-5)
+    out["loss"].backward()
+    assert pred.grad.abs().sum() > 0 and aux[0].grad.abs().sum() > 0 and aux[1].grad is None
+
+
+# ------------------------------------------------------------------------------------------------ lists, data
+def test_lists_in_both_formats(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_text("a/b/image_02/data/0000000001.png b/proj_depth/groundtruth/image_02/0000000001.png 721.5377\n"
+                    "a/c/image_02/data/0000000002.png None 721.5377\n\n"
+                    "2011_09_26/2011_09_26_drive_0002_sync 69 l\n")
+    s = read_list(path)
+    assert [x.line_no for x in s] == [1, 2, 4]
+    assert s[0].depth.endswith("0000000001.png") and s[0].focal == pytest.approx(721.5377)
+    assert s[1].depth is None
+    assert s[2].image == "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png"
+    assert len(read_list(eval_kitti.EIGEN_TEST)) == 697
+    assert sum(x.depth is not None for x in read_list(eval_kitti.EIGEN_TEST)) == 652
+
+
+def test_depth_png_round_trip_and_errors(tmp_path):
+    depth = np.array([[0.0, 1.5], [79.99609375, np.nan]], np.float32)
+    write_depth_png(tmp_path / "d.png", depth)
+    np.testing.assert_array_equal(read_depth_png(tmp_path / "d.png"), [[0, 1.5], [79.99609375, 0]])
+    import cv2
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint16"):
+        read_depth_png(tmp_path / "rgb.png")
+
+
+def test_training_items_and_a_corrupt_line_is_counted(tree, tmp_path):
+    lines = tree.train_list.read_text().splitlines()
+    bad = tmp_path / "train.txt"
+    (tree.raw / "broken.png").write_bytes(b"not a png")
+    bad.write_text("\n".join(lines[:2] + ["missing/image_02/data/x.png missing/x.png 721.5",
+                                          "broken.png " + lines[0].split()[1] + " 721.5"]) + "\n")
+    data = KittiDepth(bad, tree.raw, tree.gt, "train", (64, 64), augment=None)
+    data.augment.crop = (48, 96)
+    batch = collate([data[i] for i in range(4)])
+    assert batch["n"] == 2 and batch["pixel_values"].shape == (2, 3, 64, 64)
+    assert batch["depth"].shape == (2, 1, 48, 96) and batch["image"].shape == (2, 3, 48, 96)
+    data.record_skips(batch)
+    summary = data.skips.summary()
+    assert "skipped 2 line(s)" in summary and "line 3" in summary and "line 4" in summary
+    assert "cannot read image" in summary
+    strict = KittiDepth(bad, tree.raw, tree.gt, "train", (64, 64), strict=True)
+    with pytest.raises(FileNotFoundError, match="line 3.*--strict"):
+        strict[2]
+
+
+# ---------------------------------------------------------------------------------------------- eval_kitti.py
+def _write_predictions(tree, folder, fn, suffix):
+    for line in tree.test_list.read_text().split("\n"):
+        if not line:
+            continue
+        image_rel = line.split()[0]
+        pred = fn(tree.annotated[image_rel], tree.depth[image_rel])
+        path = folder / image_rel.replace(".png", suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npy":
+            np.save(path, pred.astype(np.float32))
+        else:
+            write_depth_png(path, pred)
+
+
+def test_pred_dir_equal_to_gt_over_1_1_gives_the_exact_abs_rel(tree, tmp_path, capsys):
+    _write_predictions(tree, tmp_path / "preds", lambda sparse, dense: dense / 1.1, ".npy")
+    out = tmp_path / "r.json"
+    assert eval_kitti.main(["--pred-dir", str(tmp_path / "preds"), "--filenames", str(tree.test_list),
+                            "--gt-path", str(tree.gt), "--crop", "none", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) >= {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog", "log10",
+                            "n_images"}
+    # The annotated map is the dense depth rounded to 1/256 m: AbsRel 1 - 1/1.1 up to that rounding.
+    assert results["abs_rel"] == pytest.approx(1 - 1 / 1.1, abs=2e-4)
+    assert results["n_images"] == 3 and results["a1"] == 1.0
+    assert "AbsRel" in capsys.readouterr().out
+    # Exactly, when predictions are made from the annotated values themselves (PNG predictions, uint16 x 256).
+    _write_predictions(tree, tmp_path / "exact", lambda sparse, dense: sparse / 1.1, ".npy")
+    assert eval_kitti.main(["--pred-dir", str(tmp_path / "exact"), "--filenames", str(tree.test_list),
+                            "--gt-path", str(tree.gt), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-6)
+
+
+def test_pred_dir_png_spaceclip_protocol_and_missing_predictions(tree, tmp_path, capsys):
+    from kitti import pil_resize
+
+    _write_predictions(tree, tmp_path / "preds", lambda sparse, dense: pil_resize(dense, (352, 704), "nearest"),
+                       ".png")
+    out = tmp_path / "r.json"
+    assert eval_kitti.main(["--pred-dir", str(tmp_path / "preds"), "--filenames", str(tree.test_list),
+                            "--gt-path", str(tree.gt), "--protocol", "spaceclip", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["abs_rel"] < 0.02
+    # The full-resolution predictions are not 352x704: a clear error.
+    _write_predictions(tree, tmp_path / "full", lambda sparse, dense: dense, ".npy")
+    assert eval_kitti.main(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
+                            "--gt-path", str(tree.gt), "--protocol", "spaceclip"]) == 2
+    assert "352x704" in capsys.readouterr().err
+    # One prediction missing: counted and named; --strict makes it an error.
+    missing = next((tmp_path / "full").rglob("0000000001.npy"))
+    missing.unlink()
+    assert eval_kitti.main(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
+                            "--gt-path", str(tree.gt), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["n_images"] == 2
+    assert "skipped 1 line(s)" in capsys.readouterr().err
+    assert eval_kitti.main(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
+                            "--gt-path", str(tree.gt), "--strict"]) == 2
+
+
+def test_pred_dir_against_velodyne_npz(tree, tmp_path):
+    npz = tmp_path / "gt.npz"
+    export_gt_depth.main(["--data-path", str(tree.raw), "--filenames", str(tree.velodyne_list), "--out", str(npz)])
+    preds = tmp_path / "preds"
+    for i, image_rel in enumerate(np.load(npz)["images"].tolist()):
+        gt = np.load(npz)[f"depth_{i:05d}"]
+        (preds / image_rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(preds / image_rel.replace(".png", ".npy"), np.where(gt > 0, gt / 1.1, 1.0).astype(np.float32))
+    out = tmp_path / "r.json"
+    assert eval_kitti.main(["--pred-dir", str(preds), "--filenames", str(tree.velodyne_list), "--gt-path", str(npz),
+                            "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-5)

@@ -1,0 +1,130 @@
+"""train_kitti.py end to end on the CPU: a tiny tower, the tests' KITTI tree, checkpoints, resume, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import eval_kitti
+import train_kitti
+from helpers import TINY_CHANNELS, TINY_HIDDEN
+from space_clip_ros import DepthEstimator, load_checkpoint
+from space_clip_ros.checkpoint import read_checkpoint
+
+
+def _config(tmp_path, tower, **extra):
+    """A config file for the tiny tower, inheriting the paper's recipe."""
+    data = {"base": str(train_kitti.cfgmod.DEFAULT_CONFIG),
+            "model": {"backbone": str(tower), "hidden_size": TINY_HIDDEN, "decoder_channels": list(TINY_CHANNELS),
+                      "film_hidden_size": 16},
+            "crop": [48, 96], "workers": 0, "log_images": 2, **extra}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _args(tree, config, out, *more):
+    return ["--config", str(config), "--data-path", str(tree.raw), "--gt-path", str(tree.gt),
+            "--filenames", str(tree.train_list), "--filenames-eval", str(tree.test_list), "--batch-size", "2",
+            "--device", "cpu", "--out", str(out), *more]
+
+
+def _steps(out):
+    return [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+
+
+def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = _config(tmp_path, clip_tower)
+    assert train_kitti.main(_args(tree, config, out, "--max-steps", "2", "--epochs", "3", "--seed", "7")) == 0
+    printed = capsys.readouterr().out
+    assert "AbsRel" in printed and "stopped after 2 steps" not in printed  # 2 steps = exactly one epoch here
+    assert [s["step"] for s in _steps(out)] == [1, 2]
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["seed"] == 7 and resolved["batch_size"] == 2 and resolved["lr"] == 1e-4
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["n_images"] == 3 and record["step"] == 2 and 0 < record["abs_rel"]
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    for name in ("last.pt", "best.pt"):
+        model = load_checkpoint(out / name)
+        assert model.provenance["trained"] is True and model.provenance["step"] == 2
+        depth = DepthEstimator(model, device="cpu")(np.zeros((96, 288, 3), np.uint8))
+        assert depth.shape == (96, 288) and np.isfinite(depth).all()
+    raw = read_checkpoint(out / "last.pt")
+    assert raw["training_state"]["step"] == 2 and raw["backbone"]["embedded"] is True
+    # Only the decoder trained: the embedded tower equals the one on disk.
+    from transformers import CLIPVisionModel
+    tower = CLIPVisionModel.from_pretrained(clip_tower).state_dict()
+    assert all(torch.equal(raw["backbone"]["state_dict"][k], v) for k, v in tower.items())
+    # eval_kitti.py runs the checkpoint and reproduces the validation numbers (same protocol: standard, garg).
+    result = tmp_path / "eval.json"
+    assert eval_kitti.main(["--checkpoint", str(out / "best.pt"), "--data-path", str(tree.raw), "--gt-path",
+                            str(tree.gt), "--filenames", str(tree.test_list), "--device", "cpu", "--workers", "0",
+                            "--out", str(result)]) == 0
+    assert json.loads(result.read_text())["abs_rel"] == pytest.approx(record["abs_rel"], rel=1e-5)
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])  # mid-epoch, and at an epoch's end
+def test_resume_continues_with_identical_losses(clip_tower, tree, tmp_path, stop_at):
+    config = _config(tmp_path, clip_tower, scheduler="cosine_warmup", aux_weights=[0.1, 0.05, 0.0],
+                     ema_decay=0.9, eval_every=5)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_kitti.main(_args(tree, config, straight, "--epochs", "2")) == 0
+    assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--max-steps", str(stop_at))) == 0
+    assert [s["step"] for s in _steps(split)] == list(range(1, stop_at + 1))
+    assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--resume", str(split / "last.pt"))) == 0
+    a, b = _steps(straight), _steps(split)
+    assert [s["step"] for s in b] == [1, 2, 3, 4]
+    assert [s["loss"] for s in a] == [s["loss"] for s in b]  # bit-identical
+    assert [s["lr"] for s in a] == [s["lr"] for s in b]
+    da, db = read_checkpoint(straight / "last.pt"), read_checkpoint(split / "last.pt")
+    assert all(torch.equal(da["decoder"][k], db["decoder"][k]) for k in da["decoder"])
+    ema_a, ema_b = da["training_state"]["ema"], db["training_state"]["ema"]
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_a_corrupt_list_line_is_counted_and_reported(clip_tower, tree, tmp_path, capsys):
+    lines = tree.train_list.read_text().splitlines()
+    bad = tmp_path / "train.txt"
+    bad.write_text("\n".join(lines + ["2011_09_26/nowhere/image_02/data/0000000000.png nowhere/x.png 721.5"]) + "\n")
+    config = _config(tmp_path, clip_tower)
+    out = tmp_path / "run"
+    args = _args(tree, config, out, "--epochs", "1", "--seed", "1")
+    args[args.index("--filenames") + 1] = str(bad)
+    assert train_kitti.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "1 training line(s) skipped" in printed and "line 5" in printed
+    assert json.loads((out / "metrics.jsonl").read_text())["skipped_train_lines"] == 1
+    assert train_kitti.main(args + ["--strict", "--out", str(tmp_path / "strict")]) == 2
+    assert "line 5" in capsys.readouterr().err
+
+
+def test_clear_errors(clip_tower, tree, tmp_path, capsys):
+    config = _config(tmp_path, clip_tower)
+    assert train_kitti.main(["--config", str(config)]) == 2
+    assert "--data-path" in capsys.readouterr().err
+    assert train_kitti.main(_args(tree, config, tmp_path / "r", "--set", "learning_rate=1")) == 2
+    assert "unknown config key 'learning_rate'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not-a-real/clip.*"):
+        train_kitti.main(_args(tree, config, tmp_path / "r", "--backbone", "not-a-real/clip"))
+    with pytest.raises(SystemExit, match="fp16 needs a CUDA device"):
+        train_kitti.main(_args(tree, config, tmp_path / "r", "--precision", "fp16"))
+
+
+def test_shipped_configs_resolve():
+    paper = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / "kitti_paper.yaml")
+    assert (paper["epochs"], paper["scheduler"], paper["step_epochs"], paper["step_gamma"]) == (10, "step", 2, 0.5)
+    assert (paper["lr"], paper["weight_decay"], paper["batch_size"], paper["seed"], paper["grad_clip"],
+            paper["w_ssim"]) == (1e-4, 0.01, 64, 42, 1.0, 0.5)
+    release = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / "kitti_release.yaml")
+    assert (release["epochs"], release["scheduler"], release["aux_weights"], release["ema_decay"],
+            release["final_flip_tta"], release["eval_protocol"]) == (20, "cosine_warmup", [0.1, 0.05, 0.0], 0.996,
+                                                                     True, "spaceclip")
+    variants = {}
+    for name in ("baseline", "film", "structural", "full"):
+        cfg = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / f"ablation_{name}.yaml")
+        variants[name] = (cfg["model"]["use_film"], cfg["model"]["use_structural_pathway"], cfg["epochs"])
+    assert variants == {"baseline": (False, False, 10), "film": (True, False, 10), "structural": (False, True, 10),
+                        "full": (True, True, 10)}

@@ -1,0 +1,115 @@
+"""Running a model over a KITTI list: predictions, flip test-time augmentation, metrics, visual grids.
+
+Shared by train_kitti.py (validation each epoch) and eval_kitti.py, so both report the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from kitti import KITTI_CROP_SIZE, KittiDepth, collate, pil_resize
+from metrics import MetricAverager, evaluate_image
+from space_clip_ros.visualize import colorize_depth
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def predict(model: torch.nn.Module, pixel_values: torch.Tensor, output_size: Tuple[int, int],
+            flip_tta: bool = False, autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """(B, 1, H, W) float32 depth; with ``flip_tta`` the mean with the flipped input's flipped prediction."""
+    with torch.autocast(pixel_values.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        depth = model(pixel_values, output_size=output_size).float()
+        if flip_tta:
+            flipped = model(torch.flip(pixel_values, dims=[3]), output_size=output_size).float()
+            depth = 0.5 * (depth + torch.flip(flipped, dims=[3]))
+    return depth
+
+
+def eval_loader(dataset: KittiDepth, workers: int = 2, batch_size: int = 1) -> torch.utils.data.DataLoader:
+    """Each process evaluates its own share of the list under torchrun (results are summed afterwards)."""
+    sampler = None
+    if is_distributed():
+        indices = list(range(dist.get_rank(), len(dataset), dist.get_world_size()))
+        sampler = indices
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
+                                       num_workers=workers, collate_fn=collate)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, device: torch.device, protocol: str = "standard", crop: str = "garg",
+             flip_tta: bool = False, min_depth: float = 1e-3, max_depth: float = 80.0, keep_images: int = 0,
+             autocast_dtype: Optional[torch.dtype] = None, progress: bool = False,
+             ground_truth: Optional[Callable[[int], Optional[np.ndarray]]] = None) -> Tuple[Dict[str, float], list]:
+    """Metrics of ``model`` over ``loader`` (a KittiDepth eval loader) and up to ``keep_images`` (rgb, gt, pred)
+    triples for pictures. ``ground_truth(index)`` supplies full-resolution depth (e.g. projected Velodyne) instead of
+    the annotated maps the dataset loads. Under torchrun the metric sums of all processes are combined."""
+    was_training = model.training
+    model.eval()
+    averager = MetricAverager()
+    kept: list = []
+    dataset = loader.dataset
+    dataset.skips.skipped.clear()
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(loader, desc=f"evaluating ({protocol})", leave=False)
+    for batch in batches:
+        dataset.record_skips(batch)
+        if not batch["n"]:
+            continue
+        if ground_truth is not None:  # None for a frame without ground truth: left out (the callable counts it)
+            gts = [ground_truth(int(i)) for i in batch["index"]]
+            rows = [i for i, g in enumerate(gts) if g is not None]
+            if not rows:
+                continue
+            gts = [gts[i] for i in rows]
+            batch = {**batch, "image": batch["image"][rows]}
+            pixels = batch["pixel_values"][rows].to(device, non_blocking=True)
+        else:
+            gts = [d[0].numpy() for d in batch["depth"]]
+            pixels = batch["pixel_values"].to(device, non_blocking=True)
+        if protocol == "spaceclip":
+            gts = [pil_resize(g, KITTI_CROP_SIZE, "nearest") for g in gts]
+        sizes = {g.shape for g in gts}
+        if len(sizes) == 1:
+            preds = list(predict(model, pixels, sizes.pop(), flip_tta, autocast_dtype)[:, 0])
+        else:
+            preds = [predict(model, pixels[i:i + 1], g.shape, flip_tta, autocast_dtype)[0, 0]
+                     for i, g in enumerate(gts)]
+        for i, (gt, pred) in enumerate(zip(gts, preds)):
+            pred_np = pred.cpu().numpy()
+            averager.update(evaluate_image(gt, pred_np, protocol, crop, min_depth, max_depth))
+            if len(kept) < keep_images:
+                kept.append((batch["image"][i].permute(1, 2, 0).numpy(), gt, pred_np))
+    if is_distributed():
+        state = torch.tensor(averager.state(), dtype=torch.float64, device=device)
+        dist.all_reduce(state)
+        averager = MetricAverager()
+        averager.merge(state.tolist())
+    model.train(was_training)
+    return averager.result(), kept
+
+
+def image_grid(triples: List[tuple], max_depth: float = 80.0, width: int = 704) -> np.ndarray:
+    """Rows of RGB | ground truth | prediction (coloured, turbo, same range), each panel ``width`` wide: (H, W, 3)
+    uint8. Sparse ground truth is dilated a little so it can be seen."""
+    import cv2
+
+    rows = []
+    for rgb, gt, pred in triples:
+        height = int(round(width * rgb.shape[0] / rgb.shape[1]))
+        panels = []
+        rgb8 = (np.clip(rgb, 0, 1) * 255).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+        panels.append(cv2.resize(rgb8, (width, height), interpolation=cv2.INTER_AREA))
+        gt_show = cv2.dilate(np.where(np.isfinite(gt), gt, 0).astype(np.float32), np.ones((3, 3), np.uint8))
+        for depth in (gt_show, pred):
+            coloured = colorize_depth(depth, 1e-3, max_depth)
+            panels.append(cv2.resize(coloured, (width, height), interpolation=cv2.INTER_NEAREST))
+        rows.append(np.concatenate(panels, axis=1))
+    return np.concatenate(rows, axis=0) if rows else np.zeros((1, 3 * width, 3), np.uint8)

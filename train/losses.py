@@ -1,0 +1,97 @@
+"""SPACE-CLIP's training loss: (1 - w) SILog + w SSIM on the main output, plus weighted SILog on auxiliary outputs.
+
+Formulas from the paper and the release (../../shared/docs/space-clip-architecture.md, "Training"):
+SILog = 10 sqrt(Var(g) + (1 - 0.85) Mean(g)^2), g = log pred - log gt over all valid pixels of the batch;
+SSIM per sample on pred and gt min-max normalised by that sample's valid gt range, 11x11 Gaussian window (sigma 1.5),
+loss = mean(1 - SSIM) over valid pixels. Valid = gt in (min_depth, max_depth).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def silog_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, variance_focus: float = 0.85,
+               eps: float = 1e-7) -> torch.Tensor:
+    """Scale-invariant log loss over the valid pixels of the whole batch; (B, 1, H, W) inputs, pred resized to gt."""
+    pred = _to_gt_size(pred.float(), gt)
+    if not mask.any():
+        return pred.sum() * 0.0
+    g = torch.log(pred[mask].clamp_min(eps)) - torch.log(gt[mask].float().clamp_min(eps))
+    d = g.var(unbiased=False) + (1.0 - variance_focus) * g.mean() ** 2 if g.numel() > 1 else (
+        (1.0 - variance_focus) * g.mean() ** 2)
+    return 10.0 * torch.sqrt(d.clamp_min(eps))
+
+
+def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - size // 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] @ g[None, :])[None, None]
+
+
+def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: int = 11, sigma: float = 1.5,
+              eps: float = 1e-6) -> torch.Tensor:
+    """mean(1 - SSIM) over valid pixels, each sample normalised by its valid ground-truth range."""
+    pred = _to_gt_size(pred.float(), gt)
+    gt = gt.float()
+    if not mask.any():
+        return pred.sum() * 0.0
+    lo = torch.stack([gt[b][mask[b]].min() if mask[b].any() else gt.new_zeros(()) for b in range(gt.shape[0])])
+    hi = torch.stack([gt[b][mask[b]].max() if mask[b].any() else gt.new_ones(()) for b in range(gt.shape[0])])
+    lo, span = lo.view(-1, 1, 1, 1), (hi - lo).clamp_min(eps).view(-1, 1, 1, 1)
+    x = ((pred - lo) / span).clamp(0, 1)
+    y = ((gt - lo) / span).clamp(0, 1)
+    y = torch.where(mask, y, torch.zeros_like(y))
+    w = _gaussian_window(window, sigma, x.device, x.dtype)
+    pad = window // 2
+
+    def blur(t):
+        return F.conv2d(t, w, padding=pad)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return (1.0 - ssim)[mask].mean()
+
+
+def _to_gt_size(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    if pred.shape[-2:] != gt.shape[-2:]:
+        pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=True)
+    return pred
+
+
+class SpaceClipLoss(torch.nn.Module):
+    """(1 - w_ssim) SILog + w_ssim SSIM on the main output, + sum_j aux_weights[j] SILog(aux_j)."""
+
+    def __init__(self, w_ssim: float = 0.5, aux_weights: Sequence[float] = (), min_depth: float = 1e-3,
+                 max_depth: float = 80.0):
+        super().__init__()
+        self.w_ssim, self.aux_weights = float(w_ssim), [float(w) for w in aux_weights]
+        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+
+    def forward(self, pred: torch.Tensor, gt: torch.Tensor,
+                aux: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        mask = (gt > self.min_depth) & (gt < self.max_depth)
+        silog = silog_loss(pred, gt, mask)
+        total = (1.0 - self.w_ssim) * silog
+        out = {"silog": silog.detach()}
+        if self.w_ssim > 0:
+            ssim = ssim_loss(pred, gt, mask)
+            total = total + self.w_ssim * ssim
+            out["ssim"] = ssim.detach()
+        aux_total = pred.new_zeros(())
+        for weight, aux_pred in zip(self.aux_weights, aux or ()):
+            if weight > 0:
+                aux_total = aux_total + weight * silog_loss(aux_pred, gt, mask)
+        if aux:
+            out["aux"] = aux_total.detach()
+            total = total + aux_total
+        out["loss"] = total
+        return out

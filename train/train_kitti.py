@@ -1,0 +1,510 @@
+"""Train SPACE-CLIP's decoder on KITTI (Eigen split) over a frozen CLIP tower; one process, one GPU, or many.
+
+    python train/train_kitti.py --data-path RAW --gt-path ANNOTATED                       # the paper's recipe
+    python train/train_kitti.py --config train/configs/kitti_release.yaml --data-path RAW --gt-path ANNOTATED
+    torchrun --nproc_per_node=8 train/train_kitti.py --data-path RAW --gt-path ANNOTATED  # DistributedDataParallel
+
+Writes to --out: config.yaml (the resolved configuration), last.pt after every epoch and best.pt (lowest AbsRel),
+both space_clip_ros checkpoints the node and load_checkpoint read directly, written atomically; metrics.jsonl; and
+TensorBoard logs in tb/. --resume RUN/last.pt continues exactly where that run stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+import config as cfgmod  # noqa: E402
+from engine import eval_loader, evaluate, image_grid  # noqa: E402
+from kitti import Augment, KittiDepth, collate  # noqa: E402
+from losses import SpaceClipLoss  # noqa: E402
+from metrics import format_table  # noqa: E402
+from space_clip_ros.checkpoint import atomic_save, checkpoint_dict, read_checkpoint  # noqa: E402
+from space_clip_ros.model import SpaceClip, SpaceClipConfig  # noqa: E402
+from space_clip_ros.model.backbone import BackboneUnavailableError  # noqa: E402
+from space_clip_ros.runtime import resolve_device  # noqa: E402
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train_kitti.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="YAML config (default train/configs/kitti_paper.yaml)")
+    p.add_argument("--data-path", help="KITTI raw root (date folders: 2011_09_26/...)")
+    p.add_argument("--gt-path", help="annotated depth root (drives under train/ and val/)")
+    p.add_argument("--filenames", help="training list, BTS format (default: the Eigen train list)")
+    p.add_argument("--filenames-eval", help="validation list (default: the Eigen test list, 652 frames with depth)")
+    p.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps, then validate and save")
+    p.add_argument("--backbone", help="hub id or local folder of the frozen CLIP tower (overrides the config's)")
+    p.add_argument("--out", type=Path, help="run folder for config.yaml, checkpoints, metrics and TensorBoard logs")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (torchrun: each process uses its LOCAL_RANK GPU)")
+    p.add_argument("--workers", type=int, help="data loading processes per training process")
+    p.add_argument("--resume", type=Path, help="a last.pt (or best.pt) of an earlier run: continue it exactly")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=sorted(PRECISIONS), help="autocast precision of the forward pass")
+    p.add_argument("--strict", action="store_true", default=None, help="a bad list line is an error, not a skip")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set lr=2e-4 --set model.use_film=false (repeatable)")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> Dict[str, Any]:
+    named = {"data_path": args.data_path, "gt_path": args.gt_path, "filenames": args.filenames,
+             "filenames_eval": args.filenames_eval, "batch_size": args.batch_size, "epochs": args.epochs,
+             "max_steps": args.max_steps, "backbone": args.backbone, "device": args.device, "workers": args.workers,
+             "seed": args.seed, "precision": args.precision, "strict": args.strict,
+             "out": str(args.out) if args.out else None}
+    config = cfgmod.resolve_config(args.config, args.assignments, **named)
+    if not config["data_path"] or not config["gt_path"]:
+        raise cfgmod.ConfigError("set --data-path (KITTI raw root) and --gt-path (annotated depth root)")
+    if config["precision"] not in PRECISIONS:
+        raise cfgmod.ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {config['precision']!r}")
+    if config["scheduler"] not in ("step", "cosine_warmup"):
+        raise cfgmod.ConfigError(f"scheduler must be step or cosine_warmup, got {config['scheduler']!r}")
+    return config
+
+
+# --------------------------------------------------------------------------------------------------- processes
+class Process:
+    """Rank, world size and device; DistributedDataParallel when started by torchrun."""
+
+    def __init__(self, device_spec: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.distributed = self.world > 1
+        device = resolve_device(device_spec)
+        if device.type == "cuda" and self.distributed:
+            device = torch.device("cuda", self.local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self.device = device
+        if self.distributed:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, text: str) -> None:
+        if self.main:
+            print(text, flush=True)
+
+    def all_sum(self, values: List[float]) -> List[float]:
+        if not self.distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj: Any) -> List[Any]:
+        """``obj`` of every process, by rank (collective: all processes call it)."""
+        if not self.distributed:
+            return [obj]
+        out: List[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.distributed:
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------------- pieces
+def build_model(config: Dict[str, Any]) -> SpaceClip:
+    model_cfg = dict(config["model"])
+    if any(w > 0 for w in config["aux_weights"]):
+        model_cfg["use_aux_heads"] = True
+    try:
+        return SpaceClip.from_pretrained_backbone(SpaceClipConfig.from_dict(model_cfg))
+    except BackboneUnavailableError as error:
+        raise SystemExit(f"train_kitti.py: error: {error}") from None
+
+
+class EMA:
+    """Exponential moving average of the decoder's floating-point state (parameters and BatchNorm statistics)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for key, value in module.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[key].mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
+            else:
+                self.shadow[key].copy_(value)
+
+
+def make_scheduler(optimizer, config: Dict[str, Any], steps_per_epoch: int):
+    """``step``: x step_gamma every step_epochs epochs (stepped per optimizer step, in epoch units);
+    ``cosine_warmup``: linear warm-up over warmup_ratio of all steps, then cosine to min_lr; per step."""
+    total = max(1, steps_per_epoch * config["epochs"])
+    if config["scheduler"] == "step":
+        every = max(1, config["step_epochs"] * steps_per_epoch)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=config["step_gamma"])
+    warmup = max(1, min(int(total * config["warmup_ratio"]), total - 1))
+    floor = min(1.0, config["min_lr"] / max(config["lr"], 1e-12))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(max((step - warmup) / max(1, total - warmup), 0.0), 1.0)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every random stream of this process, in types ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+# ------------------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    def __init__(self, config: Dict[str, Any], resume: Optional[Path] = None):
+        self.config = config
+        self.proc = Process(config["device"])
+        self.out = Path(config["out"])
+        self.dtype = PRECISIONS[config["precision"]]
+        if self.dtype == torch.float16 and self.proc.device.type != "cuda":
+            raise SystemExit("train_kitti.py: error: precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        seed_everything(config["seed"], self.proc.rank)
+        if self.proc.world > 1 and config["batch_size"] % self.proc.world:
+            raise SystemExit(f"train_kitti.py: error: batch size {config['batch_size']} does not divide over "
+                             f"{self.proc.world} processes")
+        self.per_process_batch = config["batch_size"] // self.proc.world
+
+        self.model = build_model(config).to(self.proc.device)
+        self.model.provenance = {"trained": True, "source": f"train_kitti.py ({self.out.name})"}
+        decoder = self.model.decoder
+        self.net = self.model
+        if self.proc.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.proc.device.index] if self.proc.device.type == "cuda" else None,
+                find_unused_parameters=any(w <= 0 for w in config["aux_weights"]))  # a zero-weight aux head
+        self.train_set = self._dataset(config["filenames"], "train")
+        self.eval_set = self._dataset(config["filenames_eval"], "eval")
+        if len(self.train_set) < config["batch_size"]:
+            raise SystemExit(f"train_kitti.py: error: {len(self.train_set)} training lines are fewer than one batch "
+                             f"of {config['batch_size']}; lower --batch-size")
+        self.sampler = torch.utils.data.distributed.DistributedSampler(
+            self.train_set, num_replicas=self.proc.world, rank=self.proc.rank, shuffle=True, seed=config["seed"],
+            drop_last=True)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=self.per_process_batch, sampler=self.sampler, drop_last=True,
+            num_workers=config["workers"], collate_fn=collate, pin_memory=self.proc.device.type == "cuda",
+            persistent_workers=False)
+        self.steps_per_epoch = len(self.loader)
+        self.optimizer = torch.optim.AdamW(list(self.model.trainable_parameters()), lr=config["lr"],
+                                           weight_decay=config["weight_decay"])
+        self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.ema = EMA(decoder, config["ema_decay"]) if config["ema_decay"] > 0 else None
+        self.criterion = SpaceClipLoss(config["w_ssim"], config["aux_weights"], config["min_depth"],
+                                       config["max_depth"])
+        self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
+        self.best = math.inf
+        self.epoch_rng: Optional[Dict[str, Any]] = None
+        self.resume_rng: Optional[Dict[str, Any]] = None
+        self.stop_rng: Optional[Dict[str, Any]] = None  # the streams where training stopped for validation
+        self.skipped = self.skipped_epoch = 0
+        self.nonfinite_steps = 0
+        if resume:
+            self._load(resume)
+        self.writer = None
+        if self.proc.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfgmod.dump(config, self.out / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if resume else None)
+
+    def _dataset(self, list_value: str, mode: str) -> KittiDepth:
+        c = self.config
+        pre = self.model.preprocessing
+        return KittiDepth(cfgmod.list_path(list_value), c["data_path"], c["gt_path"], mode, pre.input_size,
+                          pre.mean, pre.std, Augment(tuple(c["crop"]), c["rotate_degrees"], c["flip"], c["color"]),
+                          strict=c["strict"])
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def _training_state(self) -> Dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch, "best_abs_rel": self.best,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "ema": self.ema.shadow if self.ema else None,
+            "rng_epoch_start": self.proc.gather(self.epoch_rng), "rng": self.proc.gather(self.stop_rng or rng_state()),
+            "world_size": self.proc.world, "skipped": self.skipped, "config": self.config,
+        }
+
+    def _save(self, name: str, state: Dict[str, Any], decoder_state: Optional[Dict[str, torch.Tensor]] = None,
+              extra: Optional[Dict[str, Any]] = None) -> Path:
+        """A checkpoint in the project format with ``state`` (:meth:`_training_state`); ``decoder_state`` replaces
+        the live decoder's (the EMA's)."""
+        live = None
+        if decoder_state is not None:
+            live = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
+            self.model.decoder.load_state_dict(decoder_state)
+        try:
+            ckpt = checkpoint_dict(self.model, provenance={"epoch": self.epoch, "step": self.step, **(extra or {})},
+                                   training_state=state)
+        finally:
+            if live is not None:
+                self.model.decoder.load_state_dict(live)
+        path = self.out / name
+        atomic_save(ckpt, path)
+        return path
+
+    def _load(self, path: Path) -> None:
+        ckpt = read_checkpoint(path)
+        state = ckpt.get("training_state")
+        if not state:
+            raise SystemExit(f"train_kitti.py: error: {path} has no training state (only checkpoints written by "
+                             "train_kitti.py can be resumed)")
+        if state["world_size"] != self.proc.world:
+            raise SystemExit(f"train_kitti.py: error: {path} was written by {state['world_size']} process(es); "
+                             f"resume with the same number (now {self.proc.world}) so the data order matches")
+        self.model.decoder.load_state_dict(ckpt["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state["ema"] is not None:
+            self.ema.shadow = {k: v.to(self.proc.device) for k, v in state["ema"].items()}
+        self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
+        self.best, self.skipped = state["best_abs_rel"], state["skipped"]
+        self.epoch_rng = state["rng_epoch_start"][self.proc.rank]  # each process its own random streams
+        self.resume_rng = state["rng"][self.proc.rank]
+        set_rng_state(self.resume_rng)
+        self.proc.log(f"resumed {path}: epoch {self.epoch + 1}, step {self.step}, batch {self.batch_in_epoch} "
+                      f"of {self.steps_per_epoch}")
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def fit(self) -> Dict[str, float]:
+        c = self.config
+        max_steps = c["max_steps"] or math.inf
+        self.proc.log(f"training {sum(p.numel() for p in self.model.trainable_parameters()):,} decoder parameters "
+                      f"({c['model'].get('backbone')} frozen) on {self.proc.device} x{self.proc.world}, "
+                      f"{len(self.train_set)} lines, {self.steps_per_epoch} steps/epoch, {c['epochs']} epochs, "
+                      f"{c['precision']}; run folder {self.out}")
+        results: Dict[str, float] = {}
+        stopped = False
+        while self.epoch < c["epochs"] and not stopped:
+            stopped = self._train_epoch(max_steps)
+            finished_epoch = self.batch_in_epoch == 0
+            last = (self.epoch >= c["epochs"]) or stopped
+            if last or (finished_epoch and self.epoch % c["eval_every"] == 0):
+                # Validation must not move the training's random streams: a resumed run (which skips it) and an
+                # uninterrupted one then draw the same dropout masks and augmentations.
+                self.stop_rng = rng_state()
+                results = self._validate(final=last)
+                set_rng_state(self.stop_rng)
+        if self.writer:
+            self.writer.close()
+        self.proc.close()
+        return results
+
+    def _train_epoch(self, max_steps: float) -> bool:
+        """One epoch (or the rest of one after a resume). True when max_steps stopped it."""
+        from tqdm import tqdm
+
+        c = self.config
+        self.sampler.set_epoch(self.epoch)
+        resuming = self.batch_in_epoch > 0 and self.epoch_rng is not None
+        if resuming:
+            set_rng_state(self.epoch_rng)  # the data order and augmentations of the interrupted epoch
+        else:
+            self.batch_in_epoch = 0
+            self.epoch_rng = rng_state()
+        skip = self.batch_in_epoch
+        self.net.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {self.epoch + 1}/{c['epochs']}",
+                   disable=not self.proc.main, dynamic_ncols=True)
+        start = time.time()
+        if not resuming:
+            self.train_set.skips.skipped.clear()
+            self.skipped_epoch = 0
+        for i, batch in enumerate(self.loader):
+            if i < skip:
+                continue
+            if self.step >= max_steps:
+                bar.close()
+                self.proc.log(f"stopped after {self.step} steps (--max-steps)")
+                return True
+            if i == skip and resuming:
+                set_rng_state(self.resume_rng)  # then the exact state at the moment the run stopped
+            self.train_set.record_skips(batch)
+            loss = self._train_step(batch)
+            self.batch_in_epoch = i + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.proc.log(f"epoch {self.epoch} done in {time.time() - start:.0f} s; " + (
+            f"{self.skipped_epoch} training line(s) skipped (all processes); " + self.train_set.skips.summary()
+            if self.skipped_epoch else "no training lines skipped"))
+        return self.step >= max_steps
+
+    def _train_step(self, batch: Dict[str, Any]) -> float:
+        c = self.config
+        device = self.proc.device
+        n = batch["n"]
+        skipped_here, empty = self.proc.all_sum([float(len(batch["skipped"])), float(n == 0)])
+        self.skipped += int(skipped_here)
+        self.skipped_epoch += int(skipped_here)
+        if empty:  # every line of a process's batch was unusable: all processes pass this step together
+            self.step += 1
+            self.scheduler.step()
+            self._log_step({"loss": float("nan")})
+            return float("nan")
+        pixels = batch["pixel_values"].to(device, non_blocking=True)
+        gt = batch["depth"].to(device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.net(pixels, output_size=tuple(gt.shape[-2:]), return_aux=bool(self.criterion.aux_weights))
+        depth, aux = out if isinstance(out, tuple) else (out, None)
+        losses = self.criterion(depth.float(), gt, [a.float() for a in aux] if aux else None)
+        loss = losses["loss"]
+        finite, = self.proc.all_sum([float(torch.isfinite(loss).item())])
+        if finite < self.proc.world:
+            self.nonfinite_steps += 1
+            self.proc.log(f"warning: non-finite loss at step {self.step}: step skipped "
+                          f"({self.nonfinite_steps} so far)")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.scheduler.step()
+            self._log_step({"loss": float("nan")})
+            return float("nan")
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters()), c["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update(self.model.decoder)
+        self.step += 1
+        self._log_step({k: float(v.detach()) for k, v in losses.items()})
+        return float(loss.detach())
+
+    def _log_step(self, losses: Dict[str, float]) -> None:
+        """steps.jsonl gets every step (this process's loss); TensorBoard every log_every steps."""
+        if not self.proc.main:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        with open(self.out / "steps.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": self.step, "epoch": self.epoch, "lr": lr, **losses}) + "\n")
+        if self.step % self.config["log_every"] == 0 or self.step == 1:
+            for key, value in losses.items():
+                self.writer.add_scalar(f"train/{key}", value, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            self.writer.add_scalar("data/skipped_lines", self.skipped, self.step)
+
+    # ---------------------------------------------------------------------------------------- validation
+    def _validate(self, final: bool) -> Dict[str, float]:
+        c = self.config
+        flip = c["final_flip_tta"] if final else c["eval_flip_tta"]
+        loader = eval_loader(self.eval_set, workers=min(c["workers"], 4))
+        kwargs = dict(protocol=c["eval_protocol"], crop=c["eval_crop"], flip_tta=flip, min_depth=c["min_depth"],
+                      max_depth=c["max_depth"], autocast_dtype=self.dtype)
+        raw, pictures = evaluate(self.model, loader, self.proc.device, keep_images=c["log_images"], **kwargs)
+        chosen, source, ema_state = raw, "raw", None
+        if self.ema:
+            live = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
+            self.model.decoder.load_state_dict(self.ema.shadow)
+            try:
+                ema_results, ema_pictures = evaluate(self.model, loader, self.proc.device,
+                                                     keep_images=c["log_images"], **kwargs)
+            finally:
+                self.model.decoder.load_state_dict(live)
+            if ema_results["abs_rel"] < raw["abs_rel"]:
+                chosen, source, pictures, ema_state = ema_results, "ema", ema_pictures, self.ema.shadow
+        skipped_eval, = self.proc.all_sum([float(len(self.eval_set.skips.skipped))])
+        is_best = chosen["abs_rel"] < self.best
+        if is_best:
+            self.best = chosen["abs_rel"]
+        state = self._training_state()  # collective under torchrun (gathers every process's RNG state)
+        if self.proc.main:
+            tag = f"epoch {self.epoch} step {self.step}" + (" (final" + (", flip TTA)" if flip else ")") if final
+                                                            else "")
+            print(format_table(chosen, f"validation, {tag}, {c['eval_protocol']} protocol, {source} weights:"))
+            if self.ema:
+                print(f"raw AbsRel {raw['abs_rel']:.4f}, EMA AbsRel {ema_results['abs_rel']:.4f}")
+            if skipped_eval:
+                print(f"{int(skipped_eval)} validation line(s) skipped; " + self.eval_set.skips.summary())
+            for key, value in chosen.items():
+                self.writer.add_scalar(f"val/{key}", value, self.step)
+            if pictures:
+                self.writer.add_image("val/rgb_gt_pred", image_grid(pictures, c["max_depth"]), self.step,
+                                      dataformats="HWC")
+            self.writer.flush()
+            record = {"epoch": self.epoch, "step": self.step, "source": source, "final": final, "flip_tta": flip,
+                      "skipped_train_lines": self.skipped, **chosen}
+            with open(self.out / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            extra = {"abs_rel": chosen["abs_rel"], "weights": source, "eval_protocol": c["eval_protocol"]}
+            self._save("last.pt", state, extra=extra)
+            if is_best:
+                self._save("best.pt", state, decoder_state=ema_state, extra=extra)
+                print(f"new best AbsRel {self.best:.4f} ({source}): {self.out / 'best.pt'}")
+            print(f"wrote {self.out / 'last.pt'}")
+        if self.proc.distributed:
+            dist.barrier()
+        return chosen
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve(args)
+    except cfgmod.ConfigError as error:
+        print(f"train_kitti.py: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        Trainer(config, resume=args.resume).fit()
+    except FileNotFoundError as error:
+        print(f"train_kitti.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
