@@ -1,7 +1,6 @@
 """depth_node over real DDS: the node runs in its own process; this process publishes frames and reads the outputs."""
 
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
 
 from helpers import tiny_model  # noqa: E402
-from ros_harness import Harness, camera_info_msg, rgb_image_msg, ros_environment, start_node  # noqa: E402
+from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 from space_clip_ros import DepthEstimator, load_checkpoint, save_checkpoint  # noqa: E402
 from space_clip_ros.geometry import depth_to_points  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402

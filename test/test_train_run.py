@@ -128,3 +128,69 @@ def test_shipped_configs_resolve():
         variants[name] = (cfg["model"]["use_film"], cfg["model"]["use_structural_pathway"], cfg["epochs"])
     assert variants == {"baseline": (False, False, 10), "film": (True, False, 10), "structural": (False, True, 10),
                         "full": (True, True, 10)}
+
+
+def test_torchrun_two_processes_on_the_cpu(clip_tower, tree, tmp_path):
+    """DistributedDataParallel over gloo: each process trains on its half of every batch and evaluates its share of
+    the frames; rank 0 writes one set of files with the metrics of all frames."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = _config(tmp_path, clip_tower, aux_weights=[0.1, 0.05, 0.0], ema_decay=0.9)
+    out = tmp_path / "ddp"
+    script = Path(train_kitti.__file__)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), *_args(tree, config, out, "--epochs", "1")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "on cpu x2" in result.stdout and result.stdout.count("wrote ") == 1
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["n_images"] == 3  # 2 + 1 frames, merged across the processes
+    assert [s["step"] for s in _steps(out)] == [1, 2]  # 4 lines, global batch 2 = 1 per process: 2 steps
+    state = read_checkpoint(out / "last.pt")["training_state"]
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    load_checkpoint(out / "last.pt")
+
+
+TINY_SETS = ["--set", f"model.hidden_size={TINY_HIDDEN}", "--set", f"model.decoder_channels={list(TINY_CHANNELS)}",
+             "--set", "model.film_hidden_size=16", "--set", "crop=[48, 96]", "--set", "workers=0"]
+
+
+def test_ablate_trains_the_four_variants_and_prints_table_2(clip_tower, tree, tmp_path, capsys):
+    import ablate
+
+    out = tmp_path / "ablation"
+    args = ["--out", str(out), "--backbone", str(clip_tower), "--data-path", str(tree.raw), "--gt-path",
+            str(tree.gt), "--filenames", str(tree.train_list), "--filenames-eval", str(tree.test_list),
+            "--batch-size", "2", "--device", "cpu", "--max-steps", "1", *TINY_SETS]
+    assert ablate.main(args) == 0
+    printed = capsys.readouterr().out
+    table = (out / "table2.txt").read_text().splitlines()
+    assert [row.split()[0] for row in table[1:]] == ["baseline", "film", "structural", "full"]
+    assert "0.1038" in table[-1] and "Table 2" in printed
+    for name, film, structural in (("baseline", False, False), ("film", True, False),
+                                   ("structural", False, True), ("full", True, True)):
+        config = load_checkpoint(out / name / "best.pt").config
+        assert (config.use_film, config.use_structural_pathway) == (film, structural)
+    # Finished variants are not trained again.
+    assert ablate.main(args) == 0
+    assert "training into" not in capsys.readouterr().out
+
+
+def test_visualize_writes_a_grid(clip_tower, tree, tmp_path):
+    import cv2
+
+    import visualize
+
+    out = tmp_path / "run"
+    assert train_kitti.main(_args(tree, _config(tmp_path, clip_tower), out, "--max-steps", "1")) == 0
+    png = tmp_path / "fig.png"
+    assert visualize.main(["--checkpoint", str(out / "last.pt"), "--data-path", str(tree.raw), "--gt-path",
+                           str(tree.gt), "--filenames", str(tree.test_list), "--frames", "0", "2", "--device", "cpu",
+                           "--out", str(png)]) == 0
+    grid = cv2.imread(str(png))
+    assert grid.shape == (2 * 352, 3 * 704, 3)
+    assert visualize.main(["--checkpoint", str(out / "last.pt"), "--data-path", str(tree.raw), "--gt-path",
+                           str(tree.gt), "--filenames", str(tree.test_list), "--frames", "9", "--out",
+                           str(png)]) == 2
