@@ -131,7 +131,7 @@ def test_silog_and_ssim_losses():
     aux = [torch.full((2, 1, 8, 12), 5.0, requires_grad=True), torch.full((2, 1, 16, 24), 5.0, requires_grad=True)]
     out = loss(pred, gt, aux)
     expected = 0.5 * out["silog"] + 0.5 * out["ssim"] + 0.1 * silog_loss(aux[0], gt, mask & (gt < 80) & (gt > 1e-3))
-    assert float(out["loss"].detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(out["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     out["loss"].backward()
     assert pred.grad.abs().sum() > 0 and aux[0].grad.abs().sum() > 0 and aux[1].grad is None
 
