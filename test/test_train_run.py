@@ -67,14 +67,18 @@ def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tm
 
 
 @pytest.mark.parametrize("stop_at", [1, 2])  # mid-epoch, and at an epoch's end
-def test_resume_continues_with_identical_losses(clip_tower, tree, tmp_path, stop_at):
+def test_resume_continues_with_identical_losses(clip_tower, tree, tmp_path, stop_at, capsys):
     config = _config(tmp_path, clip_tower, scheduler="cosine_warmup", aux_weights=[0.1, 0.05, 0.0],
                      ema_decay=0.9, eval_every=5)
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_kitti.main(_args(tree, config, straight, "--epochs", "2")) == 0
+    printed = capsys.readouterr().out  # last.pt after every epoch, validated or not
+    assert "last.pt (epoch 1, not validated" in printed and printed.count("validation, epoch") == 1
     assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--max-steps", str(stop_at))) == 0
     assert [s["step"] for s in _steps(split)] == list(range(1, stop_at + 1))
+    capsys.readouterr()
     assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--resume", str(split / "last.pt"))) == 0
+    assert "warning: resuming with settings" not in capsys.readouterr().out
     a, b = _steps(straight), _steps(split)
     assert [s["step"] for s in b] == [1, 2, 3, 4]
     assert [s["loss"] for s in a] == [s["loss"] for s in b]  # bit-identical
@@ -194,3 +198,17 @@ def test_visualize_writes_a_grid(clip_tower, tree, tmp_path):
     assert visualize.main(["--checkpoint", str(out / "last.pt"), "--data-path", str(tree.raw), "--gt-path",
                            str(tree.gt), "--filenames", str(tree.test_list), "--frames", "9", "--out",
                            str(png)]) == 2
+
+
+def test_resume_warns_about_changed_settings(clip_tower, tree, tmp_path, capsys):
+    config = _config(tmp_path, clip_tower)
+    out = tmp_path / "run"
+    assert train_kitti.main(_args(tree, config, out, "--epochs", "2", "--max-steps", "1")) == 0
+    capsys.readouterr()
+    assert train_kitti.main(_args(tree, config, out, "--epochs", "2", "--set", "lr=0.001", "--resume",
+                                  str(out / "last.pt"))) == 0
+    assert "warning: resuming with settings that differ from the run's: lr: 0.0001 -> 0.001" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no training state"):
+        from space_clip_ros import save_checkpoint
+        save_checkpoint(load_checkpoint(out / "last.pt"), tmp_path / "plain.pt")
+        train_kitti.main(_args(tree, config, tmp_path / "r2", "--resume", str(tmp_path / "plain.pt")))

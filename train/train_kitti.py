@@ -39,6 +39,7 @@ from space_clip_ros.model.backbone import BackboneUnavailableError  # noqa: E402
 from space_clip_ros.runtime import resolve_device  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+RESUME_FREE = ("out", "max_steps", "workers", "device", "log_every", "log_images")  # may change on --resume
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +247,7 @@ class Trainer:
         self.best = math.inf
         self.epoch_rng: Optional[Dict[str, Any]] = None
         self.resume_rng: Optional[Dict[str, Any]] = None
-        self.stop_rng: Optional[Dict[str, Any]] = None  # the streams where training stopped for validation
+        self.stop_rng: Optional[Dict[str, Any]] = None  # where training left its random streams (checkpointed)
         self.skipped = self.skipped_epoch = 0
         self.nonfinite_steps = 0
         if resume:
@@ -271,7 +272,7 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch, "best_abs_rel": self.best,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "ema": self.ema.shadow if self.ema else None,
-            "rng_epoch_start": self.proc.gather(self.epoch_rng), "rng": self.proc.gather(self.stop_rng or rng_state()),
+            "rng_epoch_start": self.proc.gather(self.epoch_rng), "rng": self.proc.gather(self.stop_rng),
             "world_size": self.proc.world, "skipped": self.skipped, "config": self.config,
         }
 
@@ -302,6 +303,12 @@ class Trainer:
         if state["world_size"] != self.proc.world:
             raise SystemExit(f"train_kitti.py: error: {path} was written by {state['world_size']} process(es); "
                              f"resume with the same number (now {self.proc.world}) so the data order matches")
+        changed = {k: (state["config"].get(k), v) for k, v in self.config.items()
+                   if k not in RESUME_FREE and state["config"].get(k) != v}
+        if changed:
+            self.proc.log("warning: resuming with settings that differ from the run's: " + "; ".join(
+                f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()) + " (the result is no longer the "
+                "uninterrupted run's)")
         self.model.decoder.load_state_dict(ckpt["decoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -330,12 +337,18 @@ class Trainer:
             stopped = self._train_epoch(max_steps)
             finished_epoch = self.batch_in_epoch == 0
             last = (self.epoch >= c["epochs"]) or stopped
+            # The random streams as training left them go into the checkpoint, and validation must not move them:
+            # a resumed run (which skips it) and an uninterrupted one then draw the same dropout masks and crops.
+            self.stop_rng = rng_state()
             if last or (finished_epoch and self.epoch % c["eval_every"] == 0):
-                # Validation must not move the training's random streams: a resumed run (which skips it) and an
-                # uninterrupted one then draw the same dropout masks and augmentations.
-                self.stop_rng = rng_state()
-                results = self._validate(final=last)
+                results = self._validate(final=last)  # writes last.pt, and best.pt when AbsRel improved
                 set_rng_state(self.stop_rng)
+            else:
+                state = self._training_state()  # collective under torchrun
+                if self.proc.main:
+                    self._save("last.pt", state)
+                    print(f"wrote {self.out / 'last.pt'} (epoch {self.epoch}, not validated: eval_every "
+                          f"{c['eval_every']})")
         if self.writer:
             self.writer.close()
         self.proc.close()
