@@ -109,6 +109,11 @@ def test_clear_errors(clip_tower, tree, tmp_path, capsys):
     config = _config(tmp_path, clip_tower)
     assert train_kitti.main(["--config", str(config)]) == 2
     assert "--data-path" in capsys.readouterr().err
+    assert train_kitti.main(["--config", str(config), "--data-path", str(tmp_path / "nowhere"), "--gt-path",
+                             str(tree.gt)]) == 2
+    assert "nowhere is not a folder (the KITTI raw root" in capsys.readouterr().err
+    assert train_kitti.main(_args(tree, config, tmp_path / "r", "--filenames", str(tmp_path / "none.txt"))) == 2
+    assert "none.txt does not exist" in capsys.readouterr().err
     assert train_kitti.main(_args(tree, config, tmp_path / "r", "--set", "learning_rate=1")) == 2
     assert "unknown config key 'learning_rate'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="not-a-real/clip.*"):

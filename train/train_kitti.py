@@ -75,6 +75,13 @@ def resolve(args: argparse.Namespace) -> Dict[str, Any]:
     config = cfgmod.resolve_config(args.config, args.assignments, **named)
     if not config["data_path"] or not config["gt_path"]:
         raise cfgmod.ConfigError("set --data-path (KITTI raw root) and --gt-path (annotated depth root)")
+    for key, what in (("data_path", "the KITTI raw root with date folders"),
+                      ("gt_path", "the annotated depth root with train/ and val/")):
+        if not Path(config[key]).is_dir():
+            raise cfgmod.ConfigError(f"--{key.replace('_', '-')} {config[key]} is not a folder ({what})")
+    for key in ("filenames", "filenames_eval"):
+        if not cfgmod.list_path(config[key]).is_file():
+            raise cfgmod.ConfigError(f"--{key.replace('_', '-')} {config[key]} does not exist")
     if config["precision"] not in PRECISIONS:
         raise cfgmod.ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {config['precision']!r}")
     if config["scheduler"] not in ("step", "cosine_warmup"):
