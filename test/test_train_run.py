@@ -217,3 +217,60 @@ def test_resume_warns_about_changed_settings(clip_tower, tree, tmp_path, capsys)
         from space_clip_ros import save_checkpoint
         save_checkpoint(load_checkpoint(out / "last.pt"), tmp_path / "plain.pt")
         train_kitti.main(_args(tree, config, tmp_path / "r2", "--resume", str(tmp_path / "plain.pt")))
+
+
+def test_release_recipe_validates_on_the_release_path_with_flip_tta(clip_tower, tree, tmp_path):
+    """kitti_release.yaml's evaluation: 352x704 maps, Eigen crop, flip TTA at the end; eval_kitti.py agrees."""
+    data = yaml.safe_load(_config(tmp_path, clip_tower).read_text())
+    data["base"] = str(train_kitti.cfgmod.CONFIGS / "kitti_release.yaml")
+    config = tmp_path / "release_tiny.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert train_kitti.main(_args(tree, config, out, "--max-steps", "1")) == 0
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["final"] and record["flip_tta"] and record["n_images"] == 3
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (resolved["eval_protocol"], resolved["ema_decay"], resolved["model"]["use_aux_heads"]) == (
+        "spaceclip", 0.996, True)
+    result = tmp_path / "eval.json"
+    chosen = "last.pt" if record["source"] == "raw" else "best.pt"
+    args = ["--data-path", str(tree.raw), "--gt-path", str(tree.gt), "--filenames", str(tree.test_list), "--device",
+            "cpu", "--workers", "0", "--protocol", "spaceclip", "--flip-tta", "--out", str(result)]
+    assert eval_kitti.main(["--checkpoint", str(out / chosen), *args]) == 0
+    assert json.loads(result.read_text())["abs_rel"] == pytest.approx(record["abs_rel"], rel=1e-5)
+
+
+def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
+    """eval_kitti.py --protocol spaceclip --flip-tta against the release's recipe written out step by step."""
+    from PIL import Image
+
+    from helpers import tiny_model
+    from kitti import crop_mask, read_depth_png, read_list, resolve_depth_path
+    from metrics import compute_errors
+    from space_clip_ros import save_checkpoint
+
+    model = tiny_model(clip_tower)  # heads biased positive: depth well above the 1e-3 clamp
+    save_checkpoint(model, tmp_path / "tiny.pt", provenance={"trained": True})
+    result = tmp_path / "eval.json"
+    args = ["--checkpoint", str(tmp_path / "tiny.pt"), "--data-path", str(tree.raw), "--gt-path", str(tree.gt),
+            "--filenames", str(tree.test_list), "--device", "cpu", "--workers", "0", "--protocol", "spaceclip"]
+    assert eval_kitti.main([*args, "--flip-tta", "--out", str(result)]) == 0
+    got = json.loads(result.read_text())
+    sums = {}
+    for sample in read_list(tree.test_list):
+        image = Image.open(tree.raw / sample.image).convert("RGB").resize((704, 352), Image.BICUBIC)
+        small = np.asarray(image.resize((64, 64), Image.BICUBIC), np.float32) / 255.0
+        mean, std = np.array(model.preprocessing.mean), np.array(model.preprocessing.std)
+        x = torch.from_numpy(((small - mean) / std).transpose(2, 0, 1)[None].astype(np.float32))
+        with torch.no_grad():
+            pred = 0.5 * (model(x, output_size=(352, 704)) + model(x.flip(3), output_size=(352, 704)).flip(3))
+        gt = np.asarray(Image.fromarray(read_depth_png(resolve_depth_path(tree.gt, sample.depth))).resize(
+            (704, 352), Image.NEAREST))
+        valid = (gt > 1e-3) & (gt < 80) & crop_mask((352, 704), "eigen")
+        errors = compute_errors(gt[valid], np.clip(pred[0, 0].numpy()[valid], 1e-3, 80))
+        for key, value in errors.items():
+            sums[key] = sums.get(key, 0.0) + value / 3
+    for key in sums:
+        assert got[key] == pytest.approx(sums[key], rel=1e-4), key
+    assert eval_kitti.main([*args, "--out", str(result)]) == 0  # without TTA: other numbers
+    assert json.loads(result.read_text())["abs_rel"] != pytest.approx(got["abs_rel"], rel=1e-6)
