@@ -168,18 +168,13 @@ class DepthNode(LifecycleNode):
                 model = self._p("checkpoint")
             self.estimator = DepthEstimator(model, device=self._p("device"), precision=self._p("precision"),
                                             backbone=self._p("backbone") or None)
-        except Exception as error:  # any failure to load leaves the node unconfigured, with the reason logged
-            self._status = f"configure failed: {error}"
-            self.get_logger().error(f"configure failed: {error}")
-            return TransitionCallbackReturn.FAILURE
-        overrides = QoSOverridingOptions.with_default_policies()
-        try:
+            overrides = QoSOverridingOptions.with_default_policies()
             for key, msg_type, topic in (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
                                          ("points", PointCloud2, "depth/points"), ("colored", Image, "depth/colored")):
                 self._pubs[key] = self.create_publisher(msg_type, topic, _publisher_qos(),
                                                         qos_overriding_options=overrides)
-        except Exception as error:  # e.g. a malformed qos_overrides.* parameter
-            self._pubs.clear()
+        except Exception as error:  # a bad checkpoint, device or qos_overrides.* value: unconfigured, reason logged
+            self.on_cleanup(state)
             self._status = f"configure failed: {error}"
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
