@@ -13,9 +13,11 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from space_clip_ros.kitti_calib import read_kitti_calib
 
 PathLike = Union[str, Path]
 SPLITS = Path(__file__).resolve().parent / "splits"
@@ -122,20 +124,6 @@ def write_depth_png(path: PathLike, depth: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def read_calib(path: PathLike) -> Dict[str, np.ndarray]:
-    """A KITTI calibration file as {key: float array}; non-numeric entries (calib_time) are left out."""
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        key, sep, rest = line.partition(":")
-        if not sep:
-            continue
-        try:
-            values[key.strip()] = np.array([float(v) for v in rest.split()], dtype=np.float64)
-        except ValueError:
-            continue
-    return values
-
-
 def read_velodyne(path: PathLike) -> np.ndarray:
     """(N, 4) float32 x, y, z, reflectance from a KITTI ``.bin`` scan."""
     data = np.fromfile(str(path), dtype=np.float32)
@@ -148,8 +136,8 @@ def read_velodyne(path: PathLike) -> np.ndarray:
 def velodyne_to_image_matrix(calib_dir: PathLike, camera: int = 2) -> Tuple[np.ndarray, Tuple[int, int]]:
     """3x4 projection from Velodyne to rectified camera ``camera`` pixels, and that image's (H, W):
     P_rect_0c @ R_rect_00 (4x4) @ [R | T] (4x4)."""
-    cam = read_calib(Path(calib_dir) / "calib_cam_to_cam.txt")
-    velo = read_calib(Path(calib_dir) / "calib_velo_to_cam.txt")
+    cam = read_kitti_calib(Path(calib_dir) / "calib_cam_to_cam.txt")
+    velo = read_kitti_calib(Path(calib_dir) / "calib_velo_to_cam.txt")
     velo_to_cam = np.eye(4)
     velo_to_cam[:3, :3] = velo["R"].reshape(3, 3)
     velo_to_cam[:3, 3] = velo["T"]

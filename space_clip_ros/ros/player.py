@@ -22,23 +22,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
+from ..kitti_calib import read_kitti_calib
 from . import messages
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 SAMPLE_DRIVE = (Path(__file__).resolve().parents[1] / "data" / "kitti_sample" / "2011_09_26"
                 / "2011_09_26_drive_0001_sync")
-
-
-def read_kitti_calib(path: Path) -> dict:
-    """KITTI calib file as {name: float array}; lines that are not numeric (calib_time) are skipped."""
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        name, _, rest = line.partition(":")
-        try:
-            values[name.strip()] = np.array([float(v) for v in rest.split()])
-        except ValueError:
-            continue
-    return values
 
 
 def kitti_camera_info(calib_path: Path, camera: str = "02", frame_id: str = "camera_optical_frame") -> CameraInfo:
