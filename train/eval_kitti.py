@@ -22,16 +22,16 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from config import list_path  # noqa: E402
-from kitti import (EIGEN_TEST, KITTI_CROP_SIZE, MAX_DEPTH, MIN_DEPTH, Sample, SkipReport, pil_resize,  # noqa: E402
-                   read_depth_png, read_list, resolve_depth_path)
+from kitti import (EIGEN_TEST, MAX_DEPTH, MIN_DEPTH, Sample, SkipReport, read_depth_png, read_list,  # noqa: E402
+                   resolve_depth_path)
 from metrics import MetricAverager, evaluate_image, format_table, write_json  # noqa: E402
 
 
 class GroundTruth:
     """Full-resolution ground truth per list line: annotated PNGs under a root, or an npz from export_gt_depth.py."""
 
-    def __init__(self, source: Path, samples: List[Sample]):
-        self.source, self.samples = Path(source), samples
+    def __init__(self, source: Path):
+        self.source = Path(source)
         self.npz = None
         if self.source.suffix == ".npz":
             if not self.source.is_file():
@@ -87,11 +87,10 @@ def evaluate_predictions(pred_dir: Path, samples: List[Sample], gt: GroundTruth,
                 raise FileNotFoundError(f"line {sample.line_no}: {error} (--strict)") from None
             skips.skip(sample, str(error))
             continue
-        if protocol == "spaceclip":
-            depth = pil_resize(depth, KITTI_CROP_SIZE, "nearest")
-            if pred.shape != KITTI_CROP_SIZE:
-                raise ValueError(f"the spaceclip protocol needs 352x704 predictions; {sample.image} is {pred.shape}")
-        averager.update(evaluate_image(depth, pred, protocol, crop, MIN_DEPTH, MAX_DEPTH))
+        try:
+            averager.update(evaluate_image(depth, pred, protocol, crop, MIN_DEPTH, MAX_DEPTH))
+        except ValueError as error:  # a prediction of the wrong size or with NaN: name the file
+            raise ValueError(f"{sample.image}: {error}") from None
     return averager.result()
 
 
@@ -112,7 +111,7 @@ def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[st
     pre = model.preprocessing
     dataset = KittiDepth(args.filenames, args.data_path, None, "eval", pre.input_size, pre.mean, pre.std,
                          strict=args.strict, require_depth=False)
-    dataset.samples = [s for s in samples]
+    dataset.samples = list(samples)  # only the lines with ground truth
 
     def by_index(index: int) -> Optional[np.ndarray]:
         try:
@@ -165,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args.filenames = list_path(args.filenames)
         all_samples = read_list(args.filenames)
-        gt = GroundTruth(args.gt_path, all_samples)
+        gt = GroundTruth(args.gt_path)
         samples = [s for s in all_samples if gt.usable(s)]
         args.skips = SkipReport(str(args.filenames))
         if args.checkpoint:

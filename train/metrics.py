@@ -11,7 +11,7 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from kitti import KITTI_CROP_SIZE, MAX_DEPTH, MIN_DEPTH, crop_mask
+from kitti import KITTI_CROP_SIZE, MAX_DEPTH, MIN_DEPTH, crop_mask, pil_resize
 
 KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog", "log10")
 COLUMNS = (("abs_rel", "AbsRel"), ("sq_rel", "SqRel"), ("rmse", "RMSE"), ("rmse_log", "RMSE log"), ("a1", "d1"),
@@ -55,16 +55,18 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard",
 
     ``standard``: ``gt`` at full resolution, ``pred`` resized (bilinear) to it, ``crop`` garg|eigen|none, valid gt in
     (min_depth, max_depth), prediction clamped to [min_depth, max_depth].
-    ``spaceclip``: the release's path: ``gt`` is the annotated map resized NEAREST to 352x704 and ``pred`` the model's
-    352x704 output; the Eigen crop on that map; predictions clamped, then non-positive or non-finite ones dropped.
+    ``spaceclip``: the release's path: ``gt`` (full resolution) is resized NEAREST to 352x704 here and ``pred`` must
+    be the model's 352x704 output; the Eigen crop on that map; predictions clamped, then non-positive or non-finite
+    ones dropped.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     gt = np.asarray(gt, dtype=np.float32)
     pred = np.asarray(pred, dtype=np.float32)
     if protocol == "spaceclip":
-        if gt.shape != KITTI_CROP_SIZE or pred.shape != KITTI_CROP_SIZE:
-            raise ValueError(f"the spaceclip protocol compares 352x704 maps, got gt {gt.shape}, pred {pred.shape}")
+        if pred.shape != KITTI_CROP_SIZE:
+            raise ValueError(f"the spaceclip protocol needs 352x704 predictions, got {pred.shape}")
+        gt = pil_resize(gt, KITTI_CROP_SIZE, "nearest")
         crop = "eigen"
     pred = resize_prediction(pred, gt.shape)
     valid = (gt > min_depth) & (gt < max_depth)
