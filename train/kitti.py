@@ -10,7 +10,6 @@ Layouts (see ../../shared/docs/kitti-evaluation.md):
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -21,7 +20,6 @@ from space_clip_ros.kitti_calib import read_kitti_calib
 
 PathLike = Union[str, Path]
 SPLITS = Path(__file__).resolve().parent / "splits"
-EIGEN_TRAIN = SPLITS / "eigen_train_files_with_gt.txt"
 EIGEN_TEST = SPLITS / "eigen_test_files_with_gt.txt"  # 697 lines, 652 with annotated depth
 EIGEN_TEST_VELODYNE = SPLITS / "eigen_test_files.txt"  # the same 697 frames, monodepth2 format
 MIN_DEPTH, MAX_DEPTH = 1e-3, 80.0
@@ -358,7 +356,3 @@ def collate(batch: List[dict]) -> dict:
         else:
             out[key] = [torch.from_numpy(v) for v in values]
     return out
-
-
-def warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr)

@@ -12,6 +12,7 @@ TensorBoard logs in tb/. --resume RUN/last.pt continues exactly where that run s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -283,20 +284,27 @@ class Trainer:
             "world_size": self.proc.world, "skipped": self.skipped, "config": self.config,
         }
 
+    @contextlib.contextmanager
+    def _decoder_weights(self, state: Optional[Dict[str, torch.Tensor]]):
+        """The decoder holds ``state`` (e.g. the EMA's) inside the block and its own weights again after it; None
+        leaves it as it is."""
+        if state is None:
+            yield
+            return
+        live = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
+        self.model.decoder.load_state_dict(state)
+        try:
+            yield
+        finally:
+            self.model.decoder.load_state_dict(live)
+
     def _save(self, name: str, state: Dict[str, Any], decoder_state: Optional[Dict[str, torch.Tensor]] = None,
               extra: Optional[Dict[str, Any]] = None) -> Path:
         """A checkpoint in the project format with ``state`` (:meth:`_training_state`); ``decoder_state`` replaces
         the live decoder's (the EMA's)."""
-        live = None
-        if decoder_state is not None:
-            live = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
-            self.model.decoder.load_state_dict(decoder_state)
-        try:
+        with self._decoder_weights(decoder_state):
             ckpt = checkpoint_dict(self.model, provenance={"epoch": self.epoch, "step": self.step, **(extra or {})},
                                    training_state=state)
-        finally:
-            if live is not None:
-                self.model.decoder.load_state_dict(live)
         path = self.out / name
         atomic_save(ckpt, path)
         return path
@@ -468,13 +476,9 @@ class Trainer:
         raw, pictures = evaluate(self.model, loader, self.proc.device, keep_images=c["log_images"], **kwargs)
         chosen, source, ema_state = raw, "raw", None
         if self.ema:
-            live = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
-            self.model.decoder.load_state_dict(self.ema.shadow)
-            try:
+            with self._decoder_weights(self.ema.shadow):
                 ema_results, ema_pictures = evaluate(self.model, loader, self.proc.device,
                                                      keep_images=c["log_images"], **kwargs)
-            finally:
-                self.model.decoder.load_state_dict(live)
             if ema_results["abs_rel"] < raw["abs_rel"]:
                 chosen, source, pictures, ema_state = ema_results, "ema", ema_pictures, self.ema.shadow
         skipped_eval, = self.proc.all_sum([float(len(self.eval_set.skips.skipped))])
