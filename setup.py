@@ -6,6 +6,7 @@ from setuptools import find_packages, setup
 
 PACKAGE = "space_clip_ros"
 TRAIN = ["pillow>=10", "tensorboard>=2.14", "tqdm>=4.60"]
+ONNX = ["onnx>=1.16", "onnxscript>=0.2"]
 
 setup(
     name=PACKAGE,
@@ -41,9 +42,13 @@ setup(
             "ros-jazzy-diagnostic-msgs",
             "ros-jazzy-ament-index-python",
         ],
+        # ONNX export (space-clip-export) and the onnxruntime CPU backend.
+        "onnx": ONNX + ["onnxruntime>=1.18"],
+        # The openvino CPU backend (the fastest CPU backend measured; backend "auto" picks it when installed).
+        "openvino": ONNX + ["openvino>=2024.4"],
         # train/: KITTI training and evaluation (python train/train_kitti.py).
         "train": TRAIN,
-        "test": TRAIN + [
+        "test": TRAIN + ONNX + ["onnxruntime>=1.18", "openvino>=2024.4"] + [
             "pytest>=7",
             "colcon-core",
             "colcon-ros",
@@ -54,6 +59,7 @@ setup(
         "console_scripts": [
             "space-clip-convert = space_clip_ros.convert:main",
             "space-clip-depth = space_clip_ros.cli:main",
+            "space-clip-export = space_clip_ros.export:main",
             "space-clip-demo = space_clip_ros.ros.demo:main",
             "space-clip-player = space_clip_ros.ros.player:main",
             "depth_node = space_clip_ros.ros.depth_node:main",

@@ -1,4 +1,5 @@
 """ros2 launch space_clip_ros depth.launch.py checkpoint:=/path/space_clip.pt [namespace:=camera] [device:=cuda]
+[backend:=auto]
 
 Starts depth_node (configured and activated at start) with config/depth.yaml, remapping its relative topics to the
 camera's. Fast DDS uses the package's shared-memory profile unless FASTRTPS_DEFAULT_PROFILES_FILE or
@@ -29,6 +30,8 @@ def generate_launch_description():
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "depth.yaml")),
         DeclareLaunchArgument("checkpoint", default_value="", description="space_clip_ros checkpoint (.pt)"),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
+        DeclareLaunchArgument("backend", default_value="auto",
+                              description="auto | eager | compile | cudagraph | openvino | onnxruntime"),
     ]
     if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
         profile = _fastdds_profile()
@@ -42,7 +45,8 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
         parameters=[LaunchConfiguration("params_file"),
-                    {"checkpoint": LaunchConfiguration("checkpoint"), "device": LaunchConfiguration("device")}],
+                    {"checkpoint": LaunchConfiguration("checkpoint"), "device": LaunchConfiguration("device"),
+                     "backend": LaunchConfiguration("backend")}],
         remappings=[("image", LaunchConfiguration("image")),
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"]),
                     ("camera_info", LaunchConfiguration("camera_info"))],

@@ -33,6 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--backbone", help="hub id or local folder overriding the checkpoint's vision tower")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 (default fp32)")
+    parser.add_argument("--backend", default="auto",
+                        help="auto | eager | compile | cudagraph | openvino | onnxruntime (default auto)")
     parser.add_argument("--fx", type=float, help="focal length (px) of the camera, for focal-length scale transfer")
     parser.add_argument("--out", type=Path, default=Path("depth_out"), help="output folder (default depth_out)")
     parser.add_argument("--colormap", default="turbo")
@@ -50,7 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "space-clip-convert), or --untrained to see the pipeline run with random weights")
     try:
         model = build_untrained_model() if args.untrained else args.checkpoint
-        estimator = DepthEstimator(model, device=args.device, precision=args.precision, backbone=args.backbone)
+        estimator = DepthEstimator(model, device=args.device, precision=args.precision, backbone=args.backbone,
+                                   backend=args.backend)
     except (CheckpointError, BackboneUnavailableError, ValueError) as error:
         print(f"space-clip-depth: error: {error}", file=sys.stderr)
         return 2
@@ -76,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import cv2
 
     print(f"model: {'trained' if estimator.trained else 'UNTRAINED'} ({estimator.model.provenance.get('source', '?')}),"
-          f" device {estimator.device}, {args.precision}")
+          f" device {estimator.device}, {args.precision}, backend {estimator.backend_name}")
     print(f"{'image':<24} {'size':>10} {'min m':>8} {'median m':>9} {'max m':>8} {'ms':>8}")
     for name, rgb, fx in frames:
         start = time.perf_counter()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .inference import create_backend, to_output
 from .model import SpaceClip
 from .runtime import resolve_device, resolve_precision
 
@@ -47,13 +47,17 @@ class DepthEstimator:
     """Metric depth for RGB images with a SPACE-CLIP model.
 
     Preprocessing follows the authors' training: the whole image is resized (bicubic, antialiased, aspect ratio not
-    kept) to the tower's input size and normalised with the checkpoint's mean/std, in torch on the model's device.
+    kept) to the tower's input size and normalised with the checkpoint's mean/std, in torch on the model's device
+    (:mod:`space_clip_ros.inference.pipeline`, the same code for every backend).
 
     Args:
         model: a :class:`SpaceClip` or the path of a checkpoint.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``, ``fp16`` (CUDA) or ``bf16``.
         backbone: with a checkpoint path, a hub id or folder that overrides the tower the checkpoint names.
+        backend: ``auto`` (the fastest available for the device; README, Speed), ``eager``, ``compile``,
+            ``cudagraph`` (CUDA), ``openvino`` or ``onnxruntime`` (CPU). See :mod:`space_clip_ros.inference`.
+        backend_options: keyword arguments for the backend (``cudagraph``: ``compile``, ``max_programs``).
     """
 
     def __init__(
@@ -62,6 +66,8 @@ class DepthEstimator:
         device: Union[str, torch.device] = "auto",
         precision: str = "fp32",
         backbone: Optional[str] = None,
+        backend: str = "auto",
+        **backend_options: Any,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
@@ -69,11 +75,14 @@ class DepthEstimator:
             from .checkpoint import load_checkpoint
 
             model = load_checkpoint(model, device="cpu", backbone=backbone)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        prep = model.preprocessing
-        self.input_size: Size = tuple(prep.input_size)  # type: ignore[assignment]
-        self._mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1)
+        self.backend, self.backend_reason = create_backend(backend, model, self.device, self.dtype,
+                                                           **backend_options)
+        self.model = self.backend.model
+        self.input_size: Size = self.backend.input_size
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     @property
     def trained(self) -> bool:
@@ -84,34 +93,39 @@ class DepthEstimator:
         """Factor from the model's metric scale to that of a camera with focal ``fx`` px at ``width`` px."""
         return self.model.training_camera.scale_for(fx, width)
 
+    def warmup(self) -> None:
+        """Run the model once now (compilation, allocation), so that the first frame is not the slow one."""
+        self.backend.warmup()
+
     # ------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image]) -> torch.Tensor:
-        """(B, 3, S, S) normalised pixel values on the model's device, in the model's dtype."""
-        sizes = {img.shape[:2] for img in images}
-        if len(sizes) == 1:
-            batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
-            resized = self._resize(batch)
-        else:
-            resized = torch.cat([self._resize(torch.from_numpy(img)[None].to(self.device)) for img in images])
-        return ((resized - self._mean) / self._std).to(self.dtype)
-
-    def _resize(self, uint8_bhwc: torch.Tensor) -> torch.Tensor:
-        x = uint8_bhwc.permute(0, 3, 1, 2).float().div_(255.0)
-        if tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode="bicubic", align_corners=False, antialias=True)
-        return x.clamp_(0.0, 1.0)
+        """(B, 3, S, S) normalised pixel values on the model's device, in the dtype the backend takes."""
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(img.shape[:2], []).append(i)
+        parts: List[Optional[torch.Tensor]] = [None] * len(images)
+        for indices in groups.values():
+            pixels = self.backend.pixel_values(torch.from_numpy(np.stack([images[i] for i in indices])))
+            for row, i in enumerate(indices):
+                parts[i] = pixels[row:row + 1]
+        return torch.cat(parts)  # type: ignore[arg-type]
 
     @torch.inference_mode()
-    def predict_tensor(self, images: Sequence[Image], output_sizes: Sequence[Size]) -> List[torch.Tensor]:
-        """Depth (H, W) float32 tensors on the model's device, one per image, each at its output size."""
-        depth = self.model(self.preprocess(images)).float()
-        if len(set(output_sizes)) == 1:
-            size = output_sizes[0]
-            if tuple(depth.shape[-2:]) != tuple(size):
-                depth = F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
-            return list(depth[:, 0])
-        return [F.interpolate(d[None], size=s, mode="bilinear", align_corners=False)[0, 0]
-                for d, s in zip(depth, output_sizes)]
+    def predict_tensor(self, images: Sequence[Image], output_sizes: Sequence[Size],
+                       scales: Optional[Sequence[float]] = None) -> List[torch.Tensor]:
+        """Depth (H, W) float32 tensors on the model's device, one per image, each at its output size and times its
+        focal-length scale when ``scales`` is given.
+
+        Frames that share a size and an output size (a camera's stream) take the backend's whole frame path in one
+        batch; a mixed batch is preprocessed per size and runs the model once."""
+        if len({img.shape for img in images}) == 1 and len(set(output_sizes)) == 1:
+            return list(self.backend.infer(images, output_sizes[0], scales))
+        depth = self.backend.forward(self.preprocess(images))
+        out = []
+        for i, size in enumerate(output_sizes):
+            scale = None if scales is None else torch.tensor([float(scales[i])], device=depth.device)
+            out.append(to_output(depth[i:i + 1], size, scale)[0])
+        return out
 
     def predict(
         self,
@@ -139,19 +153,14 @@ class DepthEstimator:
             check_rgb_image(img, "image" if single else f"images[{i}]")
         size = _check_size(output_size)
         sizes = [size or img.shape[:2] for img in batch]
-        scales = self._scales(batch, fx)
-        out = []
-        for depth, scale in zip(self.predict_tensor(batch, sizes), scales):
-            if scale != 1.0:
-                depth = depth * scale
-            out.append(depth.cpu().numpy().astype(np.float32, copy=False))
+        scales = None if fx is None else self._scales(batch, fx)
+        out = [depth.cpu().numpy().astype(np.float32, copy=False)
+               for depth in self.predict_tensor(batch, sizes, scales)]
         return out[0] if single else out
 
     __call__ = predict
 
-    def _scales(self, batch: Sequence[Image], fx: Union[None, float, Sequence[float]]) -> List[float]:
-        if fx is None:
-            return [1.0] * len(batch)
+    def _scales(self, batch: Sequence[Image], fx: Union[float, Sequence[float]]) -> List[float]:
         values = [fx] * len(batch) if np.isscalar(fx) else list(fx)  # type: ignore[list-item]
         if len(values) != len(batch):
             raise ValueError(f"got {len(values)} focal lengths for {len(batch)} images")

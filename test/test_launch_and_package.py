@@ -34,7 +34,8 @@ def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse((ROOT / "launch" / "depth.launch.py").read_text())
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
-    assert declared == {"namespace", "image", "camera_info", "params_file", "checkpoint", "device"}
+    assert declared == {"namespace", "image", "camera_info", "params_file", "checkpoint", "device",
+                        "backend"}
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
 

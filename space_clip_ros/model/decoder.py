@@ -229,7 +229,9 @@ class SpaceClipDecoder(nn.Module):
         for i, layer in enumerate(cfg.semantic_layers):
             tokens = hidden_states[layer]
             if cfg.use_film:
-                gamma, beta = self.film_param_generators[i](pooled).unsqueeze(1).chunk(2, dim=-1)
+                # Slices, not chunk(): identical numbers, and an ONNX graph without opset-18 Split attributes.
+                film = self.film_param_generators[i](pooled).unsqueeze(1)
+                gamma, beta = film[..., : tokens.shape[-1]], film[..., tokens.shape[-1]:]
                 tokens = gamma * tokens + beta  # the CLS token is modulated too but dropped below
             semantic.append(self.main_path_projections[i](tokens_to_map(tokens, grid_size, cfg.has_cls_token)))
 

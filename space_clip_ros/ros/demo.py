@@ -52,8 +52,9 @@ def write_ply(path: Path, points: np.ndarray) -> int:
     return len(xyz)
 
 
-def node_command(checkpoint: Optional[str], device: str, extra: Sequence[str] = ()) -> List[str]:
-    params = ["-p", f"device:={device}"]
+def node_command(checkpoint: Optional[str], device: str, extra: Sequence[str] = (),
+                 backend: str = "auto") -> List[str]:
+    params = ["-p", f"device:={device}", "-p", f"backend:={backend}"]
     params += ["-p", f"checkpoint:={checkpoint}"] if checkpoint else ["-p", "untrained_demo:=true"]
     return [sys.executable, "-m", "space_clip_ros.ros.depth_node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
             *params, *extra]
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print("No trained checkpoint given (--checkpoint FILE for real depth). This demo runs the real pipeline on a "
               "small UNTRAINED model (random weights): the depth below is meaningless.")
     print(f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, namespace {NAMESPACE}, logs in {env['ROS_LOG_DIR']}")
-    node_proc = subprocess.Popen(node_command(args.checkpoint, args.device), env=env)
+    node_proc = subprocess.Popen(node_command(args.checkpoint, args.device, backend=args.backend), env=env)
     rclpy.init(args=["--ros-args", "-r", f"__ns:={NAMESPACE}"])
     received: Dict[str, list] = {"depth": [], "points": [], "colored": [], "diagnostics": []}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def report(received: Dict[str, list], args: argparse.Namespace) -> int:
             if status.name.startswith(NAMESPACE):
                 values = {kv.key: kv.value for kv in status.values}
                 print("diagnostics: " + ", ".join(f"{k}={values[k]}" for k in (
-                    "state", "model", "device", "inference_ms_median", "latency_ms_median",
+                    "state", "model", "device", "backend", "inference_ms_median", "latency_ms_median",
                     "points_latency_ms_median", "frames_dropped", "rejected_total") if k in values))
     return 0
 
@@ -181,6 +182,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="space-clip-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="a trained space_clip_ros checkpoint; without it: UNTRAINED model")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--backend", default="auto",
+                        help="auto | eager | compile | cudagraph | openvino | onnxruntime (default auto)")
     parser.add_argument("--frames", type=int, default=6, help="frames to play (default 6)")
     parser.add_argument("--rate", type=float, default=2.0, help="player rate in Hz (default 2)")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")

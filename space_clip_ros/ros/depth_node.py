@@ -40,6 +40,7 @@ PARAMETERS: Dict[str, Any] = {
     "untrained_demo": False,
     "device": "auto",
     "precision": "fp32",
+    "backend": "auto",
     "output_size": "input",
     "min_depth": 0.1,
     "max_depth": 80.0,
@@ -167,7 +168,8 @@ class DepthNode(LifecycleNode):
             else:
                 model = self._p("checkpoint")
             self.estimator = DepthEstimator(model, device=self._p("device"), precision=self._p("precision"),
-                                            backbone=self._p("backbone") or None)
+                                            backbone=self._p("backbone") or None, backend=self._p("backend"))
+            self.estimator.warmup()  # compile / allocate now, not on the first frame
             overrides = QoSOverridingOptions.with_default_policies()
             for key, msg_type, topic in (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
                                          ("points", PointCloud2, "depth/points"), ("colored", Image, "depth/colored")):
@@ -182,7 +184,8 @@ class DepthNode(LifecycleNode):
         self._status = "configured"
         self.get_logger().info(
             f"model loaded ({trained}, {self.estimator.model.provenance.get('source', '?')}) on "
-            f"{self.estimator.device} in {self._p('precision')}")
+            f"{self.estimator.device} in {self._p('precision')}, backend {self.estimator.backend_name} "
+            f"({self.estimator.backend_reason})")
         return TransitionCallbackReturn.SUCCESS
 
     def _validate_parameters(self) -> None:
@@ -418,6 +421,7 @@ class DepthNode(LifecycleNode):
             "last_rejection": last_rejection,
             "device": str(est.device) if est else "",
             "precision": str(self._p("precision")),
+            "backend": est.backend_name if est else "",
             "model": ("trained" if est.trained else "UNTRAINED") if est else "not loaded",
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU check, as one call on the machine the device tool lends (see README, "Speed"):
+#   run(command="bash benchmarks/device_check.sh", timeout_s=540)
+# CUDA tests of the inference backends and export, then benchmarks/bench_inference.py on the GPU; logs and tables
+# under $OUT. Uses the machine's own python3 (torch + CUDA, transformers, onnx, onnxruntime, pytest) and this working
+# tree as it is (PYTHONPATH); wheels in .whl/ (carried with the call) are installed first. Under 8 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d)}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+echo "results in $OUT"
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
+'transformers', transformers.__version__, 'device', torch.cuda.get_device_name())"
+} 2>&1 | tee "$OUT/machine.txt"
+
+status=0
+# CUDA tests (they skip without a GPU; here they must run): backends against eager fp32, graph capture, export.
+timeout 210 python3 -m pytest -q -p no:cacheprovider -rs test/test_backends.py test/test_export.py \
+  test/test_estimator.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+
+# One table: eager fp32 (how the authors' code runs) against every backend and precision, on the GPU.
+timeout 270 python3 benchmarks/bench_inference.py --device cuda --json "$OUT/bench_inference.json" \
+  --markdown "$OUT/bench_inference.md" 2>&1 | tee "$OUT/bench_inference.log" || status=1
+exit $status

@@ -1,0 +1,99 @@
+"""CPU backends that run the model's ONNX export in another runtime: OpenVINO and ONNX Runtime.
+
+The model is exported once when the backend is built (:func:`space_clip_ros.export.export_onnx`, depth at the
+model's native size; the frame path around it stays in torch), into a temporary folder that is removed as soon as
+the runtime has read it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..export import export_onnx
+from ..model import SpaceClip
+from .backends import Backend, BackendUnavailableError, require_module
+
+
+def _needs_cpu(name: str, device: torch.device) -> None:
+    if device.type != "cpu":
+        raise BackendUnavailableError(
+            f"backend {name!r} runs on the CPU, got device {device}; on CUDA use 'auto' or 'cudagraph', and for "
+            "TensorRT export the model with space-clip-export")
+
+
+class _OnnxBackend(Backend):
+    """Shared set-up: an fp32 CPU copy of the model exported to ONNX; pixel values go in as float32."""
+
+    def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype) -> None:
+        _needs_cpu(self.name, device)
+        super().__init__(model.to(device="cpu", dtype=torch.float32).eval(), device, dtype)
+        self.input_dtype = torch.float32
+
+    def _with_export(self, load) -> None:
+        with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
+            path = export_onnx(self.model, Path(folder) / "model.onnx")
+            load(str(path))
+
+
+class OnnxRuntimeBackend(_OnnxBackend):
+    """ONNX Runtime's CPU execution provider, fp32."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype,
+                 threads: Optional[int] = None) -> None:
+        if dtype != torch.float32:
+            raise BackendUnavailableError(
+                "backend 'onnxruntime' runs fp32 on the CPU; for bf16 on the CPU use backend 'openvino' "
+                "(pip install 'space_clip_ros[openvino]') or 'eager'")
+        ort = require_module("onnxruntime")
+        super().__init__(model, device, dtype)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+
+        def load(path: str) -> None:
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+        self._with_export(load)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        pixels = pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self._session.run(["depth"], {"pixel_values": pixels})[0])
+
+
+class OpenVinoBackend(_OnnxBackend):
+    """OpenVINO on the CPU: fp32, or bf16 (``INFERENCE_PRECISION_HINT``) where the processor has bf16 support."""
+
+    name = "openvino"
+    HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+    def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype) -> None:
+        if dtype not in self.HINTS:
+            raise BackendUnavailableError("backend 'openvino' runs fp32 or bf16 on the CPU")
+        ov = require_module("openvino")
+        core = ov.Core()
+        if dtype == torch.bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise BackendUnavailableError(
+                "this processor has no bf16 support in OpenVINO (no AVX512-BF16 or AMX); use precision fp32")
+        super().__init__(model, device, dtype)
+        config = {"INFERENCE_PRECISION_HINT": self.HINTS[dtype], "PERFORMANCE_HINT": "LATENCY"}
+
+        def load(path: str) -> None:
+            compiled = core.compile_model(core.read_model(path), "CPU", config)
+            self._request = compiled.create_infer_request()
+
+        self._with_export(load)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        pixels = pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()
+        result = self._request.infer({0: pixels})
+        # The request reuses its output buffer on the next call: copy it out.
+        return torch.from_numpy(np.array(result[0], dtype=np.float32, copy=True))

@@ -1,0 +1,191 @@
+"""Inference backends: the same frames give the same depth as eager fp32, on the CPU here and on CUDA where there is
+one; auto picks by the documented rule; missing runtimes and wrong devices get errors that say what to do."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import tiny_model
+from space_clip_ros import DepthEstimator
+from space_clip_ros.export import depth_errors
+from space_clip_ros.inference import BackendUnavailableError, EagerBackend, StaticShapeBackend, choose_backend
+
+FP32_MAX_REL = 1e-4   # fp32 backends: max |a - b| / max |b|
+HALF_MEAN_REL = 1e-2  # fp16 / bf16: mean relative depth error
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/device_check.sh)")
+
+
+def _frames(seed=0):
+    rng = np.random.default_rng(seed)
+    camera = [rng.integers(0, 256, (375, 1242, 3), dtype=np.uint8) for _ in range(3)]
+    other = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    return camera, other
+
+
+@pytest.fixture(scope="module")
+def reference(clip_tower):
+    """Eager fp32 on the CPU: depth for one frame, a camera batch with focal scales, and a mixed batch."""
+    estimator = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="eager")
+    camera, other = _frames()
+    return {
+        "single": estimator(camera[0]),
+        "batch": estimator(camera, fx=[700.0, 721.5377, 900.0]),
+        "mixed": estimator([camera[0], other], output_size=(60, 200)),
+    }
+
+
+def _run(estimator):
+    camera, other = _frames()
+    return {
+        "single": estimator(camera[0]),
+        "batch": estimator(camera, fx=[700.0, 721.5377, 900.0]),
+        "mixed": estimator([camera[0], other], output_size=(60, 200)),
+    }
+
+
+def _assert_close(got, reference, precision):
+    for key in reference:
+        expected = reference[key] if isinstance(reference[key], list) else [reference[key]]
+        actual = got[key] if isinstance(got[key], list) else [got[key]]
+        for a, b in zip(actual, expected):
+            assert a.shape == b.shape and a.dtype == np.float32
+            errors = depth_errors(a, b)
+            if precision == "fp32":
+                assert errors["max_rel"] <= FP32_MAX_REL, (key, errors)
+            else:
+                assert errors["mean_rel"] <= HALF_MEAN_REL, (key, errors)
+
+
+@pytest.mark.parametrize("backend, precision", [
+    ("eager", "fp32"), ("compile", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+    ("eager", "bf16"), ("openvino", "bf16"),
+])
+def test_cpu_backends_match_eager_fp32(clip_tower, reference, backend, precision):
+    if backend in ("onnxruntime", "openvino"):
+        pytest.importorskip(backend, reason=f"pip install 'space_clip_ros[{'onnx' if backend == 'onnxruntime' else backend}]'")
+    try:
+        estimator = DepthEstimator(tiny_model(clip_tower), device="cpu", precision=precision, backend=backend)
+    except BackendUnavailableError as error:
+        if "no bf16 support" in str(error):
+            pytest.skip(str(error))
+        raise
+    assert estimator.backend_name == backend
+    _assert_close(_run(estimator), reference, precision)
+
+
+def test_static_shapes_bucket_chunk_and_evict_like_eager(clip_tower):
+    """The cudagraph backend's static-shape logic, run without capture on the CPU: 11 frames go as 8 + a bucket of 4,
+    results equal eager, and only the newest programs are kept."""
+    model = tiny_model(clip_tower)
+    eager = EagerBackend(tiny_model(clip_tower), torch.device("cpu"), torch.float32)
+    static = StaticShapeBackend(model, torch.device("cpu"), torch.float32, max_programs=2)
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for _ in range(11)]
+    scales = list(np.linspace(0.5, 2.0, 11))
+    with torch.inference_mode():
+        expected = eager.infer(frames, (30, 50), scales)
+        got = static.infer(frames, (30, 50), scales)
+        assert got.shape == (11, 30, 50)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert static.program_keys() == [("frames", 8, 48, 80, (30, 50)), ("frames", 4, 48, 80, (30, 50))]
+        # Stale padding from the 8-batch must not leak into a smaller batch; the output is a copy.
+        first = static.infer(frames[:3], (30, 50), None)
+        torch.testing.assert_close(first, eager.infer(frames[:3], (30, 50), None), rtol=1e-5, atol=1e-5)
+        kept = first.clone()
+        static.infer(frames[3:6], (30, 50), None)
+        torch.testing.assert_close(first, kept)
+        assert len(static.program_keys()) == 2  # least recently used dropped
+        pixels = eager.pixel_values(torch.from_numpy(np.stack(frames)))
+        torch.testing.assert_close(static.forward(pixels), eager.forward(pixels), rtol=1e-5, atol=1e-5)
+    assert static.bucket(1) == 1 and static.bucket(3) == 4 and static.bucket(8) == 8
+    with pytest.raises(ValueError, match="larger than the largest bucket"):
+        static.bucket(9)
+
+
+def test_auto_rule_on_the_cpu(monkeypatch):
+    from space_clip_ros.inference import backends
+
+    cpu = torch.device("cpu")
+    available = {"openvino": True, "onnxruntime": True}
+    monkeypatch.setattr(backends, "module_available", lambda name: available[name])
+    assert choose_backend(cpu, torch.float32)[0] == "openvino"
+    assert choose_backend(cpu, torch.bfloat16)[0] == "openvino"
+    available["openvino"] = False
+    assert choose_backend(cpu, torch.float32)[0] == "onnxruntime"
+    assert choose_backend(cpu, torch.bfloat16)[0] == "eager"
+    available["onnxruntime"] = False
+    name, reason = choose_backend(cpu, torch.float32)
+    assert name == "eager" and "space_clip_ros[openvino]" in reason
+    assert choose_backend(torch.device("cuda"), torch.float16)[0] == "cudagraph"
+
+
+def test_auto_is_the_default_and_says_why(clip_tower):
+    estimator = DepthEstimator(tiny_model(clip_tower), device="cpu")
+    assert estimator.backend_name == choose_backend(torch.device("cpu"), torch.float32)[0]
+    assert estimator.backend_reason.startswith("auto: ")
+
+
+@pytest.mark.parametrize("backend, extra", [("openvino", "openvino"), ("onnxruntime", "onnx")])
+def test_a_missing_runtime_names_the_extra(clip_tower, monkeypatch, backend, extra):
+    monkeypatch.setitem(sys.modules, backend, None)  # import now raises ImportError
+    with pytest.raises(BackendUnavailableError, match=rf"pip install 'space_clip_ros\[{extra}\]'"):
+        DepthEstimator(tiny_model(clip_tower), device="cpu", backend=backend)
+
+
+def test_wrong_device_precision_or_name(clip_tower):
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError, match="'cudagraph' needs a CUDA device"):
+            DepthEstimator(tiny_model(clip_tower), device="cpu", backend="cudagraph")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(BackendUnavailableError, match="runs fp32 on the CPU"):
+        DepthEstimator(tiny_model(clip_tower), device="cpu", precision="bf16", backend="onnxruntime")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DepthEstimator(tiny_model(clip_tower), device="cpu", backend="tensorrt")
+
+
+def test_cli_takes_a_backend(clip_tower, tmp_path, capsys):
+    from space_clip_ros import save_checkpoint
+    from space_clip_ros.cli import main
+
+    path = save_checkpoint(tiny_model(clip_tower), tmp_path / "m.pt", provenance={"trained": True})
+    assert main(["--checkpoint", str(path), "--device", "cpu", "--backend", "eager", "--out", str(tmp_path)]) == 0
+    assert "backend eager" in capsys.readouterr().out
+    assert main(["--checkpoint", str(path), "--device", "cpu", "--backend", "nope", "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------------- CUDA (skipped without a GPU)
+@CUDA
+@pytest.mark.parametrize("backend, precision", [
+    ("eager", "fp32"), ("compile", "fp32"), ("cudagraph", "fp32"),
+    ("eager", "fp16"), ("cudagraph", "fp16"), ("cudagraph", "bf16"),
+])
+def test_cuda_backends_match_eager_fp32(clip_tower, reference, monkeypatch, backend, precision):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 means fp32 for this comparison
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    estimator = DepthEstimator(tiny_model(clip_tower), device="cuda", precision=precision, backend=backend)
+    assert estimator.backend_name == backend
+    _assert_close(_run(estimator), reference, precision)
+    _assert_close(_run(estimator), reference, precision)  # replays give the same numbers
+
+
+@CUDA
+def test_cudagraph_captures_once_per_shape_and_replays(clip_tower):
+    estimator = DepthEstimator(tiny_model(clip_tower), device="cuda", precision="fp16", backend="cudagraph")
+    camera, _ = _frames()
+    first = estimator(camera[0])
+    for _ in range(3):
+        np.testing.assert_array_equal(estimator(camera[0]), first)
+    keys = estimator.backend.program_keys()
+    assert keys == [("frames", 1, 375, 1242, (375, 1242))]
+    estimator(camera)  # 3 frames -> bucket 4
+    assert ("frames", 4, 375, 1242, (375, 1242)) in estimator.backend.program_keys()
+    assert all(program.graph is not None for program in estimator.backend._programs.values())
+
+
+@CUDA
+def test_auto_on_cuda_is_cudagraph(clip_tower):
+    estimator = DepthEstimator(tiny_model(clip_tower), device="cuda", precision="fp16")
+    assert estimator.backend_name == "cudagraph"
