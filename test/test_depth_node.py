@@ -1,9 +1,11 @@
 """depth_node over real DDS: the node runs in its own process; this process publishes frames and reads the outputs."""
 
+import importlib.util
 import signal
 
 import numpy as np
 import pytest
+import torch
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
 
@@ -11,9 +13,14 @@ from helpers import tiny_model  # noqa: E402
 from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 from space_clip_ros import DepthEstimator, load_checkpoint, save_checkpoint  # noqa: E402
 from space_clip_ros.geometry import depth_to_points  # noqa: E402
+from space_clip_ros.inference import choose_backend  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
 
 W, H = 160, 48  # a small KITTI-shaped frame keeps CPU inference fast
+
+
+def _has(module):
+    return importlib.util.find_spec(module) is not None
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +31,8 @@ def checkpoint(clip_tower, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(checkpoint):
-    return DepthEstimator(load_checkpoint(checkpoint), device="cpu")
+    # Eager fp32: the node runs backend auto (openvino where installed), cam_b onnxruntime; both must match it.
+    return DepthEstimator(load_checkpoint(checkpoint), device="cpu", backend="eager")
 
 
 def _frame(seed):
@@ -200,6 +208,7 @@ def test_diagnostics_report_rates_latency_and_device(node):
         _depth_for(h, _send(h, i, fx=100.0)[0])
     status = h.fresh_status(lambda s: int(s["frames_published"]) >= 4)
     assert status["device"] == "cpu" and status["precision"] == "fp32" and status["model"] == "trained"
+    assert status["backend"] == choose_backend(torch.device("cpu"), torch.float32)[0]  # auto, by the README's rule
     assert status["state"] == "active"
     assert float(status["inference_ms_median"]) > 0 and float(status["output_rate_hz"]) > 0
     assert float(status["input_rate_hz"]) > 0
@@ -229,7 +238,8 @@ def test_camera_info_scaling_stride_rgb_and_compressed_input(ros, checkpoint, tm
     import cv2
 
     n = Node(ros, tmp_path, "/cam_b", {"checkpoint": str(checkpoint), "device": "cpu", "output_size": "80x24",
-                                       "points_stride": 2, "points_rgb": True, "input_transport": "compressed"})
+                                       "points_stride": 2, "points_rgb": True, "input_transport": "compressed",
+                                       "backend": "onnxruntime" if _has("onnxruntime") else "eager"})
     h = n.h
     try:
         # Nobody listens yet: frames are counted as idle and nothing is computed.
