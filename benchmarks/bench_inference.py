@@ -141,7 +141,6 @@ def run_row(spec: str, model, device: torch.device, frame: np.ndarray, iters: in
         "b1_p50_ms": statistics.median(b1), "b1_p90_ms": percentile(b1, 90), "fwd_p50_ms": statistics.median(fwd),
         "b8_img_s": 8000.0 / statistics.median(b8), "peak_mb": peak, **errors,
     }
-    del estimator
     return row, first
 
 
@@ -186,8 +185,8 @@ def main() -> int:
         print(f"done {spec} ({row['described']}; set-up {row['setup_s']:.1f} s)", flush=True)
 
     base = rows[0]["b1_p50_ms"]
-    header = (f"| backend:precision | b1 p50 ms | b1 p90 ms | fwd p50 ms | b8 img/s | peak MB | max rel | mean rel "
-              f"| x eager |")
+    header = ("| backend:precision | b1 p50 ms | b1 p90 ms | fwd p50 ms | b8 img/s | peak MB | max rel | mean rel "
+              "| x eager |")
     lines = [header, "|" + "---|" * 9]
     for row in rows:
         lines.append(f"| {row['backend']} | {row['b1_p50_ms']:.2f} | {row['b1_p90_ms']:.2f} | {row['fwd_p50_ms']:.2f} "

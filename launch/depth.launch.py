@@ -14,11 +14,7 @@ from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-
-def _fastdds_profile():
-    import space_clip_ros.ros.depth_node as depth_node
-
-    return depth_node.fastdds_profile_path()
+from space_clip_ros.ros import fastdds
 
 
 def generate_launch_description():
@@ -33,10 +29,7 @@ def generate_launch_description():
         DeclareLaunchArgument("backend", default_value="auto",
                               description="auto | eager | compile | cudagraph | openvino | onnxruntime"),
     ]
-    if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
-        profile = _fastdds_profile()
-        actions += [SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
-                    SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile)]
+    actions += [SetEnvironmentVariable(name, value) for name, value in fastdds.profile_environment().items()]
     actions.append(Node(
         package="space_clip_ros",
         executable="depth_node",

@@ -347,3 +347,60 @@ def test_qos_defaults_and_rep2003_overrides(node, ros, checkpoint, tmp_path):
         assert _endpoint_reliability(n.h, "/cam_d/camera_info", "sub") == ReliabilityPolicy.BEST_EFFORT
     finally:
         assert n.stop() == 0, n.log.read_text()
+
+
+def _set(h, namespace, **values):
+    """Set parameters of the node through its real parameter service; returns the SetParametersResult list."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = h.node.create_client(SetParameters, f"{namespace}/depth_node/set_parameters")
+    h.spin_until(client.service_is_ready, 30, "the set_parameters service")
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    future = client.call_async(request)
+    h.spin_until(future.done, 30, "set_parameters")
+    h.node.destroy_client(client)
+    return future.result().results
+
+
+def _get(h, namespace, name):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = h.node.create_client(GetParameters, f"{namespace}/depth_node/get_parameters")
+    h.spin_until(client.service_is_ready, 30, "the get_parameters service")
+    future = client.call_async(GetParameters.Request(names=[name]))
+    h.spin_until(future.done, 30, "get_parameters")
+    h.node.destroy_client(client)
+    return parameter_value_to_python(future.result().values[0])
+
+
+def test_runtime_parameter_changes_are_checked_and_applied(node, reference):
+    h = node.h
+    refused = {
+        "colormap": ("nope", "colormap must be one of"),
+        "min_depth": (500.0, "min_depth < max_depth"),
+        "device": ("cuda", "needs the model loaded again"),
+        "backend": ("eager", "needs the model loaded again"),
+        "input_transport": ("compressed", "changes the subscriptions"),
+    }
+    for name, (value, reason) in refused.items():
+        [result] = _set(h, "/cam_a", **{name: value})
+        assert not result.successful and reason in result.reason, (name, result.reason)
+    assert _get(h, "/cam_a", "colormap") == "turbo" and _get(h, "/cam_a", "device") == "cpu"
+    # The node keeps working with its values ...
+    stamp, rgb = _send(h, 700, fx=100.0)
+    np.testing.assert_allclose(messages.image_to_depth(_depth_for(h, stamp)), _expected_depth(reference, rgb, 100.0),
+                               rtol=1e-4, equal_nan=True)
+    # ... and applies a valid change from the next frame on.
+    expected = reference(_frame(701), fx=100.0)
+    cut = float(np.nanmedian(expected))
+    assert all(r.successful for r in _set(h, "/cam_a", max_depth=cut, colormap="gray"))
+    try:
+        depth = messages.image_to_depth(_depth_for(h, _send(h, 701, fx=100.0)[0]))
+        kept = (expected >= 0.1) & (expected <= cut)
+        assert 0 < kept.sum() < kept.size
+        assert np.isnan(depth[~kept]).all()
+        np.testing.assert_allclose(depth[kept], expected[kept], rtol=1e-4)
+    finally:
+        assert all(r.successful for r in _set(h, "/cam_a", max_depth=80.0, colormap="turbo"))

@@ -23,6 +23,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import fastdds
+
 NAMESPACE = "/space_clip_demo"
 
 
@@ -30,9 +32,7 @@ def local_ros_environment(env: Optional[Dict[str, str]] = None) -> Dict[str, str
     """Environment for ROS processes that stay on this machine: localhost discovery, the localhost Fast DDS
     profile, a writable log folder and (if unset) a random domain id, keeping whatever the user set."""
     env = dict(os.environ if env is None else env)
-    profile = str(Path(__file__).resolve().parents[1] / "data" / "fastdds_profile_localhost.xml")
-    if not (env.get("FASTRTPS_DEFAULT_PROFILES_FILE") or env.get("FASTDDS_DEFAULT_PROFILES_FILE")):
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+    fastdds.use_shipped_profile(env, localhost=True)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(30, 99)))
     if "ROS_LOG_DIR" not in env:

@@ -13,82 +13,36 @@ counted as dropped, so latency does not grow when the camera is faster than the 
 from __future__ import annotations
 
 import collections
-import os
-import re
-import statistics
 import threading
 import time
 from typing import Any, Deque, Dict, Optional, Tuple
 
-import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from ..geometry import depth_to_points
-from ..visualize import COLORMAPS, colorize_depth
-from . import messages
-
-#: Every parameter with its default; config/depth.yaml holds the same values (a test keeps them equal).
-PARAMETERS: Dict[str, Any] = {
-    "checkpoint": "",
-    "backbone": "",
-    "untrained_demo": False,
-    "device": "auto",
-    "precision": "fp32",
-    "backend": "auto",
-    "output_size": "input",
-    "min_depth": 0.1,
-    "max_depth": 80.0,
-    "focal_scale_transfer": True,
-    "publish_points": True,
-    "points_stride": 1,
-    "points_rgb": False,
-    "publish_colored": True,
-    "colormap": "turbo",
-    "colored_min_depth": 1.0,
-    "colored_max_depth": 50.0,
-    "input_transport": "raw",
-    "camera_info_cache": 30,
-    "diagnostics_period": 1.0,
-    "autostart": True,
-}
+from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
+from . import fastdds, messages
+from .settings import PARAMETERS, NodeSettings, runtime_change_refusal
+from .stats import FrameStats
 
 LOG_THROTTLE_S = 5.0
 
 
 def fastdds_profile_path() -> str:
-    """The shipped Fast DDS profile: shared memory with 32 MB segments, so images and clouds arrive intact."""
-    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "fastdds_profile.xml")
+    """The shipped Fast DDS profile (see :mod:`space_clip_ros.ros.fastdds`)."""
+    return fastdds.profile_path()
 
 
 def use_shipped_fastdds_profile() -> None:
-    """Point Fast DDS at the shipped profile unless the user chose one (Jazzy and Kilted variable names)."""
-    if not (os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")):
-        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = fastdds_profile_path()
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = fastdds_profile_path()
-
-
-class _Rate:
-    """Events per second over a sliding window."""
-
-    def __init__(self, window_s: float = 5.0) -> None:
-        self.window_s = window_s
-        self.times: Deque[float] = collections.deque()
-
-    def tick(self, now: float) -> None:
-        self.times.append(now)
-
-    def hz(self, now: float) -> float:
-        while self.times and now - self.times[0] > self.window_s:
-            self.times.popleft()
-        if len(self.times) < 2:
-            return 0.0
-        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+    """Point Fast DDS at the shipped profile unless the user chose one (see :mod:`space_clip_ros.ros.fastdds`)."""
+    fastdds.use_shipped_profile()
 
 
 def _sensor_qos() -> QoSProfile:
@@ -111,24 +65,22 @@ class DepthNode(LifecycleNode):
         for name, default in PARAMETERS.items():
             self.declare_parameter(name, default)
         self.estimator = None
+        #: Validated parameters, read in on_configure; None while unconfigured. Replaced whole on a valid change.
+        self.settings: Optional[NodeSettings] = None
         self._pubs: Dict[str, Any] = {}
         self._subs: list = []
-        self._infos: Deque[CameraInfo] = collections.deque(maxlen=max(1, self._p("camera_info_cache")))
+        self._infos: Deque[CameraInfo] = collections.deque(maxlen=max(1, int(self._p("camera_info_cache"))))
         self._cond = threading.Condition()
         self._pending: Optional[Tuple[Any, float]] = None
         self._worker: Optional[threading.Thread] = None
         self._running = False
-        self._stats_lock = threading.Lock()
-        self._counts = collections.Counter()
-        self._last_rejection = ""
+        self.stats = FrameStats()
         self._last_log: Dict[str, float] = {}
-        self._in_rate, self._out_rate = _Rate(), _Rate()
-        self._latency_ms: Deque[float] = collections.deque(maxlen=50)
-        self._points_latency_ms: Deque[float] = collections.deque(maxlen=50)
-        self._inference_ms: Deque[float] = collections.deque(maxlen=50)
         self._status = "unconfigured"
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(float(self._p("diagnostics_period")), self._publish_diagnostics)
+        period = float(self._p("diagnostics_period"))
+        self._diag_timer = self.create_timer(period if period > 0 else 1.0, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         if self._p("autostart"):
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
@@ -144,10 +96,7 @@ class DepthNode(LifecycleNode):
             getattr(self.get_logger(), level)(text)
 
     def _reject(self, kind: str, reason: str) -> None:
-        with self._stats_lock:
-            self._counts["rejected"] += 1
-            self._counts[f"rejected_{kind}"] += 1
-            self._last_rejection = f"{kind}: {reason}"
+        self.stats.reject(kind, reason)
         self._log_throttled(f"reject_{kind}", f"rejected {kind}: {reason} (counted in diagnostics; node continues)")
 
     # ------------------------------------------------------------------ lifecycle
@@ -155,20 +104,20 @@ class DepthNode(LifecycleNode):
         from ..estimator import DepthEstimator
 
         try:
-            self._validate_parameters()
-            if self._p("untrained_demo"):
+            self.settings = settings = NodeSettings.from_values({name: self._p(name) for name in PARAMETERS})
+            if settings.untrained_demo:
                 from ..model.untrained import build_untrained_model
 
                 model = build_untrained_model()
                 self.get_logger().warn("UNTRAINED demo model (random weights, explicitly requested with "
                                        "untrained_demo:=true): its depth is meaningless")
-            elif not self._p("checkpoint"):
+            elif not settings.checkpoint:
                 raise ValueError("no checkpoint: set -p checkpoint:=/path/to/space_clip.pt (a trained decoder; "
                                  "see space-clip-convert), or -p untrained_demo:=true to run with random weights")
             else:
-                model = self._p("checkpoint")
-            self.estimator = DepthEstimator(model, device=self._p("device"), precision=self._p("precision"),
-                                            backbone=self._p("backbone") or None, backend=self._p("backend"))
+                model = settings.checkpoint
+            self.estimator = DepthEstimator(model, device=settings.device, precision=settings.precision,
+                                            backbone=settings.backbone or None, backend=settings.backend)
             self.estimator.warmup()  # compile / allocate now, not on the first frame
             overrides = QoSOverridingOptions.with_default_policies()
             for key, msg_type, topic in (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
@@ -184,33 +133,39 @@ class DepthNode(LifecycleNode):
         self._status = "configured"
         self.get_logger().info(
             f"model loaded ({trained}, {self.estimator.model.provenance.get('source', '?')}) on "
-            f"{self.estimator.device} in {self._p('precision')}, backend {self.estimator.backend_name} "
+            f"{self.estimator.device} in {settings.precision}, backend {self.estimator.backend_name} "
             f"({self.estimator.backend_reason})")
         return TransitionCallbackReturn.SUCCESS
 
-    def _validate_parameters(self) -> None:
-        if self._p("input_transport") not in ("raw", "compressed"):
-            raise ValueError(f"input_transport must be 'raw' or 'compressed', got {self._p('input_transport')!r}")
-        if self._p("colormap") not in COLORMAPS:
-            raise ValueError(f"colormap must be one of {COLORMAPS}, got {self._p('colormap')!r}")
-        if int(self._p("points_stride")) < 1:
-            raise ValueError("points_stride must be >= 1")
-        if not 0 <= self._p("min_depth") < self._p("max_depth"):
-            raise ValueError("need 0 <= min_depth < max_depth")
-        self._fixed_output_size()  # raises on a malformed value
-
-    def _fixed_output_size(self) -> Optional[Tuple[int, int]]:
-        value = str(self._p("output_size")).strip().lower()
-        if value in ("input", "model"):
-            return None
-        match = re.fullmatch(r"(\d+)x(\d+)", value)
-        if not match or min(int(match.group(1)), int(match.group(2))) < 1:
-            raise ValueError(f"output_size must be 'input', 'model' or 'WIDTHxHEIGHT', got {value!r}")
-        return int(match.group(2)), int(match.group(1))  # (height, width)
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Runtime changes: refused with the reason when invalid or when they need a reload / re-subscription (the
+        node keeps its working values); applied at the next frame otherwise."""
+        changes = {p.name: p.value for p in params if p.name in PARAMETERS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        current = self.settings
+        configured, active = current is not None, self._running
+        for name, value in changes.items():
+            unchanged = current is not None and getattr(current, name) == value
+            reason = None if unchanged else runtime_change_refusal(name, configured, active)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        try:
+            if current is None:  # unconfigured: check now, read at configure
+                NodeSettings.from_values({**{n: self._p(n) for n in PARAMETERS}, **changes})
+                return SetParametersResult(successful=True)
+            updated = current.replace(**changes)
+        except (ValueError, TypeError) as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        if updated.camera_info_cache != current.camera_info_cache:
+            self._infos = collections.deque(self._infos, maxlen=updated.camera_info_cache)
+        self.settings = updated
+        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        return SetParametersResult(successful=True)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         overrides = QoSOverridingOptions.with_default_policies()
-        if self._p("input_transport") == "compressed":
+        if self.settings.input_transport == "compressed":
             self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_image,
                                                        _sensor_qos(), qos_overriding_options=overrides))
         else:
@@ -238,6 +193,7 @@ class DepthNode(LifecycleNode):
             self.destroy_publisher(pub)
         self._pubs.clear()
         self.estimator = None
+        self.settings = None
         self._status = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
@@ -262,15 +218,13 @@ class DepthNode(LifecycleNode):
 
     def _on_image(self, msg: Any) -> None:
         now = time.monotonic()
-        self._in_rate.tick(now)
+        self.stats.frame_in(now)
         if not any(self._listeners().values()):
-            with self._stats_lock:
-                self._counts["idle_no_subscribers"] += 1
+            self.stats.count("idle_no_subscribers")
             return
         with self._cond:
             if self._pending is not None:
-                with self._stats_lock:
-                    self._counts["dropped"] += 1
+                self.stats.count("dropped")
             self._pending = (msg, now)
             self._cond.notify()
 
@@ -300,19 +254,19 @@ class DepthNode(LifecycleNode):
         self._log_throttled("info_stamp", "no camera_info with the image's stamp; using the latest one "
                                           f"(image {stamp.sec}.{stamp.nanosec:09d}, info "
                                           f"{latest.header.stamp.sec}.{latest.header.stamp.nanosec:09d})")
-        with self._stats_lock:
-            self._counts["camera_info_unmatched"] += 1
+        self.stats.count("camera_info_unmatched")
         return latest
 
-    def _output_size(self, height: int, width: int) -> Tuple[int, int]:
-        mode = str(self._p("output_size")).strip().lower()
+    def _output_size(self, settings: NodeSettings, height: int, width: int) -> Tuple[int, int]:
+        mode = settings.output_size.strip().lower()
         if mode == "input":
             return height, width
         if mode == "model":
             return tuple(self.estimator.model.preprocessing.output_size)  # type: ignore[return-value]
-        return self._fixed_output_size()  # type: ignore[return-value]
+        return settings.fixed_output_size  # type: ignore[return-value]
 
     def _process(self, msg: Any) -> None:
+        settings = self.settings  # one consistent set of values for this frame
         try:
             rgb = (messages.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
                    else messages.image_to_rgb(msg))
@@ -330,49 +284,41 @@ class DepthNode(LifecycleNode):
                 self._reject("camera_info", str(error))
                 return
         fx = None
-        if self._p("focal_scale_transfer"):
+        if settings.focal_scale_transfer:
             if info is None:
                 self._log_throttled("no_info", "no camera_info received: publishing depth without focal-length "
                                                "scale transfer, and no point cloud")
             else:
                 fx = messages.intrinsics(info)[0]
-        out_h, out_w = self._output_size(height, width)
-        start = time.perf_counter()
-        depth = self.estimator.predict(rgb, output_size=(out_h, out_w), fx=fx)
-        inference_ms = (time.perf_counter() - start) * 1000.0
-        depth[(depth < self._p("min_depth")) | (depth > self._p("max_depth"))] = np.nan
+        out_h, out_w = self._output_size(settings, height, width)
+        scales = None if fx is None else [self.estimator.focal_scale(fx, width)]
         header = msg.header
-        listeners = self._listeners()
-        self._pubs["depth"].publish(messages.depth_to_image(depth, header))
-        latency = self._latency_since(header.stamp)
-        scaled_info = messages.scale_camera_info(info, out_w, out_h, header) if info is not None else None
-        if scaled_info is not None:
-            self._pubs["info"].publish(scaled_info)
-        if self._p("publish_colored") and listeners["colored"]:
-            colour = colorize_depth(depth, self._p("colored_min_depth"), self._p("colored_max_depth"),
-                                    self._p("colormap"))
-            self._pubs["colored"].publish(messages.rgb_to_image(colour, header))
-        points_latency = None
-        if self._p("publish_points") and listeners["points"] and scaled_info is not None:
-            stride = int(self._p("points_stride"))
-            fx_o, fy_o, cx_o, cy_o = messages.intrinsics(scaled_info)
-            points = depth_to_points(depth, fx_o, fy_o, cx_o, cy_o, stride)
-            colour = None
-            if self._p("points_rgb"):
-                import cv2
-
-                if (out_h, out_w) != (height, width):
-                    rgb = cv2.resize(rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
-                colour = rgb[::stride, ::stride]
-            self._pubs["points"].publish(messages.points_to_cloud(points, header, colour))
-            points_latency = self._latency_since(header.stamp)
-        with self._stats_lock:
-            self._counts["published"] += 1
-            self._out_rate.tick(time.monotonic())
-            self._inference_ms.append(inference_ms)
-            self._latency_ms.append(latency)
-            if points_latency is not None:
-                self._points_latency_ms.append(points_latency)
+        with torch.inference_mode():  # every output is computed on the model's device; one download each
+            start = time.perf_counter()
+            depth_t = self.estimator.predict_tensor([rgb], [(out_h, out_w)], scales)[0]
+            mask_range(depth_t, settings.min_depth, settings.max_depth)
+            depth = depth_t.cpu().numpy()
+            inference_ms = (time.perf_counter() - start) * 1000.0
+            listeners = self._listeners()
+            self._pubs["depth"].publish(messages.depth_to_image(depth, header))
+            latency = self._latency_since(header.stamp)
+            scaled_info = messages.scale_camera_info(info, out_w, out_h, header) if info is not None else None
+            if scaled_info is not None:
+                self._pubs["info"].publish(scaled_info)
+            if settings.publish_colored and listeners["colored"]:
+                colour = colorize(depth_t, settings.colored_min_depth, settings.colored_max_depth, settings.colormap)
+                self._pubs["colored"].publish(messages.rgb_to_image(colour.cpu().numpy(), header))
+            points_latency = None
+            if settings.publish_points and listeners["points"] and scaled_info is not None:
+                stride = int(settings.points_stride)
+                colour_t = None
+                if settings.points_rgb:
+                    image = torch.from_numpy(rgb).to(depth_t.device, non_blocking=True)
+                    colour_t = resize_rgb(image, (out_h, out_w))[::stride, ::stride]
+                buffer = cloud_buffer(depth_t, *messages.intrinsics(scaled_info), stride, colour_t)
+                self._pubs["points"].publish(messages.cloud_message(buffer.cpu().numpy(), header))
+                points_latency = self._latency_since(header.stamp)
+        self.stats.published(time.monotonic(), inference_ms, latency, points_latency)
 
     def _latency_since(self, stamp) -> float:
         now = self.get_clock().now().nanoseconds
@@ -381,18 +327,7 @@ class DepthNode(LifecycleNode):
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        with self._stats_lock:
-            counts = dict(self._counts)
-            latency = list(self._latency_ms)
-            points_latency = list(self._points_latency_ms)
-            inference = list(self._inference_ms)
-            last_rejection = self._last_rejection
-            out_hz = self._out_rate.hz(now)
-        in_hz = self._in_rate.hz(now)
-
-        def median(values):
-            return f"{statistics.median(values):.1f}" if values else "n/a"
-
+        counts = self.stats.counts()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: depth", hardware_id="space_clip_ros")
         est = self.estimator
         if est is None:
@@ -403,27 +338,13 @@ class DepthNode(LifecycleNode):
             status.level, status.message = DiagnosticStatus.WARN, f"{self._status}; rejected inputs"
         else:
             status.level, status.message = DiagnosticStatus.OK, self._status
-        values = {
-            "state": self._status,
-            "input_rate_hz": f"{in_hz:.2f}",
-            "output_rate_hz": f"{out_hz:.2f}",
-            "latency_ms_median": median(latency),
-            "points_latency_ms_median": median(points_latency),
-            "inference_ms_median": median(inference),
-            "frames_published": str(counts.get("published", 0)),
-            "frames_dropped": str(counts.get("dropped", 0)),
-            "frames_idle_no_subscribers": str(counts.get("idle_no_subscribers", 0)),
-            "rejected_total": str(counts.get("rejected", 0)),
-            "rejected_image": str(counts.get("rejected_image", 0)),
-            "rejected_camera_info": str(counts.get("rejected_camera_info", 0)),
-            "rejected_frame": str(counts.get("rejected_frame", 0)),
-            "camera_info_unmatched": str(counts.get("camera_info_unmatched", 0)),
-            "last_rejection": last_rejection,
+        values = {"state": self._status, **self.stats.values(now)}
+        values.update({
             "device": str(est.device) if est else "",
             "precision": str(self._p("precision")),
             "backend": est.backend_name if est else "",
             "model": ("trained" if est.trained else "UNTRAINED") if est else "not loaded",
-        }
+        })
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

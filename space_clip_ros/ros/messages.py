@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import sys
 from typing import Optional, Tuple
 
@@ -72,13 +73,21 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
+def message_data(values: np.ndarray) -> "array.array[int]":
+    """The bytes of a numpy array as the ``array.array('B')`` that rosidl messages hold: one copy, no per-byte
+    checks (assigning ``bytes`` to a message field makes a second copy)."""
+    out = array.array("B")
+    out.frombytes(memoryview(np.ascontiguousarray(values)).cast("B"))
+    return out
+
+
 def rgb_to_image(rgb: np.ndarray, header, encoding: str = "rgb8") -> Image:
     """HxWx3 uint8 RGB as an rgb8 (or bgr8) Image."""
     if encoding == "bgr8":
         rgb = rgb[..., ::-1]
     msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0,
                 step=rgb.shape[1] * 3)
-    msg.data = np.ascontiguousarray(rgb).tobytes()
+    msg.data = message_data(rgb)
     return msg
 
 
@@ -87,7 +96,7 @@ def depth_to_image(depth: np.ndarray, header) -> Image:
     depth = np.ascontiguousarray(depth, dtype=np.float32)
     msg = Image(header=header, height=depth.shape[0], width=depth.shape[1], encoding="32FC1",
                 is_bigendian=int(sys.byteorder == "big"), step=depth.shape[1] * 4)
-    msg.data = depth.tobytes()
+    msg.data = message_data(depth)
     return msg
 
 
@@ -142,14 +151,25 @@ def scale_camera_info(info: CameraInfo, width: int, height: int, header=None) ->
 def points_to_cloud(points: np.ndarray, header, rgb: Optional[np.ndarray] = None) -> PointCloud2:
     """Organized PointCloud2 like depth_image_proc's point_cloud_xyz(rgb): NaN for invalid, is_dense false."""
     data, step = organized_cloud_bytes(points, rgb)
+    buffer = np.frombuffer(data, dtype=np.float32).reshape(points.shape[0], points.shape[1], step // 4)
+    return cloud_message(buffer, header)
+
+
+def cloud_message(buffer: np.ndarray, header) -> PointCloud2:
+    """PointCloud2 from (h, w, 4) float32 rows (x, y, z, pad; point_step 16) or (h, w, 8) with the packed colour
+    at 16 (point_step 32), as :func:`space_clip_ros.outputs.cloud_buffer` and
+    :func:`space_clip_ros.geometry.organized_cloud_bytes` lay them out."""
+    if buffer.ndim != 3 or buffer.shape[2] not in (4, 8) or buffer.dtype != np.float32:
+        raise ValueError(f"cloud rows must be (h, w, 4 or 8) float32, got {buffer.shape} {buffer.dtype}")
+    height, width, words = buffer.shape
+    step = words * 4
     fields = [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
               for n, o in (("x", 0), ("y", 4), ("z", 8))]
-    if rgb is not None:
+    if words == 8:
         fields.append(PointField(name="rgb", offset=16, datatype=PointField.FLOAT32, count=1))
-    msg = PointCloud2(header=header, height=points.shape[0], width=points.shape[1], fields=fields,
-                      is_bigendian=sys.byteorder == "big", point_step=step, row_step=step * points.shape[1],
-                      is_dense=False)
-    msg.data = data
+    msg = PointCloud2(header=header, height=height, width=width, fields=fields,
+                      is_bigendian=sys.byteorder == "big", point_step=step, row_step=step * width, is_dense=False)
+    msg.data = message_data(buffer)
     return msg
 
 

@@ -128,9 +128,9 @@ class PlayerNode(Node):
 
 
 def main(args=None) -> None:
-    from .depth_node import use_shipped_fastdds_profile
+    from .fastdds import use_shipped_profile
 
-    use_shipped_fastdds_profile()
+    use_shipped_profile()
     rclpy.init(args=args)
     node = PlayerNode()
     try:

@@ -1,0 +1,142 @@
+"""The depth node's parameters: their defaults, one validation, and which ones may change while it runs.
+
+Plain Python (no rclpy): the node reads its parameters once in ``on_configure`` into a :class:`NodeSettings` and
+swaps in a new one when a runtime change is valid; the inference worker reads the current object once per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..inference import BACKENDS
+from ..runtime import PRECISIONS
+from ..visualize import COLORMAPS
+
+#: Every parameter with its default; config/depth.yaml holds the same values (a test keeps them equal).
+PARAMETERS: Dict[str, Any] = {
+    "checkpoint": "",
+    "backbone": "",
+    "untrained_demo": False,
+    "device": "auto",
+    "precision": "fp32",
+    "backend": "auto",
+    "output_size": "input",
+    "min_depth": 0.1,
+    "max_depth": 80.0,
+    "focal_scale_transfer": True,
+    "publish_points": True,
+    "points_stride": 1,
+    "points_rgb": False,
+    "publish_colored": True,
+    "colormap": "turbo",
+    "colored_min_depth": 1.0,
+    "colored_max_depth": 50.0,
+    "input_transport": "raw",
+    "camera_info_cache": 30,
+    "diagnostics_period": 1.0,
+    "autostart": True,
+}
+
+#: Changing these means loading the model again: refused while the node is configured.
+RELOAD_PARAMETERS = frozenset({"checkpoint", "backbone", "untrained_demo", "device", "precision", "backend"})
+#: Changing these means subscribing again: refused while the node is active.
+RESUBSCRIBE_PARAMETERS = frozenset({"input_transport"})
+#: Read once when the node starts.
+STARTUP_PARAMETERS = frozenset({"autostart", "diagnostics_period"})
+
+
+def parse_output_size(value: str) -> Optional[Tuple[int, int]]:
+    """``input`` / ``model`` -> None; ``WIDTHxHEIGHT`` -> (height, width); anything else raises ``ValueError``."""
+    text = str(value).strip().lower()
+    if text in ("input", "model"):
+        return None
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise ValueError(f"output_size must be 'input', 'model' or 'WIDTHxHEIGHT', got {value!r}")
+    return int(match.group(2)), int(match.group(1))
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameter values (see :data:`PARAMETERS` and config/depth.yaml for their meaning)."""
+
+    checkpoint: str
+    backbone: str
+    untrained_demo: bool
+    device: str
+    precision: str
+    backend: str
+    output_size: str
+    min_depth: float
+    max_depth: float
+    focal_scale_transfer: bool
+    publish_points: bool
+    points_stride: int
+    points_rgb: bool
+    publish_colored: bool
+    colormap: str
+    colored_min_depth: float
+    colored_max_depth: float
+    input_transport: str
+    camera_info_cache: int
+    diagnostics_period: float
+    autostart: bool
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "NodeSettings":
+        """Settings from parameter values (missing ones take their defaults); ``ValueError`` names what is wrong."""
+        unknown = sorted(set(values) - set(PARAMETERS))
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown}")
+        merged = {**PARAMETERS, **values}
+        settings = cls(**merged)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> "NodeSettings":
+        return NodeSettings.from_values({**dataclasses.asdict(self), **changes})
+
+    def validate(self) -> None:
+        if self.input_transport not in ("raw", "compressed"):
+            raise ValueError(f"input_transport must be 'raw' or 'compressed', got {self.input_transport!r}")
+        if self.colormap not in COLORMAPS:
+            raise ValueError(f"colormap must be one of {COLORMAPS}, got {self.colormap!r}")
+        if int(self.points_stride) < 1:
+            raise ValueError(f"points_stride must be >= 1, got {self.points_stride}")
+        if not 0 <= self.min_depth < self.max_depth:
+            raise ValueError(f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
+        if not 0 <= self.colored_min_depth < self.colored_max_depth:
+            raise ValueError("need 0 <= colored_min_depth < colored_max_depth, got "
+                             f"{self.colored_min_depth} and {self.colored_max_depth}")
+        parse_output_size(self.output_size)
+        if int(self.camera_info_cache) < 1:
+            raise ValueError(f"camera_info_cache must be >= 1, got {self.camera_info_cache}")
+        if not self.diagnostics_period > 0:
+            raise ValueError(f"diagnostics_period must be > 0 seconds, got {self.diagnostics_period}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device).strip().lower()):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if str(self.precision).strip().lower() not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if str(self.backend).strip().lower() not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    @property
+    def fixed_output_size(self) -> Optional[Tuple[int, int]]:
+        """(height, width) when ``output_size`` is WIDTHxHEIGHT, else None."""
+        return parse_output_size(self.output_size)
+
+
+def runtime_change_refusal(name: str, configured: bool, active: bool) -> Optional[str]:
+    """Why parameter ``name`` cannot change now, or None when it can."""
+    if name in STARTUP_PARAMETERS:
+        return f"{name} is read once at start: set it in the parameter file or with -p when starting the node"
+    if configured and name in RELOAD_PARAMETERS:
+        return (f"{name} needs the model loaded again: deactivate and clean up the node, set {name}, then "
+                "configure and activate it (ros2 lifecycle set <node> deactivate / cleanup / configure / activate)")
+    if active and name in RESUBSCRIBE_PARAMETERS:
+        return (f"{name} changes the subscriptions: deactivate the node, set {name}, then activate it "
+                "(ros2 lifecycle set <node> deactivate / activate)")
+    return None

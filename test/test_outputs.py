@@ -1,0 +1,67 @@
+"""The node's outputs computed as tensors equal the numpy reference functions (geometry, visualize) exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from space_clip_ros.geometry import depth_to_points, organized_cloud_bytes
+from space_clip_ros.outputs import cloud_buffer, colorize, mask_range, resize_rgb
+from space_clip_ros.visualize import COLORMAPS, colorize_depth
+
+
+def _depth(seed=0, shape=(37, 53)):
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.05, 90.0, shape).astype(np.float32)
+    depth[0, :5] = np.nan
+    depth[1, :3] = np.inf
+    depth[2, :2] = 0.0
+    depth[3, :2] = -1.0
+    return depth
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("with_rgb", [False, True])
+def test_cloud_buffer_is_byte_identical_to_the_numpy_cloud(stride, with_rgb):
+    depth = _depth(stride)
+    rgb = np.random.default_rng(9).integers(0, 256, depth.shape + (3,), dtype=np.uint8)
+    colour = rgb[::stride, ::stride] if with_rgb else None
+    fx, fy, cx, cy = 721.5377, 721.5377, 26.3, 17.9
+    expected, step = organized_cloud_bytes(depth_to_points(depth, fx, fy, cx, cy, stride), colour)
+    got = cloud_buffer(torch.from_numpy(depth), fx, fy, cx, cy, stride,
+                       torch.from_numpy(np.ascontiguousarray(colour)) if with_rgb else None)
+    assert got.shape[-1] * 4 == step
+    assert got.numpy().tobytes() == expected
+
+
+def test_cloud_buffer_errors():
+    depth = torch.ones(4, 4)
+    with pytest.raises(ValueError, match="fx > 0"):
+        cloud_buffer(depth, 0.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        cloud_buffer(depth, 1.0, 1.0, 0.0, 0.0, stride=0)
+    with pytest.raises(ValueError, match="colour is"):
+        cloud_buffer(depth, 1.0, 1.0, 0.0, 0.0, rgb=torch.zeros(3, 3, 3, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("colormap", COLORMAPS)
+def test_colorize_equals_colorize_depth(colormap):
+    depth = _depth(4)
+    expected = colorize_depth(depth, 1.0, 50.0, colormap)
+    np.testing.assert_array_equal(colorize(torch.from_numpy(depth), 1.0, 50.0, colormap).numpy(), expected)
+    with pytest.raises(ValueError, match="colormap must be one of"):
+        colorize(torch.from_numpy(depth), 1.0, 50.0, "nope")
+
+
+def test_mask_range_sets_nan_outside():
+    depth = torch.tensor([0.05, 0.1, 5.0, 80.0, 80.5, float("nan")])
+    out = mask_range(depth.clone(), 0.1, 80.0).numpy()
+    np.testing.assert_array_equal(np.isnan(out), [True, False, False, False, True, True])
+
+
+def test_resize_rgb_matches_opencv_area_for_integer_factors():
+    import cv2
+
+    rgb = np.random.default_rng(2).integers(0, 256, (48, 160, 3), dtype=np.uint8)
+    expected = cv2.resize(rgb, (80, 24), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(resize_rgb(torch.from_numpy(rgb), (24, 80)).numpy(), expected)
+    assert resize_rgb(torch.from_numpy(rgb), (48, 160)).shape == (48, 160, 3)
