@@ -1,12 +1,15 @@
-"""End-to-end latency and throughput of depth_node against the bare model, in one run.
+"""End-to-end latency and throughput of depth_node against the bare model, for 1 and for 8 cameras, in one run.
 
-    python benchmarks/bench_node.py [--frames 12] [--device cpu]
+    python benchmarks/bench_node.py [--cameras 1,8] [--frames 8] [--device cpu] [--backend auto] [--rate 30]
 
 Uses a full-size model (ViT-B/16 tower, released decoder) with RANDOM weights: timing only, since a forward pass
-costs the same whatever the weights. Prints medians for a 1242x375 rgb8 frame:
-  bare      DepthEstimator.predict (preprocess + encoder + decoder + resize), in this process
-  node      image stamp -> depth/image received, and -> depth/points received, over DDS, camera slower than the model
-  saturate  output rate when the camera publishes as fast as it can (latest-frame-only dropping)
+costs the same whatever the weights. Every camera sends a 1242x375 rgb8 frame with camera_info. Prints, per camera
+count N:
+  bare      DepthEstimator.predict_tensor + download for the N frames as one batch, in this process
+  latency   stamp -> depth/image and stamp -> depth/points received, p50 / p90 over all cameras' frames, when all N
+            cameras send one frame together and wait for the outputs (the node batches them into one forward)
+  rate      every camera publishing at --rate Hz for a while: output frames per second per camera, and the share of
+            frames dropped (latest-frame-only: a camera faster than the model loses frames, never latency)
 """
 
 import argparse
@@ -17,15 +20,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 
+def _percentile(values, q):
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--cameras", default="1,8", help="comma-separated camera counts (default 1,8)")
+    parser.add_argument("--frames", type=int, default=8, help="timed rounds per camera count")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--rate", type=float, default=30.0, help="camera rate for the sustained-rate part (Hz)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of the sustained-rate part")
     args = parser.parse_args()
+    counts = [int(c) for c in args.cameras.split(",")]
 
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -41,15 +54,26 @@ def main() -> int:
     ckpt = save_checkpoint(model, tmp / "full_random.pt", embed_backbone=True,
                            provenance={"trained": True, "source": "benchmark: random weights, timing only"})
     rgb, _ = render_scene()
-    estimator = DepthEstimator(model, device=args.device)
-    for _ in range(3):
-        estimator(rgb, fx=KITTI_K[0])
-    bare = []
-    for _ in range(args.frames):
-        start = time.perf_counter()
-        estimator(rgb, fx=KITTI_K[0])
-        bare.append((time.perf_counter() - start) * 1000)
-    bare_ms = statistics.median(bare)
+    height, width = rgb.shape[:2]
+    estimator = DepthEstimator(model, device=args.device, backend=args.backend)
+    backend = estimator.backend.describe()
+    bare = {}
+    for n in counts:
+        frames, sizes, scales = [rgb] * n, [(height, width)] * n, [1.0] * n
+
+        def run():
+            for depth in estimator.predict_tensor(frames, sizes, scales):
+                depth.cpu().numpy()
+
+        for _ in range(2):
+            run()
+        times = []
+        for _ in range(max(3, args.frames // 2)):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1000)
+        bare[n] = statistics.median(times)
+    estimator = None  # free it before the node runs
 
     import rclpy
 
@@ -58,58 +82,89 @@ def main() -> int:
     env = ros_environment(tmp)
     os.environ.update(env)
     rclpy.init()
-    proc = start_node(env, "/bench", {"checkpoint": str(ckpt), "device": args.device}, tmp / "node.log")
-    h = Harness("/bench")
+    results = {}
+    fx, fy, cx, cy = KITTI_K
     try:
-        h.subscribe_outputs(("depth", "points"))
-        h.wait_for_node(timeout=180)
-        fx, fy, cx, cy = KITTI_K
+        for n in counts:
+            names = [f"cam{i}" for i in range(n)] if n > 1 else []
+            params = {"checkpoint": str(ckpt), "device": args.device, "backend": args.backend}
+            if names:
+                params["cameras"] = "[" + ",".join(names) + "]"
+            proc = start_node(env, "/bench", params, tmp / f"node_{n}.log")
+            rigs = [Harness(f"/bench/{name}" if name else "/bench") for name in (names or [""])]
+            try:
+                for h in rigs:
+                    h.subscribe_outputs(("depth", "points"))
+                for h in rigs:
+                    h.wait_for_node(timeout=300)
 
-        def send(i):
-            stamp = h.stamp(i)
-            h.info_pub.publish(camera_info_msg(stamp, 1242, 375, fx, fy, cx, cy))
-            h.image_pub.publish(rgb_image_msg(rgb, stamp))
-            return stamp
+                def send_all():
+                    stamps = []
+                    for h in rigs:
+                        stamp = h.node.get_clock().now().to_msg()
+                        h.info_pub.publish(camera_info_msg(stamp, width, height, fx, fy, cx, cy))
+                        h.image_pub.publish(rgb_image_msg(rgb, stamp))
+                        stamps.append(stamp)
+                    return stamps
 
-        def arrival(key, stamp):
-            h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received[key]), 120, key)
-            return next(t for t, m in zip(h.arrival[key], h.received[key]) if m.header.stamp == stamp)
+                def wait_all(stamps, key):
+                    out = []
+                    for h, stamp in zip(rigs, stamps):
+                        h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received[key]), 300, key)
+                        arrived = next(t for t, m in zip(h.arrival[key], h.received[key]) if m.header.stamp == stamp)
+                        out.append((arrived - (stamp.sec + stamp.nanosec / 1e9)) * 1000)
+                    return out
 
-        for i in range(3):  # warm-up
-            arrival("points", send(i))
-        depth_lat, points_lat = [], []
-        for i in range(10, 10 + args.frames):
-            sent = time.time()
-            stamp = send(i)  # synthetic stamps: latency is measured from the moment of publishing
-            depth_lat.append((arrival("depth", stamp) - sent) * 1000)
-            points_lat.append((arrival("points", stamp) - sent) * 1000)
-            time.sleep(bare_ms / 1000 * 0.5)
-        # Saturation: publish as fast as possible for a few seconds.
-        first = len(h.received["depth"])
-        start = time.time()
-        i = 1000
-        while time.time() - start < max(5.0, 8 * bare_ms / 1000):
-            send(i)
-            i += 1
-            h.executor.spin_once(timeout_sec=0.01)
-        h.spin_until(lambda: any(m.header.stamp == h.stamp(i - 1) for m in h.received["depth"]), 120, "last")
-        outputs = len(h.received["depth"]) - first
-        out_rate = outputs / (time.time() - start)
-        in_rate = (i - 1000) / (time.time() - start)
+                for _ in range(2):  # warm-up
+                    wait_all(send_all(), "points")
+                depth_lat, points_lat = [], []
+                for _ in range(args.frames):
+                    stamps = send_all()
+                    depth_lat += wait_all(stamps, "depth")
+                    points_lat += wait_all(stamps, "points")
+                # Sustained: every camera at --rate Hz.
+                seconds = args.seconds or max(5.0, 6 * bare[n] / 1000)
+                before = [len(h.received["depth"]) for h in rigs]
+                sent, start, period = 0, time.time(), 1.0 / args.rate
+                while time.time() - start < seconds:
+                    tick = time.time()
+                    send_all()
+                    sent += 1
+                    for h in rigs:
+                        h.executor.spin_once(timeout_sec=0)
+                    while time.time() - tick < period:
+                        for h in rigs:
+                            h.executor.spin_once(timeout_sec=0.001)
+                elapsed = time.time() - start
+                settle = time.time()
+                while time.time() - settle < max(2.0, 2 * bare[n] / 1000):
+                    for h in rigs:
+                        h.executor.spin_once(timeout_sec=0.01)
+                got = [len(h.received["depth"]) - b for h, b in zip(rigs, before)]
+                results[n] = {
+                    "depth_p50": statistics.median(depth_lat), "depth_p90": _percentile(depth_lat, 90),
+                    "points_p50": statistics.median(points_lat), "points_p90": _percentile(points_lat, 90),
+                    "out_hz": statistics.mean(got) / elapsed, "in_hz": sent / elapsed,
+                    "dropped": 1.0 - sum(got) / max(1, sent * len(rigs)),
+                }
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+                for h in rigs:
+                    h.destroy()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        h.destroy()
         rclpy.try_shutdown()
 
-    dm, pm = statistics.median(depth_lat), statistics.median(points_lat)
-    print(f"\nspace_clip_ros node benchmark: 1242x375 rgb8, ViT-B/16 + released decoder (random weights), "
-          f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, {args.frames} frames")
-    print(f"{'measure':<44} {'median ms':>10} {'ratio to bare':>14}")
-    print(f"{'bare DepthEstimator.predict (in process)':<44} {bare_ms:10.1f} {1.0:14.2f}")
-    print(f"{'node: publish -> depth/image received':<44} {dm:10.1f} {dm / bare_ms:14.2f}")
-    print(f"{'node: publish -> depth/points received':<44} {pm:10.1f} {pm / bare_ms:14.2f}")
-    print(f"saturated camera: {in_rate:.1f} Hz in, {out_rate:.2f} Hz out (bare model {1000 / bare_ms:.2f} Hz)")
+    print(f"\nspace_clip_ros node benchmark: {width}x{height} rgb8 per camera, ViT-B/16 + released decoder (random "
+          f"weights), backend {backend}, torch {torch.__version__}, {os.cpu_count()} CPU cores, {args.frames} rounds")
+    print("| cameras | bare batch ms | stamp->depth p50/p90 ms | stamp->points p50/p90 ms | depth / bare | "
+          "out Hz per camera (in Hz) | dropped |")
+    print("|---|---|---|---|---|---|---|")
+    for n in counts:
+        r = results[n]
+        print(f"| {n} | {bare[n]:.1f} | {r['depth_p50']:.1f} / {r['depth_p90']:.1f} | {r['points_p50']:.1f} / "
+              f"{r['points_p90']:.1f} | {r['depth_p50'] / bare[n]:.2f} | {r['out_hz']:.2f} ({r['in_hz']:.1f}) | "
+              f"{100 * r['dropped']:.0f}% |")
     return 0
 
 

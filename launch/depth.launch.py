@@ -1,5 +1,5 @@
 """ros2 launch space_clip_ros depth.launch.py checkpoint:=/path/space_clip.pt [namespace:=camera] [device:=cuda]
-[backend:=auto]
+[backend:=auto] [cameras:=[front,left]]
 
 Starts depth_node (configured and activated at start) with config/depth.yaml, remapping its relative topics to the
 camera's. Fast DDS uses the package's shared-memory profile unless FASTRTPS_DEFAULT_PROFILES_FILE or
@@ -28,6 +28,9 @@ def generate_launch_description():
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
         DeclareLaunchArgument("backend", default_value="auto",
                               description="auto | eager | compile | cudagraph | openvino | onnxruntime"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="empty: one camera; [front,left]: front/image -> front/depth/image, ... "
+                                          "all batched through one model"),
     ]
     actions += [SetEnvironmentVariable(name, value) for name, value in fastdds.profile_environment().items()]
     actions.append(Node(
@@ -39,7 +42,7 @@ def generate_launch_description():
         emulate_tty=True,
         parameters=[LaunchConfiguration("params_file"),
                     {"checkpoint": LaunchConfiguration("checkpoint"), "device": LaunchConfiguration("device"),
-                     "backend": LaunchConfiguration("backend")}],
+                     "backend": LaunchConfiguration("backend"), "cameras": LaunchConfiguration("cameras")}],
         remappings=[("image", LaunchConfiguration("image")),
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"]),
                     ("camera_info", LaunchConfiguration("camera_info"))],

@@ -404,3 +404,62 @@ def test_runtime_parameter_changes_are_checked_and_applied(node, reference):
         np.testing.assert_allclose(depth[kept], expected[kept], rtol=1e-4)
     finally:
         assert all(r.successful for r in _set(h, "/cam_a", max_depth=80.0, colormap="turbo"))
+
+
+def test_several_cameras_share_one_model_each_with_its_own_outputs(ros, checkpoint, tmp_path, reference):
+    """Two cameras of different sizes and intrinsics under one node: each output carries its camera's header and
+    focal scale, the batched forward gives each camera the depth it would get alone, diagnostics are per camera."""
+    sizes = {"front": (48, 160), "stereo/left": (40, 96)}
+    fxs = {"front": 100.0, "stereo/left": 70.0}
+    n = Node(ros, tmp_path, "/rig", {"checkpoint": str(checkpoint), "device": "cpu",
+                                     "cameras": "[front, stereo/left]"})
+    rigs = {name: Harness(f"/rig/{name}") for name in sizes}
+    try:
+        for h in rigs.values():
+            h.subscribe_outputs()
+        for h in rigs.values():
+            h.wait_for_node()
+        frames = {}
+        for round_ in range(2):  # both cameras' frames wait together, so they share forwards
+            for i, (name, h) in enumerate(rigs.items()):
+                height, width = sizes[name]
+                rgb = np.random.default_rng(10 * round_ + i).integers(0, 256, (height, width, 3), dtype=np.uint8)
+                stamp = h.stamp(800 + 10 * round_ + i)
+                h.info_pub.publish(camera_info_msg(stamp, width, height, fx=fxs[name], frame_id=f"{name}_optical"))
+                h.image_pub.publish(rgb_image_msg(rgb, stamp, frame_id=f"{name}_optical"))
+                frames[name] = (stamp, rgb)
+            for name, h in rigs.items():
+                stamp, rgb = frames[name]
+                msg = _depth_for(h, stamp)
+                assert msg.header.frame_id == f"{name}_optical" and (msg.height, msg.width) == sizes[name]
+                np.testing.assert_allclose(messages.image_to_depth(msg), _expected_depth(reference, rgb, fxs[name]),
+                                           rtol=1e-4, equal_nan=True)
+        for name, h in rigs.items():
+            stamp = frames[name][0]
+            h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["points"]), 30, "the cloud")
+            cloud = next(m for m in h.received["points"] if m.header.stamp == stamp)
+            assert (cloud.height, cloud.width) == sizes[name] and cloud.header.frame_id == f"{name}_optical"
+            info = next(m for m in h.received["info"] if m.header.stamp == stamp)
+            assert info.k[0] == pytest.approx(fxs[name])
+        assert not rigs["front"].received["depth"] or all(
+            m.header.frame_id == "front_optical" for m in rigs["front"].received["depth"])
+        h = rigs["front"]
+
+        def per_camera():
+            found = {}
+            for array in h.received["diagnostics"][-5:]:
+                for status in array.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    if status.name.startswith("/rig/depth_node: depth ") and "camera" in values:
+                        found[values["camera"]] = values
+            return found
+
+        h.spin_until(lambda: set(per_camera()) == set(sizes) and all(
+            int(v["frames_published"]) >= 2 for v in per_camera().values()), 30, "per-camera diagnostics")
+        # Changing the cameras of a configured node is refused: the topics would change under the subscribers.
+        [result] = _set(h, "/rig", cameras=["front"])
+        assert not result.successful and "changes the node's topics" in result.reason
+    finally:
+        for h in rigs.values():
+            h.destroy()
+        assert n.stop() == 0, n.log.read_text()

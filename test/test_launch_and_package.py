@@ -35,7 +35,7 @@ def test_launch_file_declares_the_documented_arguments():
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
     assert declared == {"namespace", "image", "camera_info", "params_file", "checkpoint", "device",
-                        "backend"}
+                        "backend", "cameras"}
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
 

@@ -15,7 +15,8 @@ from space_clip_ros.ros.stats import FrameStats, Rate
 
 def test_defaults_are_valid_and_complete():
     settings = NodeSettings.from_values({})
-    assert {name: getattr(settings, name) for name in PARAMETERS} == PARAMETERS
+    values = {name: getattr(settings, name) for name in PARAMETERS}
+    assert {**values, "cameras": list(values["cameras"])} == PARAMETERS
     assert settings.fixed_output_size is None
 
 
@@ -33,6 +34,10 @@ def test_defaults_are_valid_and_complete():
     ({"precision": "int8"}, "precision must be one of"),
     ({"backend": "tensorrt"}, "backend must be one of"),
     ({"nonsense": 1}, "unknown parameters"),
+    ({"cameras": ["front", "front"]}, "must be unique"),
+    ({"cameras": ["/front"]}, "not a relative ROS name"),
+    ({"cameras": ["front left"]}, "not a relative ROS name"),
+    ({"cameras": [1, 2]}, "list of camera names"),
 ])
 def test_invalid_values_are_refused_with_the_reason(change, message):
     with pytest.raises(ValueError, match=message):
@@ -58,6 +63,10 @@ def test_which_changes_need_a_reload_or_resubscription():
     assert "deactivate" in runtime_change_refusal("input_transport", configured=True, active=True)
     assert runtime_change_refusal("input_transport", configured=True, active=False) is None
     assert "read once at start" in runtime_change_refusal("autostart", configured=False, active=False)
+    assert "changes the node's topics" in runtime_change_refusal("cameras", configured=True, active=False)
+    assert NodeSettings.from_values({"cameras": ["front", "stereo/left"]}).cameras == ("front", "stereo/left")
+    assert NodeSettings.from_values({"cameras": "front, left"}).cameras == ("front", "left")
+    assert NodeSettings.from_values({"cameras": ""}).cameras == ()
 
 
 def test_frame_stats_count_by_reason_and_time():

@@ -1,27 +1,32 @@
 """depth_node: camera images in; REP 118 depth, scaled camera_info, organized point clouds and a coloured depth out.
 
-A thin lifecycle adapter over :class:`space_clip_ros.DepthEstimator` and the pure functions of
-:mod:`space_clip_ros.geometry`. Topics are relative (remap them at launch):
+A thin lifecycle adapter over :class:`space_clip_ros.DepthEstimator` (the model) and
+:mod:`space_clip_ros.outputs` (range mask, cloud and colour map as tensors on the model's device). Topics are
+relative (remap them at launch):
 
     in:  image (sensor_msgs/Image) or image/compressed (input_transport: compressed), camera_info
     out: depth/image (32FC1 m, NaN unknown), depth/camera_info, depth/points, depth/colored (rgb8), /diagnostics
 
-Latest frame only: while one frame is in inference, a newer one replaces the waiting one and the replaced frame is
-counted as dropped, so latency does not grow when the camera is faster than the model.
+With ``cameras: [front, left]`` every topic above is per camera (``front/image``, ``front/depth/image``, ...), and the
+latest frame of every camera that has one goes through one batched forward of the one model.
+
+Latest frame only: while frames are in inference, a newer frame of a camera replaces its waiting one and the replaced
+frame is counted as dropped, so latency does not grow when cameras are faster than the model.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
-from typing import Any, Deque, Dict, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -57,24 +62,53 @@ def _publisher_qos() -> QoSProfile:
     return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
 
+class _Camera:
+    """One camera: its topics (``N/...``, or the plain relative names for the single unnamed camera), the latest
+    frame waiting for inference, its camera_info cache and its statistics."""
+
+    OUTPUTS = (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
+               ("points", PointCloud2, "depth/points"), ("colored", Image, "depth/colored"))
+
+    def __init__(self, name: str, cache: int) -> None:
+        self.name = name
+        self.pubs: Dict[str, Any] = {}
+        self.subs: List[Any] = []
+        self.infos: Deque[CameraInfo] = collections.deque(maxlen=cache)
+        self.pending: Optional[Any] = None
+        self.stats = FrameStats()
+
+    def topic(self, relative: str) -> str:
+        return f"{self.name}/{relative}" if self.name else relative
+
+    def listeners(self) -> Dict[str, int]:
+        return {key: pub.get_subscription_count() for key, pub in self.pubs.items()}
+
+
+class _Frame:
+    """A decoded frame on its way through one batched forward."""
+
+    def __init__(self, camera: _Camera, header, rgb, info, scale: float, size: Tuple[int, int]) -> None:
+        self.camera, self.header, self.rgb, self.info, self.scale, self.size = camera, header, rgb, info, scale, size
+
+
 class DepthNode(LifecycleNode):
-    """Lifecycle node: configure loads the model (and fails cleanly), activate subscribes."""
+    """Lifecycle node: configure loads the model and creates the publishers (and fails cleanly), activate
+    subscribes. With ``cameras`` set, every camera's latest frame goes through one batched forward of one model."""
 
     def __init__(self, node_name: str = "depth_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, default in PARAMETERS.items():
-            self.declare_parameter(name, default)
+            if name == "cameras":  # an empty list has no type of its own; NodeSettings checks the value
+                self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
+            else:
+                self.declare_parameter(name, default)
         self.estimator = None
         #: Validated parameters, read in on_configure; None while unconfigured. Replaced whole on a valid change.
         self.settings: Optional[NodeSettings] = None
-        self._pubs: Dict[str, Any] = {}
-        self._subs: list = []
-        self._infos: Deque[CameraInfo] = collections.deque(maxlen=max(1, int(self._p("camera_info_cache"))))
+        self.cameras: List[_Camera] = []
         self._cond = threading.Condition()
-        self._pending: Optional[Tuple[Any, float]] = None
         self._worker: Optional[threading.Thread] = None
         self._running = False
-        self.stats = FrameStats()
         self._last_log: Dict[str, float] = {}
         self._status = "unconfigured"
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -87,7 +121,11 @@ class DepthNode(LifecycleNode):
 
     # ------------------------------------------------------------------ helpers
     def _p(self, name: str) -> Any:
-        return self.get_parameter(name).value
+        value = self.get_parameter(name).value
+        return [] if name == "cameras" and value is None else value
+
+    def _values(self) -> Dict[str, Any]:
+        return {name: self._p(name) for name in PARAMETERS}
 
     def _log_throttled(self, key: str, text: str, level: str = "warn") -> None:
         now = time.monotonic()
@@ -95,16 +133,18 @@ class DepthNode(LifecycleNode):
             self._last_log[key] = now
             getattr(self.get_logger(), level)(text)
 
-    def _reject(self, kind: str, reason: str) -> None:
-        self.stats.reject(kind, reason)
-        self._log_throttled(f"reject_{kind}", f"rejected {kind}: {reason} (counted in diagnostics; node continues)")
+    def _reject(self, camera: _Camera, kind: str, reason: str) -> None:
+        camera.stats.reject(kind, reason)
+        where = f" on camera '{camera.name}'" if camera.name else ""
+        self._log_throttled(f"reject_{camera.name}_{kind}",
+                            f"rejected {kind}{where}: {reason} (counted in diagnostics; node continues)")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         from ..estimator import DepthEstimator
 
         try:
-            self.settings = settings = NodeSettings.from_values({name: self._p(name) for name in PARAMETERS})
+            self.settings = settings = NodeSettings.from_values(self._values())
             if settings.untrained_demo:
                 from ..model.untrained import build_untrained_model
 
@@ -120,10 +160,11 @@ class DepthNode(LifecycleNode):
                                             backbone=settings.backbone or None, backend=settings.backend)
             self.estimator.warmup()  # compile / allocate now, not on the first frame
             overrides = QoSOverridingOptions.with_default_policies()
-            for key, msg_type, topic in (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
-                                         ("points", PointCloud2, "depth/points"), ("colored", Image, "depth/colored")):
-                self._pubs[key] = self.create_publisher(msg_type, topic, _publisher_qos(),
-                                                        qos_overriding_options=overrides)
+            self.cameras = [_Camera(name, settings.camera_info_cache) for name in (settings.cameras or [""])]
+            for camera in self.cameras:
+                for key, msg_type, topic in _Camera.OUTPUTS:
+                    camera.pubs[key] = self.create_publisher(msg_type, camera.topic(topic), _publisher_qos(),
+                                                             qos_overriding_options=overrides)
         except Exception as error:  # a bad checkpoint, device or qos_overrides.* value: unconfigured, reason logged
             self.on_cleanup(state)
             self._status = f"configure failed: {error}"
@@ -131,67 +172,77 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         trained = "trained" if self.estimator.trained else "UNTRAINED"
         self._status = "configured"
+        cameras = f", cameras {list(settings.cameras)}" if settings.cameras else ""
         self.get_logger().info(
             f"model loaded ({trained}, {self.estimator.model.provenance.get('source', '?')}) on "
             f"{self.estimator.device} in {settings.precision}, backend {self.estimator.backend_name} "
-            f"({self.estimator.backend_reason})")
+            f"({self.estimator.backend_reason}){cameras}")
         return TransitionCallbackReturn.SUCCESS
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Runtime changes: refused with the reason when invalid or when they need a reload / re-subscription (the
         node keeps its working values); applied at the next frame otherwise."""
         changes = {p.name: p.value for p in params if p.name in PARAMETERS}
+        if "cameras" in changes and changes["cameras"] is None:
+            changes["cameras"] = []
         if not changes:
             return SetParametersResult(successful=True)
         current = self.settings
         configured, active = current is not None, self._running
         for name, value in changes.items():
-            unchanged = current is not None and getattr(current, name) == value
+            unchanged = current is not None and getattr(current, name) == (
+                tuple(value) if name == "cameras" else value)
             reason = None if unchanged else runtime_change_refusal(name, configured, active)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         try:
             if current is None:  # unconfigured: check now, read at configure
-                NodeSettings.from_values({**{n: self._p(n) for n in PARAMETERS}, **changes})
+                NodeSettings.from_values({**self._values(), **changes})
                 return SetParametersResult(successful=True)
             updated = current.replace(**changes)
         except (ValueError, TypeError) as error:
             return SetParametersResult(successful=False, reason=str(error))
         if updated.camera_info_cache != current.camera_info_cache:
-            self._infos = collections.deque(self._infos, maxlen=updated.camera_info_cache)
+            for camera in self.cameras:
+                camera.infos = collections.deque(camera.infos, maxlen=updated.camera_info_cache)
         self.settings = updated
         self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
         return SetParametersResult(successful=True)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         overrides = QoSOverridingOptions.with_default_policies()
-        if self.settings.input_transport == "compressed":
-            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_image,
-                                                       _sensor_qos(), qos_overriding_options=overrides))
-        else:
-            self._subs.append(self.create_subscription(Image, "image", self._on_image, _sensor_qos(),
-                                                       qos_overriding_options=overrides))
-        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
-                                                   _sensor_qos(), qos_overriding_options=overrides))
+        compressed = self.settings.input_transport == "compressed"
+        for camera in self.cameras:
+            image_type, image_topic = (CompressedImage, "image/compressed") if compressed else (Image, "image")
+            camera.subs.append(self.create_subscription(
+                image_type, camera.topic(image_topic), functools.partial(self._on_image, camera), _sensor_qos(),
+                qos_overriding_options=overrides))
+            camera.subs.append(self.create_subscription(
+                CameraInfo, camera.topic("camera_info"), lambda msg, c=camera: c.infos.append(msg), _sensor_qos(),
+                qos_overriding_options=overrides))
         self._running = True
         self._worker = threading.Thread(target=self._work, name="space_clip_inference", daemon=True)
         self._worker.start()
         self._status = "active"
-        self.get_logger().info(f"active: subscribed to {self._subs[0].topic_name} and {self._subs[1].topic_name}")
+        topics = ", ".join(sub.topic_name for camera in self.cameras for sub in camera.subs)
+        self.get_logger().info(f"active: subscribed to {topics}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs.clear()
+        for camera in self.cameras:
+            for sub in camera.subs:
+                self.destroy_subscription(sub)
+            camera.subs.clear()
+            camera.pending = None
         self._status = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        for pub in self._pubs.values():
-            self.destroy_publisher(pub)
-        self._pubs.clear()
+        for camera in self.cameras:
+            for pub in camera.pubs.values():
+                self.destroy_publisher(pub)
+        self.cameras = []
         self.estimator = None
         self.settings = None
         self._status = "unconfigured"
@@ -210,51 +261,47 @@ class DepthNode(LifecycleNode):
         self._worker = None
 
     # ------------------------------------------------------------------ callbacks
-    def _listeners(self) -> Dict[str, int]:
-        return {key: pub.get_subscription_count() for key, pub in self._pubs.items()}
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._infos.append(msg)
-
-    def _on_image(self, msg: Any) -> None:
+    def _on_image(self, camera: _Camera, msg: Any) -> None:
         now = time.monotonic()
-        self.stats.frame_in(now)
-        if not any(self._listeners().values()):
-            self.stats.count("idle_no_subscribers")
+        camera.stats.frame_in(now)
+        if not any(camera.listeners().values()):
+            camera.stats.count("idle_no_subscribers")
             return
         with self._cond:
-            if self._pending is not None:
-                self.stats.count("dropped")
-            self._pending = (msg, now)
+            if camera.pending is not None:
+                camera.stats.count("dropped")
+            camera.pending = msg
             self._cond.notify()
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while self._running and self._pending is None:
+                while self._running and not any(c.pending is not None for c in self.cameras):
                     self._cond.wait(timeout=0.5)
                 if not self._running:
                     return
-                msg, _ = self._pending
-                self._pending = None
+                batch = [(camera, camera.pending) for camera in self.cameras if camera.pending is not None]
+                for camera, _ in batch:
+                    camera.pending = None
             try:
-                self._process(msg)
+                self._process(batch)
             except Exception as error:  # a bug must not kill the worker: log it, count it, keep going
-                self._reject("frame", f"internal error {type(error).__name__}: {error}")
+                for camera, _ in batch:
+                    self._reject(camera, "frame", f"internal error {type(error).__name__}: {error}")
 
     # ------------------------------------------------------------------ the work
-    def _pair_camera_info(self, stamp) -> Optional[CameraInfo]:
-        infos = list(self._infos)
+    def _pair_camera_info(self, camera: _Camera, stamp) -> Optional[CameraInfo]:
+        infos = list(camera.infos)
         if not infos:
             return None
         for info in reversed(infos):
             if info.header.stamp.sec == stamp.sec and info.header.stamp.nanosec == stamp.nanosec:
                 return info
         latest = infos[-1]
-        self._log_throttled("info_stamp", "no camera_info with the image's stamp; using the latest one "
-                                          f"(image {stamp.sec}.{stamp.nanosec:09d}, info "
-                                          f"{latest.header.stamp.sec}.{latest.header.stamp.nanosec:09d})")
-        self.stats.count("camera_info_unmatched")
+        self._log_throttled(f"info_stamp_{camera.name}", "no camera_info with the image's stamp; using the latest "
+                            f"one (image {stamp.sec}.{stamp.nanosec:09d}, info "
+                            f"{latest.header.stamp.sec}.{latest.header.stamp.nanosec:09d})")
+        camera.stats.count("camera_info_unmatched")
         return latest
 
     def _output_size(self, settings: NodeSettings, height: int, width: int) -> Tuple[int, int]:
@@ -265,60 +312,73 @@ class DepthNode(LifecycleNode):
             return tuple(self.estimator.model.preprocessing.output_size)  # type: ignore[return-value]
         return settings.fixed_output_size  # type: ignore[return-value]
 
-    def _process(self, msg: Any) -> None:
-        settings = self.settings  # one consistent set of values for this frame
+    def _decode(self, settings: NodeSettings, camera: _Camera, msg: Any) -> Optional[_Frame]:
+        """Check and decode one camera's frame; None (rejected, counted) when it cannot be used."""
         try:
             rgb = (messages.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
                    else messages.image_to_rgb(msg))
         except ValueError as error:
-            self._reject("image", str(error))
-            return
+            self._reject(camera, "image", str(error))
+            return None
         height, width = rgb.shape[:2]
-        info = self._pair_camera_info(msg.header.stamp)
+        info = self._pair_camera_info(camera, msg.header.stamp)
         if info is not None:
             try:
                 messages.check_camera_info(info)
                 if (info.width, info.height) != (width, height):
                     raise ValueError(f"camera_info is {info.width}x{info.height} but the image is {width}x{height}")
             except ValueError as error:
-                self._reject("camera_info", str(error))
-                return
-        fx = None
+                self._reject(camera, "camera_info", str(error))
+                return None
+        scale = 1.0
         if settings.focal_scale_transfer:
             if info is None:
-                self._log_throttled("no_info", "no camera_info received: publishing depth without focal-length "
-                                               "scale transfer, and no point cloud")
+                self._log_throttled(f"no_info_{camera.name}", "no camera_info received: publishing depth without "
+                                    "focal-length scale transfer, and no point cloud")
             else:
-                fx = messages.intrinsics(info)[0]
-        out_h, out_w = self._output_size(settings, height, width)
-        scales = None if fx is None else [self.estimator.focal_scale(fx, width)]
-        header = msg.header
+                scale = self.estimator.focal_scale(messages.intrinsics(info)[0], width)
+        return _Frame(camera, msg.header, rgb, info, scale, self._output_size(settings, height, width))
+
+    def _process(self, batch: List[Tuple[_Camera, Any]]) -> None:
+        settings = self.settings  # one consistent set of values for this batch
+        frames = [f for f in (self._decode(settings, camera, msg) for camera, msg in batch) if f is not None]
+        if not frames:
+            return
         with torch.inference_mode():  # every output is computed on the model's device; one download each
             start = time.perf_counter()
-            depth_t = self.estimator.predict_tensor([rgb], [(out_h, out_w)], scales)[0]
-            mask_range(depth_t, settings.min_depth, settings.max_depth)
-            depth = depth_t.cpu().numpy()
+            depths = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
+                                                   [f.scale for f in frames])
+            for depth_t in depths:
+                mask_range(depth_t, settings.min_depth, settings.max_depth)
+            downloaded = [d.cpu().numpy() for d in depths]
             inference_ms = (time.perf_counter() - start) * 1000.0
-            listeners = self._listeners()
-            self._pubs["depth"].publish(messages.depth_to_image(depth, header))
-            latency = self._latency_since(header.stamp)
-            scaled_info = messages.scale_camera_info(info, out_w, out_h, header) if info is not None else None
-            if scaled_info is not None:
-                self._pubs["info"].publish(scaled_info)
-            if settings.publish_colored and listeners["colored"]:
-                colour = colorize(depth_t, settings.colored_min_depth, settings.colored_max_depth, settings.colormap)
-                self._pubs["colored"].publish(messages.rgb_to_image(colour.cpu().numpy(), header))
-            points_latency = None
-            if settings.publish_points and listeners["points"] and scaled_info is not None:
-                stride = int(settings.points_stride)
-                colour_t = None
-                if settings.points_rgb:
-                    image = torch.from_numpy(rgb).to(depth_t.device, non_blocking=True)
-                    colour_t = resize_rgb(image, (out_h, out_w))[::stride, ::stride]
-                buffer = cloud_buffer(depth_t, *messages.intrinsics(scaled_info), stride, colour_t)
-                self._pubs["points"].publish(messages.cloud_message(buffer.cpu().numpy(), header))
-                points_latency = self._latency_since(header.stamp)
-        self.stats.published(time.monotonic(), inference_ms, latency, points_latency)
+            for frame, depth_t, depth in zip(frames, depths, downloaded):
+                self._publish(settings, frame, depth_t, depth, inference_ms)
+
+    def _publish(self, settings: NodeSettings, frame: _Frame, depth_t: torch.Tensor, depth, inference_ms: float):
+        camera, header = frame.camera, frame.header
+        out_h, out_w = frame.size
+        listeners = camera.listeners()
+        camera.pubs["depth"].publish(messages.depth_to_image(depth, header))
+        latency = self._latency_since(header.stamp)
+        info = frame.info
+        scaled_info = messages.scale_camera_info(info, out_w, out_h, header) if info is not None else None
+        if scaled_info is not None:
+            camera.pubs["info"].publish(scaled_info)
+        if settings.publish_colored and listeners["colored"]:
+            colour = colorize(depth_t, settings.colored_min_depth, settings.colored_max_depth, settings.colormap)
+            camera.pubs["colored"].publish(messages.rgb_to_image(colour.cpu().numpy(), header))
+        points_latency = None
+        if settings.publish_points and listeners["points"] and scaled_info is not None:
+            stride = int(settings.points_stride)
+            colour_t = None
+            if settings.points_rgb:
+                image = torch.from_numpy(frame.rgb).to(depth_t.device, non_blocking=True)
+                colour_t = resize_rgb(image, (out_h, out_w))[::stride, ::stride]
+            buffer = cloud_buffer(depth_t, *messages.intrinsics(scaled_info), stride, colour_t)
+            camera.pubs["points"].publish(messages.cloud_message(buffer.cpu().numpy(), header))
+            points_latency = self._latency_since(header.stamp)
+        camera.stats.published(time.monotonic(), inference_ms, latency, points_latency)
 
     def _latency_since(self, stamp) -> float:
         now = self.get_clock().now().nanoseconds
@@ -326,27 +386,34 @@ class DepthNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
+        """One status per camera (``<node>: depth``, or ``<node>: depth <camera>``); before configure one status."""
         now = time.monotonic()
-        counts = self.stats.counts()
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: depth", hardware_id="space_clip_ros")
         est = self.estimator
-        if est is None:
-            status.level, status.message = DiagnosticStatus.ERROR, self._status
-        elif not est.trained:
-            status.level, status.message = DiagnosticStatus.WARN, f"{self._status}; UNTRAINED model"
-        elif counts.get("rejected", 0):
-            status.level, status.message = DiagnosticStatus.WARN, f"{self._status}; rejected inputs"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, self._status
-        values = {"state": self._status, **self.stats.values(now)}
-        values.update({
+        common = {
             "device": str(est.device) if est else "",
             "precision": str(self._p("precision")),
             "backend": est.backend_name if est else "",
             "model": ("trained" if est.trained else "UNTRAINED") if est else "not loaded",
-        })
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
+        }
+        statuses = []
+        for camera in self.cameras or [_Camera("", 1)]:
+            name = f"{self.get_fully_qualified_name()}: depth" + (f" {camera.name}" if camera.name else "")
+            status = DiagnosticStatus(name=name, hardware_id="space_clip_ros")
+            counts = camera.stats.counts()
+            if est is None:
+                status.level, status.message = DiagnosticStatus.ERROR, self._status
+            elif not est.trained:
+                status.level, status.message = DiagnosticStatus.WARN, f"{self._status}; UNTRAINED model"
+            elif counts.get("rejected", 0):
+                status.level, status.message = DiagnosticStatus.WARN, f"{self._status}; rejected inputs"
+            else:
+                status.level, status.message = DiagnosticStatus.OK, self._status
+            values = {"state": self._status, **camera.stats.values(now), **common}
+            if camera.name:
+                values["camera"] = camera.name
+            status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+            statuses.append(status)
+        array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 

@@ -38,14 +38,20 @@ PARAMETERS: Dict[str, Any] = {
     "camera_info_cache": 30,
     "diagnostics_period": 1.0,
     "autostart": True,
+    "cameras": [],
 }
 
 #: Changing these means loading the model again: refused while the node is configured.
 RELOAD_PARAMETERS = frozenset({"checkpoint", "backbone", "untrained_demo", "device", "precision", "backend"})
+#: Changing these changes the node's topics: refused while the node is configured.
+TOPIC_PARAMETERS = frozenset({"cameras"})
 #: Changing these means subscribing again: refused while the node is active.
 RESUBSCRIBE_PARAMETERS = frozenset({"input_transport"})
 #: Read once when the node starts.
 STARTUP_PARAMETERS = frozenset({"autostart", "diagnostics_period"})
+
+
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 
 
 def parse_output_size(value: str) -> Optional[Tuple[int, int]]:
@@ -84,6 +90,7 @@ class NodeSettings:
     camera_info_cache: int
     diagnostics_period: float
     autostart: bool
+    cameras: Tuple[str, ...] = ()
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "NodeSettings":
@@ -92,6 +99,14 @@ class NodeSettings:
         if unknown:
             raise ValueError(f"unknown parameters {unknown}")
         merged = {**PARAMETERS, **values}
+        cameras = merged["cameras"]
+        if cameras is None:
+            cameras = ()
+        if isinstance(cameras, str):  # "front,left" (and "" for none), as a launch argument may give it
+            cameras = [c.strip() for c in cameras.split(",") if c.strip()]
+        if not all(isinstance(c, str) for c in cameras):
+            raise ValueError(f"cameras must be a list of camera names, got {cameras!r}")
+        merged["cameras"] = tuple(cameras)
         settings = cls(**merged)
         settings.validate()
         return settings
@@ -122,6 +137,12 @@ class NodeSettings:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if str(self.backend).strip().lower() not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name in self.cameras:
+            if not CAMERA_NAME.fullmatch(name):
+                raise ValueError(f"camera name {name!r} is not a relative ROS name (letters, digits, '_', '/' "
+                                 "between parts, starting with a letter), e.g. 'front' or 'stereo/left'")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"camera names must be unique, got {list(self.cameras)}")
 
     @property
     def fixed_output_size(self) -> Optional[Tuple[int, int]]:
@@ -136,6 +157,9 @@ def runtime_change_refusal(name: str, configured: bool, active: bool) -> Optiona
     if configured and name in RELOAD_PARAMETERS:
         return (f"{name} needs the model loaded again: deactivate and clean up the node, set {name}, then "
                 "configure and activate it (ros2 lifecycle set <node> deactivate / cleanup / configure / activate)")
+    if configured and name in TOPIC_PARAMETERS:
+        return (f"{name} changes the node's topics: deactivate and clean up the node, set {name}, then configure "
+                "and activate it (ros2 lifecycle set <node> deactivate / cleanup / configure / activate)")
     if active and name in RESUBSCRIBE_PARAMETERS:
         return (f"{name} changes the subscriptions: deactivate the node, set {name}, then activate it "
                 "(ros2 lifecycle set <node> deactivate / activate)")
