@@ -77,7 +77,8 @@ def test_frame_stats_count_by_reason_and_time():
     stats.reject("image", "unsupported encoding 'yuv422'")
     stats.reject("camera_info", "zero focal length")
     for i, t in enumerate((0.1, 0.3, 0.5, 0.7)):
-        stats.published(t, inference_ms=10.0 * (i + 1), latency_ms=20.0 * (i + 1), points_latency_ms=None)
+        stats.published(t, inference_ms=10.0 * (i + 1), latency_ms=20.0 * (i + 1), points_latency_ms=None,
+                        batch=1 + i % 2)
     values = stats.values(0.7)
     assert values["frames_published"] == "4" and values["frames_dropped"] == "2"
     assert values["rejected_total"] == "2" and values["rejected_image"] == "1" and values["rejected_camera_info"] == "1"
@@ -85,6 +86,7 @@ def test_frame_stats_count_by_reason_and_time():
     assert values["last_rejection"] == "camera_info: zero focal length"
     assert values["inference_ms_median"] == "30.0"  # the window keeps the last 3: 20, 30, 40
     assert values["latency_ms_median"] == "60.0" and values["points_latency_ms_median"] == "n/a"
+    assert values["batch_median"] == "2.0"  # batches 1, 2, 1, 2: the window keeps 2, 1, 2
     assert float(values["output_rate_hz"]) == pytest.approx(5.0)
     assert float(values["input_rate_hz"]) == pytest.approx(10.0)
 

@@ -65,3 +65,16 @@ def test_resize_rgb_matches_opencv_area_for_integer_factors():
     expected = cv2.resize(rgb, (80, 24), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(resize_rgb(torch.from_numpy(rgb), (24, 80)).numpy(), expected)
     assert resize_rgb(torch.from_numpy(rgb), (48, 160)).shape == (48, 160, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/device_check.sh)")
+def test_outputs_on_cuda_equal_the_cpu_ones():
+    depth = _depth(7)
+    rgb = np.random.default_rng(8).integers(0, 256, depth.shape + (3,), dtype=np.uint8)
+    cpu, cuda = torch.from_numpy(depth), torch.from_numpy(depth).cuda()
+    expected = cloud_buffer(cpu, 500.0, 500.0, 20.0, 15.0, 2, torch.from_numpy(rgb[::2, ::2].copy()))
+    got = cloud_buffer(cuda, 500.0, 500.0, 20.0, 15.0, 2, torch.from_numpy(rgb[::2, ::2].copy()).cuda())
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-6, atol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(colorize(cuda, 1.0, 50.0).cpu().numpy(), colorize(cpu, 1.0, 50.0).numpy())
+    np.testing.assert_array_equal(np.isnan(mask_range(cuda.clone(), 1.0, 50.0).cpu().numpy()),
+                                  np.isnan(mask_range(cpu.clone(), 1.0, 50.0).numpy()))

@@ -353,9 +353,10 @@ class DepthNode(LifecycleNode):
             downloaded = [d.cpu().numpy() for d in depths]
             inference_ms = (time.perf_counter() - start) * 1000.0
             for frame, depth_t, depth in zip(frames, depths, downloaded):
-                self._publish(settings, frame, depth_t, depth, inference_ms)
+                self._publish(settings, frame, depth_t, depth, inference_ms, len(frames))
 
-    def _publish(self, settings: NodeSettings, frame: _Frame, depth_t: torch.Tensor, depth, inference_ms: float):
+    def _publish(self, settings: NodeSettings, frame: _Frame, depth_t: torch.Tensor, depth, inference_ms: float,
+                 batch: int) -> None:
         camera, header = frame.camera, frame.header
         out_h, out_w = frame.size
         listeners = camera.listeners()
@@ -378,7 +379,7 @@ class DepthNode(LifecycleNode):
             buffer = cloud_buffer(depth_t, *messages.intrinsics(scaled_info), stride, colour_t)
             camera.pubs["points"].publish(messages.cloud_message(buffer.cpu().numpy(), header))
             points_latency = self._latency_since(header.stamp)
-        camera.stats.published(time.monotonic(), inference_ms, latency, points_latency)
+        camera.stats.published(time.monotonic(), inference_ms, latency, points_latency, batch)
 
     def _latency_since(self, stamp) -> float:
         now = self.get_clock().now().nanoseconds

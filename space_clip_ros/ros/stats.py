@@ -42,6 +42,7 @@ class FrameStats:
         self._latency_ms: Deque[float] = collections.deque(maxlen=window)
         self._points_latency_ms: Deque[float] = collections.deque(maxlen=window)
         self._inference_ms: Deque[float] = collections.deque(maxlen=window)
+        self._batch: Deque[int] = collections.deque(maxlen=window)
         self.last_rejection = ""
 
     def frame_in(self, now: float) -> None:
@@ -60,9 +61,11 @@ class FrameStats:
             self.last_rejection = f"{kind}: {reason}"
 
     def published(self, now: float, inference_ms: float, latency_ms: float,
-                  points_latency_ms: Optional[float] = None) -> None:
+                  points_latency_ms: Optional[float] = None, batch: int = 1) -> None:
+        """A published frame: its forward took ``inference_ms`` for ``batch`` frames (of all cameras)."""
         with self._lock:
             self._counts["published"] += 1
+            self._batch.append(batch)
             self._out_rate.tick(now)
             self._inference_ms.append(inference_ms)
             self._latency_ms.append(latency_ms)
@@ -86,6 +89,7 @@ class FrameStats:
                 "latency_ms_median": median(self._latency_ms),
                 "points_latency_ms_median": median(self._points_latency_ms),
                 "inference_ms_median": median(self._inference_ms),
+                "batch_median": median(self._batch),
             }
             names = {"published": "frames_published", "dropped": "frames_dropped",
                      "idle_no_subscribers": "frames_idle_no_subscribers", "rejected": "rejected_total"}
