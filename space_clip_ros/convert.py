@@ -58,15 +58,29 @@ def read_official_yaml(path: Path) -> Dict[str, Any]:
     return values
 
 
-def config_from_official(values: Mapping[str, Any], yaml_dir: Path, hidden_size: int) -> SpaceClipConfig:
+def architecture_of(decoder_state: Mapping[str, torch.Tensor]) -> str:
+    """``paper`` for a checkpoint of the authors' first code version (its head starts with an upsample block and its
+    skips have no gates), ``release`` otherwise."""
+    first_version = "depth_prediction_head.0.upsample.weight" in decoder_state and not any(
+        ".skip_clip_gate." in key for key in decoder_state)
+    return "paper" if first_version else "release"
+
+
+def config_from_official(values: Mapping[str, Any], yaml_dir: Path, hidden_size: int,
+                         architecture: Optional[str] = None) -> SpaceClipConfig:
     """Our config from the authors' YAML values. A ``clip_model_name`` that names a folder relative to the YAML's own
-    folder is resolved to that folder; anything else is kept as a hub id."""
+    folder is resolved to that folder; anything else is kept as a hub id. ``architecture`` (from the checkpoint's
+    keys, :func:`architecture_of`) selects the release or the first code version."""
     kwargs: Dict[str, Any] = {ours: values[theirs] for theirs, ours in _CONFIG_KEYS.items() if theirs in values}
     if "backbone" in kwargs:
         candidate = (yaml_dir / str(kwargs["backbone"])).resolve()
         if candidate.is_dir():
             kwargs["backbone"] = str(candidate)
     kwargs["hidden_size"] = hidden_size
+    if architecture is not None:
+        kwargs["architecture"] = architecture
+        if architecture == "paper":  # the first code version had no auxiliary heads (nor the YAML key)
+            kwargs["use_aux_heads"] = False
     try:
         return SpaceClipConfig(**kwargs)
     except ValueError as error:
@@ -140,7 +154,8 @@ def convert(
     decoder_state, tower_state = split_official_state(obj)
     values = read_official_yaml(config_yaml)
     hidden = int(decoder_state["main_path_projections.0.weight"].shape[1])
-    config = config_from_official(values, config_yaml.parent, hidden)
+    architecture = architecture_of(decoder_state)
+    config = config_from_official(values, config_yaml.parent, hidden, architecture)
     if backbone is not None:
         config = config.replace(backbone=str(backbone))
     if not values.get("freeze_clip_vision", True):
@@ -164,7 +179,8 @@ def convert(
     provenance = {
         "trained": True,
         "source": f"authors' train.py checkpoint {checkpoint.name} (epoch {obj.get('epoch', '?')}), "
-                  f"config {config_yaml.name}",
+                  f"config {config_yaml.name}" + (", first code version (the paper's)" if architecture == "paper"
+                                                   else ""),
         "dataset": str(values.get("dataset", "unknown")),
     }
     camera = _CAMERAS.get(str(values.get("dataset", "")).lower(), KITTI_CAMERA)

@@ -57,4 +57,4 @@ def positive_heads(decoder: torch.nn.Module) -> None:
     """Shift the heads' last bias up so random weights give non-zero depth through the final ReLU."""
     heads = [decoder.depth_prediction_head] + list(getattr(decoder, "aux_depth_heads", []))
     for head in heads:
-        head[3].bias.data.fill_(1.0)
+        [conv for conv in head if isinstance(conv, torch.nn.Conv2d)][-1].bias.data.fill_(1.0)

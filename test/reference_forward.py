@@ -33,8 +33,9 @@ def _bilinear(x, size):
 
 
 def reference_decoder(s, hidden_states, pooled, semantic=(12, 9, 6, 3), structural=(2, 1, 0), use_film=True,
-                      use_structural=True, has_cls=True, output_size=None):
-    """Depth (B, 1, H, W) from the authors' decoder weights ``s`` and a tower's outputs."""
+                      use_structural=True, has_cls=True, output_size=None, paper=False):
+    """Depth (B, 1, H, W) from the authors' decoder weights ``s`` and a tower's outputs. ``paper``: their first code
+    version (no skip gates; head = x2 upsample block, conv, ReLU; resized to the 16 x grid input size first)."""
     batch, _, dim = hidden_states[0].shape
 
     def to_map(tokens):
@@ -68,16 +69,20 @@ def reference_decoder(s, hidden_states, pooled, semantic=(12, 9, 6, 3), structur
     for i in range(len(semantic)):
         p = f"main_decoder_blocks.{i}"
         up = _upsample(s, p + ".upsample_low", x)
-        gate = torch.sigmoid(_conv(s, p + ".skip_clip_gate.0", up, 0))
+        gate = 0.0 if paper else torch.sigmoid(_conv(s, p + ".skip_clip_gate.0", up, 0))
         parts = [up, _bilinear(sem[i], up.shape[-2:]) * (1 + gate)]
         if i < len(struct_out):
-            gate = torch.sigmoid(_conv(s, p + ".skip_struct_gate.0", up, 0))
+            gate = 0.0 if paper else torch.sigmoid(_conv(s, p + ".skip_struct_gate.0", up, 0))
             parts.append(_bilinear(struct_out[i], up.shape[-2:]) * (1 + gate))
         x = F.relu(_bn(s, p + ".fusion_conv.1", _conv(s, p + ".fusion_conv.0", torch.cat(parts, 1), 1)))
         x = _residual(s, p + ".fusion_conv.3", x)
 
-    y = F.relu(_bn(s, "depth_prediction_head.1", _conv(s, "depth_prediction_head.0", x, 1)))
-    depth = F.relu(_conv(s, "depth_prediction_head.3", y, 1))
+    if paper:
+        y = _upsample(s, "depth_prediction_head.0", x)
+        depth = _bilinear(F.relu(_conv(s, "depth_prediction_head.1", y, 1)), x.shape[-2:])
+    else:
+        y = F.relu(_bn(s, "depth_prediction_head.1", _conv(s, "depth_prediction_head.0", x, 1)))
+        depth = F.relu(_conv(s, "depth_prediction_head.3", y, 1))
     if output_size is not None:
         depth = _bilinear(depth, output_size)
     return depth

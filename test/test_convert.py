@@ -121,3 +121,22 @@ def test_cli_reports_errors_and_writes_the_file(authors_release, capsys):
                           str(folder / "cli.pt")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "wrote" in run.stdout and load_checkpoint(folder / "cli.pt").provenance["dataset"] == "kitti"
+
+
+def test_first_version_checkpoint_is_recognised_and_reproduced(clip_tower, tmp_path):
+    """A checkpoint of the authors' first code version (the paper's): recognised from its keys, converted to the
+    paper architecture, and its forward pass reproduced to float32 rounding."""
+    shutil.copytree(clip_tower, tmp_path / "tower")
+    model = tiny_model(tmp_path / "tower", architecture="paper", seed=5)
+    decoder_state = _authors_checkpoint(model, tmp_path / "best.pt")
+    yaml_path = _authors_yaml(tmp_path)
+    values = yaml.safe_load(yaml_path.read_text())
+    values.pop("use_multiscale_supervision")  # the first version's YAML had no such key
+    yaml_path.write_text(yaml.safe_dump(values))
+    out = convert(tmp_path / "best.pt", yaml_path, tmp_path / "ours.pt")
+    converted = load_checkpoint(out)
+    assert converted.config.architecture == "paper" and "first code version" in converted.provenance["source"]
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    hidden, pooled = converted.backbone(pixels)
+    expected = reference_decoder(decoder_state, hidden, pooled, output_size=(352, 704), paper=True)
+    torch.testing.assert_close(converted(pixels, output_size=(352, 704)), expected, rtol=1e-5, atol=1e-6)

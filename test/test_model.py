@@ -211,3 +211,37 @@ def test_aux_head_widths_follow_the_release():
                                                film_hidden_size=8))
     assert [h[0].out_channels for h in decoder.aux_depth_heads] == [16, 16, 16]  # max(C // 2, 16)
     randomize_batchnorm(decoder)
+
+
+@pytest.mark.parametrize("variant", sorted(ABLATION_VARIANTS))
+def test_paper_architecture_matches_the_first_code_version(clip_tower, variant):
+    """The authors' first code version (behind the paper's tables): no skip gates, a x2 transposed-conv head, depth
+    resized to the input size before the output size; checked against the independent functional version."""
+    model = tiny_model(clip_tower, architecture="paper", **ABLATION_VARIANTS[variant])
+    keys = set(model.decoder.state_dict())
+    assert not any("gate" in k for k in keys)
+    assert {"depth_prediction_head.0.upsample.weight", "depth_prediction_head.0.conv.0.weight",
+            "depth_prediction_head.0.conv.1.running_var", "depth_prediction_head.1.weight",
+            "depth_prediction_head.1.bias"} <= keys
+    assert tuple(model.decoder.state_dict()["depth_prediction_head.0.upsample.weight"].shape) == (4, 2, 2, 2)
+    pixels = _pixels()
+    hidden, pooled = model.backbone(pixels)
+    flags = ABLATION_VARIANTS[variant]
+    expected = reference_decoder(model.decoder.state_dict(), hidden, pooled, use_film=flags["use_film"],
+                                 use_structural=flags["use_structural_pathway"], output_size=(40, 70), paper=True)
+    got = model(pixels, output_size=(40, 70))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.abs().max() > 0
+    release = tiny_model(clip_tower, **flags)
+    assert not torch.allclose(release(pixels, output_size=(40, 70)), got)
+    model.train()
+    got = model(pixels, output_size=(40, 70))
+    got.mean().backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+def test_paper_architecture_has_no_aux_heads():
+    with pytest.raises(ValueError, match="no auxiliary heads"):
+        SpaceClipConfig(architecture="paper", use_aux_heads=True)
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        SpaceClipConfig(architecture="v3")

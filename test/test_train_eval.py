@@ -136,6 +136,62 @@ def test_silog_and_ssim_losses():
     assert pred.grad.abs().sum() > 0 and aux[0].grad.abs().sum() > 0 and aux[1].grad is None
 
 
+def test_paper_loss_version_follows_the_first_code_version():
+    """Unbiased SILog variance, gt > min_depth only (no 80 m cap), SSIM normalised by the whole batch's gt range."""
+    torch.manual_seed(1)
+    gt = torch.rand(2, 1, 24, 40) * 90 + 1  # some pixels beyond 80 m: the paper's mask keeps them
+    gt = torch.where(torch.rand_like(gt) > 0.3, gt, torch.zeros_like(gt))
+    pred = gt * torch.exp(0.2 * torch.randn_like(gt)) + 0.1
+    mask = gt > 1e-3
+    g = torch.log(pred[mask]) - torch.log(gt[mask])
+    n = g.numel()
+    unbiased = ((g - g.mean()) ** 2).sum() / (n - 1)
+    expected_silog = 10 * torch.sqrt(unbiased + 0.15 * g.mean() ** 2)
+    assert float(silog_loss(pred, gt, mask, unbiased=True)) == pytest.approx(float(expected_silog), rel=1e-5)
+    assert float(silog_loss(pred, gt, mask, unbiased=True)) != pytest.approx(float(silog_loss(pred, gt, mask)),
+                                                                             rel=1e-7)
+    # Batch-wide range: one sample's scale changes the other's SSIM term.
+    lo, hi = gt.min(), gt.max()
+    assert float(lo) == 0.0
+    batch = ssim_loss(pred, gt, mask, batch_range=True)
+    scaled = (pred - lo) / (hi - lo)
+    manual = ssim_loss(scaled.clamp(0, 1) * (hi - lo) + lo, gt, mask, batch_range=True)
+    assert float(batch) == pytest.approx(float(manual), rel=1e-5)
+    assert float(batch) != pytest.approx(float(ssim_loss(pred, gt, mask)), rel=1e-4)
+    paper = SpaceClipLoss(0.5, version="paper")(pred, gt)
+    assert float(paper["silog"]) == pytest.approx(float(expected_silog), rel=1e-5)
+    assert float(paper["ssim"]) == pytest.approx(float(batch), rel=1e-5)
+    release = SpaceClipLoss(0.5)(pred, gt)
+    assert float(release["silog"]) != pytest.approx(float(paper["silog"]), rel=1e-5)
+    with pytest.raises(ValueError, match="loss version must be one of"):
+        SpaceClipLoss(version="v2")
+
+
+def test_paper_protocol_median_scales_without_crop():
+    from metrics import evaluate_image
+
+    gt = np.zeros((375, 1242), np.float32)
+    gt[::7, ::5] = np.linspace(2, 70, gt[::7, ::5].size).reshape(gt[::7, ::5].shape)
+    pred = np.full((352, 704), 3.0, np.float32)
+    from kitti import pil_resize
+
+    small = pil_resize(gt, (352, 704), "nearest")
+    valid = (small > 1e-3) & (small < 80)
+    scaled = 3.0 * np.median(small[valid]) / 3.0
+    got = evaluate_image(gt, pred, "paper")
+    np.testing.assert_allclose(got["abs_rel"], np.mean(np.abs(small[valid] - scaled) / small[valid]), rtol=1e-6)
+    # A constant factor on the prediction changes nothing (scale recovered); the metric protocols do change.
+    assert evaluate_image(gt, pred * 7, "paper")["abs_rel"] == pytest.approx(got["abs_rel"], rel=1e-9)
+    assert evaluate_image(gt, pred * 7, "spaceclip")["abs_rel"] != pytest.approx(
+        evaluate_image(gt, pred, "spaceclip")["abs_rel"])
+    # No crop: ground truth in the top rows counts.
+    top = gt.copy()
+    top[100:] = 0  # rows 0..93 of the 352x704 map: above the Eigen crop (rows 117..321)
+    assert evaluate_image(top, pred, "paper") is not None and evaluate_image(top, pred, "spaceclip") is None
+    with pytest.raises(ValueError, match="paper protocol needs 352x704"):
+        evaluate_image(gt, np.ones((10, 10), np.float32), "paper")
+
+
 # ------------------------------------------------------------------------------------------------ lists, data
 def test_lists_in_both_formats(tmp_path):
     path = tmp_path / "list.txt"

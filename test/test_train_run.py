@@ -14,11 +14,11 @@ from space_clip_ros import DepthEstimator, load_checkpoint
 from space_clip_ros.checkpoint import read_checkpoint
 
 
-def _config(tmp_path, tower, **extra):
+def _config(tmp_path, tower, architecture="paper", **extra):
     """A config file for the tiny tower, inheriting the paper's recipe."""
     data = {"base": str(train_kitti.cfgmod.DEFAULT_CONFIG),
             "model": {"backbone": str(tower), "hidden_size": TINY_HIDDEN, "decoder_channels": list(TINY_CHANNELS),
-                      "film_hidden_size": 16},
+                      "film_hidden_size": 16, "architecture": architecture},
             "crop": [48, 96], "workers": 0, "log_images": 2, **extra}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -35,6 +35,16 @@ def _steps(out):
     return [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
 
 
+def _validations(out):
+    """metrics.jsonl records of the validations (not the final summary's per-protocol records)."""
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if not r.get("summary")]
+
+
+def _summaries(out):
+    return {r["protocol"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if r.get("summary")}
+
+
 def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tmp_path, capsys):
     out = tmp_path / "run"
     config = _config(tmp_path, clip_tower)
@@ -44,12 +54,19 @@ def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tm
     assert [s["step"] for s in _steps(out)] == [1, 2]
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["seed"] == 7 and resolved["batch_size"] == 2 and resolved["lr"] == 1e-4
-    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    record = _validations(out)[-1]
     assert record["n_images"] == 3 and record["step"] == 2 and 0 < record["abs_rel"]
+    # The paper's recipe validates with the paper's protocol; the final summary adds the standard metric numbers.
+    assert "final summary" in printed and "compare with the paper's Tables 1-2" in printed
+    summaries = _summaries(out)
+    assert set(summaries) == {"paper", "standard"}
+    assert summaries["paper"]["abs_rel"] == record["abs_rel"]
+    assert summaries["standard"]["abs_rel"] != pytest.approx(record["abs_rel"], rel=1e-6)
     assert list((out / "tb").glob("events.out.tfevents.*"))
     for name in ("last.pt", "best.pt"):
         model = load_checkpoint(out / name)
         assert model.provenance["trained"] is True and model.provenance["step"] == 2
+        assert model.config.architecture == "paper"
         depth = DepthEstimator(model, device="cpu")(np.zeros((96, 288, 3), np.uint8))
         assert depth.shape == (96, 288) and np.isfinite(depth).all()
     raw = read_checkpoint(out / "last.pt")
@@ -58,17 +75,18 @@ def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tm
     from transformers import CLIPVisionModel
     tower = CLIPVisionModel.from_pretrained(clip_tower).state_dict()
     assert all(torch.equal(raw["backbone"]["state_dict"][k], v) for k, v in tower.items())
-    # eval_kitti.py runs the checkpoint and reproduces the validation numbers (same protocol: standard, garg).
+    # eval_kitti.py runs the checkpoint and reproduces the validation numbers, under both protocols.
     result = tmp_path / "eval.json"
-    assert eval_kitti.main(["--checkpoint", str(out / "best.pt"), "--data-path", str(tree.raw), "--gt-path",
-                            str(tree.gt), "--filenames", str(tree.test_list), "--device", "cpu", "--workers", "0",
-                            "--out", str(result)]) == 0
-    assert json.loads(result.read_text())["abs_rel"] == pytest.approx(record["abs_rel"], rel=1e-5)
+    for protocol in ("paper", "standard"):
+        assert eval_kitti.main(["--checkpoint", str(out / "best.pt"), "--data-path", str(tree.raw), "--gt-path",
+                                str(tree.gt), "--filenames", str(tree.test_list), "--device", "cpu", "--workers",
+                                "0", "--protocol", protocol, "--out", str(result)]) == 0
+        assert json.loads(result.read_text())["abs_rel"] == pytest.approx(summaries[protocol]["abs_rel"], rel=1e-5)
 
 
 @pytest.mark.parametrize("stop_at", [1, 2])  # mid-epoch, and at an epoch's end
 def test_resume_continues_with_identical_losses(clip_tower, tree, tmp_path, stop_at, capsys):
-    config = _config(tmp_path, clip_tower, scheduler="cosine_warmup", aux_weights=[0.1, 0.05, 0.0],
+    config = _config(tmp_path, clip_tower, "release", scheduler="cosine_warmup", aux_weights=[0.1, 0.05, 0.0],
                      ema_decay=0.9, eval_every=5)
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_kitti.main(_args(tree, config, straight, "--epochs", "2")) == 0
@@ -100,7 +118,7 @@ def test_a_corrupt_list_line_is_counted_and_reported(clip_tower, tree, tmp_path,
     assert train_kitti.main(args) == 0
     printed = capsys.readouterr().out
     assert "1 training line(s) skipped" in printed and "line 5" in printed
-    assert json.loads((out / "metrics.jsonl").read_text())["skipped_train_lines"] == 1
+    assert _validations(out)[-1]["skipped_train_lines"] == 1
     assert train_kitti.main(args + ["--strict", "--out", str(tmp_path / "strict")]) == 2
     assert "line 5" in capsys.readouterr().err
 
@@ -124,6 +142,7 @@ def test_clear_errors(clip_tower, tree, tmp_path, capsys):
 
 def test_shipped_configs_resolve():
     paper = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / "kitti_paper.yaml")
+    assert (paper["model"]["architecture"], paper["loss_version"], paper["eval_protocol"]) == ("paper",) * 3
     assert (paper["epochs"], paper["scheduler"], paper["step_epochs"], paper["step_gamma"]) == (10, "step", 2, 0.5)
     assert (paper["lr"], paper["weight_decay"], paper["batch_size"], paper["seed"], paper["grad_clip"],
             paper["w_ssim"]) == (1e-4, 0.01, 64, 42, 1.0, 0.5)
@@ -131,9 +150,11 @@ def test_shipped_configs_resolve():
     assert (release["epochs"], release["scheduler"], release["aux_weights"], release["ema_decay"],
             release["final_flip_tta"], release["eval_protocol"]) == (20, "cosine_warmup", [0.1, 0.05, 0.0], 0.996,
                                                                      True, "spaceclip")
+    assert (release["model"]["architecture"], release["loss_version"]) == ("release", "release")
     variants = {}
     for name in ("baseline", "film", "structural", "full"):
         cfg = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / f"ablation_{name}.yaml")
+        assert (cfg["model"]["architecture"], cfg["eval_protocol"]) == ("paper", "paper")  # what Table 2 measured
         variants[name] = (cfg["model"]["use_film"], cfg["model"]["use_structural_pathway"], cfg["epochs"])
     assert variants == {"baseline": (False, False, 10), "film": (True, False, 10), "structural": (False, True, 10),
                         "full": (True, True, 10)}
@@ -146,7 +167,7 @@ def test_torchrun_two_processes_on_the_cpu(clip_tower, tree, tmp_path):
     import sys
     from pathlib import Path
 
-    config = _config(tmp_path, clip_tower, aux_weights=[0.1, 0.05, 0.0], ema_decay=0.9)
+    config = _config(tmp_path, clip_tower, "release", aux_weights=[0.1, 0.05, 0.0], ema_decay=0.9)
     out = tmp_path / "ddp"
     script = Path(train_kitti.__file__)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -154,7 +175,7 @@ def test_torchrun_two_processes_on_the_cpu(clip_tower, tree, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "on cpu x2" in result.stdout and result.stdout.count("wrote ") == 1
-    record = json.loads((out / "metrics.jsonl").read_text())
+    record = _validations(out)[-1]
     assert record["n_images"] == 3  # 2 + 1 frames, merged across the processes
     assert [s["step"] for s in _steps(out)] == [1, 2]  # 4 lines, global batch 2 = 1 per process: 2 steps
     state = read_checkpoint(out / "last.pt")["training_state"]
@@ -221,14 +242,15 @@ def test_resume_warns_about_changed_settings(clip_tower, tree, tmp_path, capsys)
 
 def test_release_recipe_validates_on_the_release_path_with_flip_tta(clip_tower, tree, tmp_path):
     """kitti_release.yaml's evaluation: 352x704 maps, Eigen crop, flip TTA at the end; eval_kitti.py agrees."""
-    data = yaml.safe_load(_config(tmp_path, clip_tower).read_text())
+    data = yaml.safe_load(_config(tmp_path, clip_tower, "release").read_text())
     data["base"] = str(train_kitti.cfgmod.CONFIGS / "kitti_release.yaml")
     config = tmp_path / "release_tiny.yaml"
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     assert train_kitti.main(_args(tree, config, out, "--max-steps", "1")) == 0
-    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    record = _validations(out)[-1]
     assert record["final"] and record["flip_tta"] and record["n_images"] == 3
+    assert set(_summaries(out)) == {"spaceclip", "standard", "paper"}
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert (resolved["eval_protocol"], resolved["ema_decay"], resolved["model"]["use_aux_heads"]) == (
         "spaceclip", 0.996, True)
@@ -274,3 +296,39 @@ def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
         assert got[key] == pytest.approx(sums[key], rel=1e-4), key
     assert eval_kitti.main([*args, "--out", str(result)]) == 0  # without TTA: other numbers
     assert json.loads(result.read_text())["abs_rel"] != pytest.approx(got["abs_rel"], rel=1e-6)
+
+
+def test_paper_protocol_by_hand(clip_tower, tree, tmp_path):
+    """eval_kitti.py --protocol paper against the first code version's evaluation written out step by step: gt
+    resized NEAREST to 352x704, no crop, 1e-3 < gt < 80, per-image median scaling, no clamp."""
+    from PIL import Image
+
+    from helpers import tiny_model
+    from kitti import read_depth_png, read_list, resolve_depth_path
+    from metrics import compute_errors
+    from space_clip_ros import save_checkpoint
+
+    model = tiny_model(clip_tower, architecture="paper")
+    save_checkpoint(model, tmp_path / "tiny.pt", provenance={"trained": True})
+    result = tmp_path / "eval.json"
+    assert eval_kitti.main(["--checkpoint", str(tmp_path / "tiny.pt"), "--data-path", str(tree.raw), "--gt-path",
+                            str(tree.gt), "--filenames", str(tree.test_list), "--device", "cpu", "--workers", "0",
+                            "--protocol", "paper", "--out", str(result)]) == 0
+    got = json.loads(result.read_text())
+    sums = {}
+    for sample in read_list(tree.test_list):
+        image = Image.open(tree.raw / sample.image).convert("RGB").resize((704, 352), Image.BICUBIC)
+        small = np.asarray(image.resize((64, 64), Image.BICUBIC), np.float32) / 255.0
+        mean, std = np.array(model.preprocessing.mean), np.array(model.preprocessing.std)
+        x = torch.from_numpy(((small - mean) / std).transpose(2, 0, 1)[None].astype(np.float32))
+        with torch.no_grad():
+            pred = model(x, output_size=(352, 704))[0, 0].numpy()
+        gt = np.asarray(Image.fromarray(read_depth_png(resolve_depth_path(tree.gt, sample.depth))).resize(
+            (704, 352), Image.NEAREST))
+        valid = (gt > 1e-3) & (gt < 80)  # no crop
+        g, p = gt[valid], pred[valid]
+        errors = compute_errors(g, p * (np.median(g) / np.median(p)))
+        for key, value in errors.items():
+            sums[key] = sums.get(key, 0.0) + value / 3
+    for key in sums:
+        assert got[key] == pytest.approx(sums[key], rel=1e-4), key

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from kitti import KITTI_CROP_SIZE, KittiDepth, collate
-from metrics import MetricAverager, evaluate_image
+from metrics import AT_352x704, MetricAverager, evaluate_image
 from space_clip_ros.visualize import colorize_depth
 
 
@@ -74,7 +74,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, protocol: str
         else:
             gts = [d[0].numpy() for d in batch["depth"]]
             pixels = batch["pixel_values"].to(device, non_blocking=True)
-        sizes = {KITTI_CROP_SIZE} if protocol == "spaceclip" else {g.shape for g in gts}
+        sizes = {KITTI_CROP_SIZE} if protocol in AT_352x704 else {g.shape for g in gts}
         if len(sizes) == 1:
             preds = list(predict(model, pixels, sizes.pop(), flip_tta, autocast_dtype)[:, 0])
         else:

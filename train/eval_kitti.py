@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint, or any method's saved predictions, on KITTI with the standard or the release's protocol.
+"""Evaluate a checkpoint, or any method's saved predictions, on KITTI: the standard protocol, the release's, or the
+paper's (see ../../shared/docs/kitti-evaluation.md and README, "Which numbers to compare").
 
     python train/eval_kitti.py --checkpoint runs/kitti_paper/best.pt --data-path RAW --gt-path ANNOTATED
     python train/eval_kitti.py --pred-dir PREDS --gt-path ANNOTATED --out results.json
@@ -6,7 +7,8 @@
         --gt-path gt_eigen.npz                                   # 697 frames, Velodyne ground truth (export_gt_depth)
 
 --pred-dir holds one file per list line at the image's relative path with the extension .npy (float32 metres) or
-.png (uint16, metres x 256). Metrics are averaged over images; no median scaling (metric depth).
+.png (uint16, metres x 256). Metrics are averaged over images; no median scaling (metric depth), except under
+--protocol paper, which rescales each prediction by median(gt) / median(pred) as the paper's tables did.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np  # noqa: E402
 from config import list_path  # noqa: E402
 from kitti import (EIGEN_TEST, MAX_DEPTH, MIN_DEPTH, Sample, SkipReport, read_depth_png, read_list,  # noqa: E402
                    resolve_depth_path)
-from metrics import MetricAverager, evaluate_image, format_table, write_json  # noqa: E402
+from metrics import PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json  # noqa: E402
 
 
 class GroundTruth:
@@ -141,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-path", type=Path, help="KITTI raw root (needed with --checkpoint)")
     p.add_argument("--gt-path", type=Path, required=True,
                    help="annotated depth root (drives under train/ and val/) or an .npz from export_gt_depth.py")
-    p.add_argument("--protocol", choices=("standard", "spaceclip"), default="standard",
-                   help="standard: full gt resolution, --crop, cap 80 m; spaceclip: the release's 352x704 path")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="standard",
+                   help="standard: full gt resolution, --crop, cap 80 m; spaceclip: the release's 352x704 path; "
+                        "paper: how the paper's tables were measured (352x704, no crop, per-image median scaling)")
     p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg",
                    help="standard protocol crop (the spaceclip protocol always uses eigen)")
     p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped input's prediction")
@@ -161,6 +164,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.protocol == "spaceclip" and args.crop != "eigen":
         print("note: the spaceclip protocol uses the Eigen crop on its 352x704 map", file=sys.stderr)
         args.crop = "eigen"
+    if args.protocol == "paper":
+        if args.crop != "none":
+            print("note: the paper protocol uses no crop (as the authors' first code version did)", file=sys.stderr)
+        args.crop = "none"
     try:
         args.filenames = list_path(args.filenames)
         all_samples = read_list(args.filenames)

@@ -2,8 +2,12 @@
 
 Formulas from the paper and the release (../../shared/docs/space-clip-architecture.md, "Training"):
 SILog = 10 sqrt(Var(g) + (1 - 0.85) Mean(g)^2), g = log pred - log gt over all valid pixels of the batch;
-SSIM per sample on pred and gt min-max normalised by that sample's valid gt range, 11x11 Gaussian window (sigma 1.5),
-loss = mean(1 - SSIM) over valid pixels. Valid = gt in (min_depth, max_depth).
+SSIM on pred and gt min-max normalised, 11x11 Gaussian window (sigma 1.5), loss = mean(1 - SSIM) over valid pixels.
+
+Two versions (``SpaceClipLoss(version=...)``):
+  release  Var biased; valid = gt in (min_depth, max_depth); SSIM normalised per sample by its valid gt range.
+  paper    the authors' first code version: Var unbiased; valid = gt > min_depth; SSIM normalised by one min and max
+           over every ground-truth pixel of the batch (zeros where there is no ground truth included).
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ import torch
 import torch.nn.functional as F
 
 
+LOSS_VERSIONS = ("release", "paper")
+
+
 def silog_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, variance_focus: float = 0.85,
-               eps: float = 1e-7) -> torch.Tensor:
-    """Scale-invariant log loss over the valid pixels of the whole batch; (B, 1, H, W) inputs, pred resized to gt."""
+               eps: float = 1e-7, unbiased: bool = False) -> torch.Tensor:
+    """Scale-invariant log loss over the valid pixels of the whole batch; (B, 1, H, W) inputs, pred resized to gt.
+    ``unbiased``: the variance with Bessel's correction (the paper's first code version)."""
     pred = _to_gt_size(pred.float(), gt)
     if not mask.any():
         return pred.sum() * 0.0
     g = torch.log(pred[mask].clamp_min(eps)) - torch.log(gt[mask].float().clamp_min(eps))
-    d = g.var(unbiased=False) + (1.0 - variance_focus) * g.mean() ** 2 if g.numel() > 1 else (
+    d = g.var(unbiased=unbiased) + (1.0 - variance_focus) * g.mean() ** 2 if g.numel() > 1 else (
         (1.0 - variance_focus) * g.mean() ** 2)
     return 10.0 * torch.sqrt(d.clamp_min(eps))
 
@@ -34,18 +42,24 @@ def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
 
 
 def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: int = 11, sigma: float = 1.5,
-              eps: float = 1e-6) -> torch.Tensor:
-    """mean(1 - SSIM) over valid pixels, each sample normalised by its valid ground-truth range."""
+              eps: float = 1e-6, batch_range: bool = False) -> torch.Tensor:
+    """mean(1 - SSIM) over valid pixels, each sample normalised by its valid ground-truth range; with
+    ``batch_range`` (the paper's first code version) by the min and max of every ground-truth pixel of the batch."""
     pred = _to_gt_size(pred.float(), gt)
     gt = gt.float()
     if not mask.any():
         return pred.sum() * 0.0
-    lo = torch.stack([gt[b][mask[b]].min() if mask[b].any() else gt.new_zeros(()) for b in range(gt.shape[0])])
-    hi = torch.stack([gt[b][mask[b]].max() if mask[b].any() else gt.new_ones(()) for b in range(gt.shape[0])])
-    lo, span = lo.view(-1, 1, 1, 1), (hi - lo).clamp_min(eps).view(-1, 1, 1, 1)
-    x = ((pred - lo) / span).clamp(0, 1)
-    y = ((gt - lo) / span).clamp(0, 1)
-    y = torch.where(mask, y, torch.zeros_like(y))
+    if batch_range:
+        lo, span = gt.min(), gt.max() - gt.min()
+        x = ((pred - lo) / span).clamp(0, 1)
+        y = ((gt - lo) / span).clamp(0, 1)
+    else:
+        lo = torch.stack([gt[b][mask[b]].min() if mask[b].any() else gt.new_zeros(()) for b in range(gt.shape[0])])
+        hi = torch.stack([gt[b][mask[b]].max() if mask[b].any() else gt.new_ones(()) for b in range(gt.shape[0])])
+        lo, span = lo.view(-1, 1, 1, 1), (hi - lo).clamp_min(eps).view(-1, 1, 1, 1)
+        x = ((pred - lo) / span).clamp(0, 1)
+        y = ((gt - lo) / span).clamp(0, 1)
+        y = torch.where(mask, y, torch.zeros_like(y))
     w = _gaussian_window(window, sigma, x.device, x.dtype)
     pad = window // 2
 
@@ -71,19 +85,23 @@ class SpaceClipLoss(torch.nn.Module):
     """(1 - w_ssim) SILog + w_ssim SSIM on the main output, + sum_j aux_weights[j] SILog(aux_j)."""
 
     def __init__(self, w_ssim: float = 0.5, aux_weights: Sequence[float] = (), min_depth: float = 1e-3,
-                 max_depth: float = 80.0):
+                 max_depth: float = 80.0, version: str = "release"):
         super().__init__()
+        if version not in LOSS_VERSIONS:
+            raise ValueError(f"loss version must be one of {LOSS_VERSIONS}, got {version!r}")
         self.w_ssim, self.aux_weights = float(w_ssim), [float(w) for w in aux_weights]
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        self.version = version
 
     def forward(self, pred: torch.Tensor, gt: torch.Tensor,
                 aux: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-        mask = (gt > self.min_depth) & (gt < self.max_depth)
-        silog = silog_loss(pred, gt, mask)
+        paper = self.version == "paper"
+        mask = gt > self.min_depth if paper else (gt > self.min_depth) & (gt < self.max_depth)
+        silog = silog_loss(pred, gt, mask, unbiased=paper)
         total = (1.0 - self.w_ssim) * silog
         out = {"silog": silog.detach()}
         if self.w_ssim > 0:
-            ssim = ssim_loss(pred, gt, mask)
+            ssim = ssim_loss(pred, gt, mask, batch_range=paper)
             total = total + self.w_ssim * ssim
             out["ssim"] = ssim.detach()
         aux_total = pred.new_zeros(())

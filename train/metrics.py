@@ -16,7 +16,9 @@ from kitti import KITTI_CROP_SIZE, MAX_DEPTH, MIN_DEPTH, crop_mask, pil_resize
 KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog", "log10")
 COLUMNS = (("abs_rel", "AbsRel"), ("sq_rel", "SqRel"), ("rmse", "RMSE"), ("rmse_log", "RMSE log"), ("a1", "d1"),
            ("a2", "d2"), ("a3", "d3"), ("silog", "SILog"), ("log10", "log10"))
-PROTOCOLS = ("standard", "spaceclip")
+PROTOCOLS = ("standard", "spaceclip", "paper")
+#: Protocols whose predictions are the model's 352x704 output (the ground truth is resized NEAREST to it).
+AT_352x704 = ("spaceclip", "paper")
 
 
 def compute_errors(gt: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
@@ -58,16 +60,29 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard",
     ``spaceclip``: the release's path: ``gt`` (full resolution) is resized NEAREST to 352x704 here and ``pred`` must
     be the model's 352x704 output; the Eigen crop on that map; predictions clamped, then non-positive or non-finite
     ones dropped.
+    ``paper``: how the paper's tables were measured (the authors' first code version): ``gt`` resized NEAREST to
+    352x704, ``pred`` the model's 352x704 output, NO crop, valid gt in (min_depth, max_depth), per-image MEDIAN
+    SCALING (pred * median(gt) / median(pred), by 1 when median(pred) <= 1e-6), no clamp. Scale-recovered numbers.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     gt = np.asarray(gt, dtype=np.float32)
     pred = np.asarray(pred, dtype=np.float32)
-    if protocol == "spaceclip":
+    if protocol in AT_352x704:
         if pred.shape != KITTI_CROP_SIZE:
-            raise ValueError(f"the spaceclip protocol needs 352x704 predictions, got {pred.shape}")
+            raise ValueError(f"the {protocol} protocol needs 352x704 predictions, got {pred.shape}")
         gt = pil_resize(gt, KITTI_CROP_SIZE, "nearest")
-        crop = "eigen"
+        crop = "eigen" if protocol == "spaceclip" else "none"
+    if protocol == "paper":
+        valid = (gt > min_depth) & (gt < max_depth)
+        if not valid.any():
+            return None
+        gt_valid, pred_valid = gt[valid].astype(np.float64), pred[valid].astype(np.float64)
+        median_pred = np.median(pred_valid)
+        scale = np.median(gt_valid) / median_pred if median_pred > 1e-6 else 1.0
+        # No clamp, as the first version: a zero prediction gives infinite log errors (reported, not hidden).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return compute_errors(gt_valid, pred_valid * scale)
     pred = resize_prediction(pred, gt.shape)
     valid = (gt > min_depth) & (gt < max_depth)
     mask = crop_mask(gt.shape, crop)

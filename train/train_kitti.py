@@ -140,6 +140,9 @@ class Process:
 def build_model(config: Dict[str, Any]) -> SpaceClip:
     model_cfg = dict(config["model"])
     if any(w > 0 for w in config["aux_weights"]):
+        if model_cfg.get("architecture", "release") == "paper":
+            raise SystemExit("train_kitti.py: error: aux_weights need the release architecture's auxiliary heads; "
+                             "set model.architecture=release (--set model.architecture=release) or aux_weights=[]")
         model_cfg["use_aux_heads"] = True
     try:
         return SpaceClip.from_pretrained_backbone(SpaceClipConfig.from_dict(model_cfg))
@@ -250,7 +253,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = EMA(decoder, config["ema_decay"]) if config["ema_decay"] > 0 else None
         self.criterion = SpaceClipLoss(config["w_ssim"], config["aux_weights"], config["min_depth"],
-                                       config["max_depth"])
+                                       config["max_depth"], version=config["loss_version"])
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.best = math.inf
         self.epoch_rng: Optional[Dict[str, Any]] = None
@@ -510,9 +513,36 @@ class Trainer:
                 self._save("best.pt", state, decoder_state=ema_state, extra=extra)
                 print(f"new best AbsRel {self.best:.4f} ({source}): {self.out / 'best.pt'}")
             print(f"wrote {self.out / 'last.pt'}")
+        if final:
+            self._summary(chosen, source, ema_state, loader, kwargs)
         if self.proc.distributed:
             dist.barrier()
         return chosen
+
+    def _summary(self, chosen: Dict[str, float], source: str, ema_state, loader, kwargs) -> None:
+        """The final weights under every protocol of ``summary_protocols``, labelled with what to compare them
+        with (README, "Which numbers to compare")."""
+        c = self.config
+        meaning = {
+            "paper": "352x704, no crop, per-image median scaling: compare with the paper's Tables 1-2",
+            "standard": f"full-resolution gt, {c['eval_crop']} crop, metric: compare with other metric methods",
+            "spaceclip": "the release's 352x704 path, Eigen crop, metric: compare with the release's README",
+        }
+        tables = []
+        for protocol in c["summary_protocols"]:
+            if protocol == c["eval_protocol"]:
+                results = chosen
+            else:
+                with self._decoder_weights(ema_state):  # None: the live (raw) weights
+                    results, _ = evaluate(self.model, loader, self.proc.device, **{**kwargs, "protocol": protocol})
+            tables.append(format_table(results, f"{protocol} protocol ({meaning.get(protocol, protocol)}):"))
+            if self.proc.main:
+                with open(self.out / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps({"summary": True, "protocol": protocol, "epoch": self.epoch,
+                                             "step": self.step, "source": source, **results}) + "\n")
+        if self.proc.main and tables:
+            print(f"\nfinal summary ({source} weights, epoch {self.epoch}, step {self.step}):")
+            print("\n".join(tables))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -21,6 +21,10 @@ SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
 BACKBONE_TYPES = ("auto", "clip", "siglip")
+#: ``release``: the authors' released decoder (gated skips, conv head, output at any size). ``paper``: their first
+#: code version, behind the paper's tables (plain concatenated skips, a x2 transposed-conv head, output resized to
+#: the input size before any other resize).
+ARCHITECTURES = ("release", "paper")
 
 
 @dataclass
@@ -43,6 +47,9 @@ class SpaceClipConfig:
         use_structural_pathway: run the shallow-layer structural pathway and fuse it into the first stages.
         use_aux_heads: build the auxiliary depth heads on the intermediate stages (multi-scale supervision).
         interpolate_pos_encoding: let the tower take inputs other than its native size.
+        architecture: ``release`` (the authors' release) or ``paper`` (their first code version, which produced the
+            paper's Tables 1 and 2: no skip gates, head = ConvTranspose2d x2 + conv-BN-ReLU then conv + ReLU, depth
+            resized to the input size first). See :data:`ARCHITECTURES`.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -57,6 +64,7 @@ class SpaceClipConfig:
     use_structural_pathway: bool = True
     use_aux_heads: bool = False
     interpolate_pos_encoding: bool = False
+    architecture: str = "release"
 
     def __post_init__(self) -> None:
         self.semantic_layers = tuple(int(i) for i in self.semantic_layers)
@@ -83,6 +91,11 @@ class SpaceClipConfig:
             raise ValueError("layer indices must be >= 0 (0 is the embedding output, k the output of block k)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == "paper" and self.use_aux_heads:
+            raise ValueError("the paper's architecture (the authors' first code version) has no auxiliary heads; "
+                             "use_aux_heads needs architecture 'release'")
 
     # ------------------------------------------------------------------ derived facts
     @property

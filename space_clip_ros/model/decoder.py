@@ -84,31 +84,39 @@ class StructuralStage(nn.Module):
 
 
 class SemanticStage(nn.Module):
-    """One stage of the main (semantic) stream with gated skips.
+    """One stage of the main (semantic) stream.
 
     ``x`` (B, C_in, h, w) is upsampled to (B, C, 2h, 2w). The semantic skip (and, when this stage has one, the
-    structural skip) are resized to that size and scaled by ``1 + sigmoid(gate(up))``; the concatenation is fused by
-    conv-BN-ReLU and a residual block. Output (B, C, 2h, 2w).
+    structural skip) are resized to that size and, with ``gated`` (the release), scaled by ``1 + sigmoid(gate(up))``;
+    the concatenation is fused by conv-BN-ReLU and a residual block. Output (B, C, 2h, 2w).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, has_structural_skip: bool, dropout: float) -> None:
+    def __init__(self, in_ch: int, out_ch: int, has_structural_skip: bool, dropout: float,
+                 gated: bool = True) -> None:
         super().__init__()
+        self.has_structural_skip = has_structural_skip
         self.upsample_low = UpsampleBlock(in_ch, out_ch)
-        self.skip_clip_gate = _sigmoid_gate(out_ch)
-        self.skip_struct_gate = _sigmoid_gate(out_ch) if has_structural_skip else None
+        self.skip_clip_gate = _sigmoid_gate(out_ch) if gated else None
+        self.skip_struct_gate = _sigmoid_gate(out_ch) if gated and has_structural_skip else None
         fused_in = out_ch * (3 if has_structural_skip else 2)
         self.fusion_conv = nn.Sequential(*_conv_bn_relu(fused_in, out_ch), ResidualConvBlock(out_ch, dropout))
 
     def forward(self, x: Tensor, semantic_skip: Tensor, structural_skip: Optional[Tensor] = None) -> Tensor:
         up = self.upsample_low(x)
         size = up.shape[-2:]
-        parts = [up, _resize(semantic_skip, size) * (1.0 + self.skip_clip_gate(up))]
-        if self.skip_struct_gate is not None:
+        semantic = _resize(semantic_skip, size)
+        if self.skip_clip_gate is not None:
+            semantic = semantic * (1.0 + self.skip_clip_gate(up))
+        parts = [up, semantic]
+        if self.has_structural_skip:
             if structural_skip is None:
                 raise ValueError("this stage was built with a structural skip but none was given")
-            parts.append(_resize(structural_skip, size) * (1.0 + self.skip_struct_gate(up)))
+            structural = _resize(structural_skip, size)
+            if self.skip_struct_gate is not None:
+                structural = structural * (1.0 + self.skip_struct_gate(up))
+            parts.append(structural)
         elif structural_skip is not None:
-            raise ValueError("this stage has no structural gate but a structural skip was given")
+            raise ValueError("this stage has no structural skip but one was given")
         return self.fusion_conv(torch.cat(parts, dim=1))
 
 
@@ -116,6 +124,11 @@ def _depth_head(in_ch: int, mid_ch: int, final_kernel: int) -> nn.Sequential:
     """conv-BN-ReLU to ``mid_ch``, then a conv to one channel and a ReLU (depth is non-negative)."""
     return nn.Sequential(*_conv_bn_relu(in_ch, mid_ch), nn.Conv2d(mid_ch, 1, final_kernel, padding=final_kernel // 2),
                          nn.ReLU())
+
+
+def _paper_head(in_ch: int) -> nn.Sequential:
+    """The first code version's head: x2 upsample block to ``in_ch // 2``, a 3x3 conv to one channel, ReLU."""
+    return nn.Sequential(UpsampleBlock(in_ch, in_ch // 2), nn.Conv2d(in_ch // 2, 1, 3, padding=1), nn.ReLU())
 
 
 def tokens_to_map(tokens: Tensor, grid_size: Optional[Size], has_cls_token: bool) -> Tensor:
@@ -173,11 +186,13 @@ class SpaceClipDecoder(nn.Module):
             self.structural_decoder_blocks = nn.ModuleList(
                 StructuralStage(dim if i == 0 else channels[i - 1], channels[i]) for i in range(n_struct)
             )
+        paper = config.architecture == "paper"
         self.main_decoder_blocks = nn.ModuleList(
-            SemanticStage(channels[max(i - 1, 0)], channels[i], i < n_struct, config.dropout)
+            SemanticStage(channels[max(i - 1, 0)], channels[i], i < n_struct, config.dropout, gated=not paper)
             for i in range(len(channels))
         )
-        self.depth_prediction_head = _depth_head(channels[-1], channels[-1] // 2, 3)
+        self.depth_prediction_head = _paper_head(channels[-1]) if paper else _depth_head(channels[-1],
+                                                                                         channels[-1] // 2, 3)
         if config.use_aux_heads:
             self.aux_depth_heads = nn.ModuleList(_depth_head(ch, max(ch // 2, 16), 1) for ch in channels[:-1])
 
@@ -250,6 +265,8 @@ class SpaceClipDecoder(nn.Module):
             stages.append(x)
 
         depth = self.depth_prediction_head(x)
+        if cfg.architecture == "paper":  # the first version resized its x2 head's output to the input size first
+            depth = _resize(depth, x.shape[-2:])
         size = tuple(output_size) if output_size is not None else tuple(depth.shape[-2:])
         depth = _resize(depth, size)
         if not return_aux:
