@@ -36,13 +36,14 @@ def _steps(out):
 
 
 def _validations(out):
-    """metrics.jsonl records of the validations (not the final summary's per-protocol records)."""
-    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if not r.get("summary")]
+    """metrics.jsonl records of the validations (not the final report's per-protocol records of best.pt)."""
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if not r.get("final")]
 
 
 def _summaries(out):
+    """The final report: best.pt under each protocol."""
     return {r["protocol"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-            if r.get("summary")}
+            if r.get("final")}
 
 
 def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tmp_path, capsys):
@@ -248,14 +249,18 @@ def test_release_recipe_validates_on_the_release_path_with_flip_tta(clip_tower, 
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     assert train_kitti.main(_args(tree, config, out, "--max-steps", "1")) == 0
-    record = _validations(out)[-1]
-    assert record["final"] and record["flip_tta"] and record["n_images"] == 3
-    assert set(_summaries(out)) == {"spaceclip", "standard", "paper"}
+    validations, finals = _validations(out), _summaries(out)
+    assert set(finals) == {"spaceclip", "standard", "paper"}
+    record = finals["spaceclip"]
+    assert record["primary"] and record["flip_tta"] and record["n_images"] == 3 and record["weights"] == "best.pt"
+    # Selection never uses the final TTA: best.pt was chosen on the validations' numbers, which are without it.
+    assert not any(v["flip_tta"] for v in validations)
+    assert read_checkpoint(out / "best.pt")["provenance"]["abs_rel"] == min(v["abs_rel"] for v in validations)
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert (resolved["eval_protocol"], resolved["ema_decay"], resolved["model"]["use_aux_heads"]) == (
         "spaceclip", 0.996, True)
     result = tmp_path / "eval.json"
-    chosen = "last.pt" if record["source"] == "raw" else "best.pt"
+    chosen = "best.pt"
     args = ["--data-path", str(tree.raw), "--gt-path", str(tree.gt), "--filenames", str(tree.test_list), "--device",
             "cpu", "--workers", "0", "--protocol", "spaceclip", "--flip-tta", "--out", str(result)]
     assert eval_kitti.main(["--checkpoint", str(out / chosen), *args]) == 0

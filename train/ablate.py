@@ -33,7 +33,7 @@ def final_result(run: Path) -> Optional[Dict]:
     if not path.is_file():
         return None
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    finals = [r for r in records if r.get("final")]
+    finals = [r for r in records if r.get("final") and r.get("primary", True)]
     return finals[-1] if finals else None
 
 

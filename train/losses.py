@@ -18,20 +18,63 @@ import torch
 import torch.nn.functional as F
 
 
+class GlobalBatch:
+    """The processes of a torchrun run, for losses over the global batch: ``sum`` adds a tensor over all processes
+    differentiably (its gradient reaches every process's share), ``min``/``max`` are plain reductions.
+
+    DDP averages gradients over the ``world`` processes; a loss that every process computes from the global sums is
+    then optimised exactly as one process would optimise it on the whole batch (the tests check the gradients)."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.world = dist.get_world_size()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(tensor)
+
+    def min(self, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = tensor.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MIN)
+        return out
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = tensor.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return out
+
+
 LOSS_VERSIONS = ("release", "paper")
 
 
 def silog_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, variance_focus: float = 0.85,
-               eps: float = 1e-7, unbiased: bool = False) -> torch.Tensor:
+               eps: float = 1e-7, unbiased: bool = False, group: Optional[GlobalBatch] = None) -> torch.Tensor:
     """Scale-invariant log loss over the valid pixels of the whole batch; (B, 1, H, W) inputs, pred resized to gt.
-    ``unbiased``: the variance with Bessel's correction (the paper's first code version)."""
+    ``unbiased``: the variance with Bessel's correction (the paper's first code version). With ``group`` the batch
+    is the global one: the sums of g, g^2 and the pixel count are added over all processes first."""
     pred = _to_gt_size(pred.float(), gt)
-    if not mask.any():
+    g = (torch.log(pred[mask].clamp_min(eps)) - torch.log(gt[mask].float().clamp_min(eps))).double()
+    sums = torch.stack([g.sum(), (g * g).sum(), g.new_tensor(float(g.numel()))])
+    if group is not None:
+        sums = group.sum(sums)
+    n = float(sums[2].detach())
+    if n < 1:
         return pred.sum() * 0.0
-    g = torch.log(pred[mask].clamp_min(eps)) - torch.log(gt[mask].float().clamp_min(eps))
-    d = g.var(unbiased=unbiased) + (1.0 - variance_focus) * g.mean() ** 2 if g.numel() > 1 else (
-        (1.0 - variance_focus) * g.mean() ** 2)
-    return 10.0 * torch.sqrt(d.clamp_min(eps))
+    mean = sums[0] / n
+    if n < 2:
+        var = torch.zeros_like(mean)
+    elif unbiased:
+        var = (sums[1] - sums[0] * mean) / (n - 1)
+    else:
+        var = sums[1] / n - mean * mean
+    d = var.clamp_min(0.0) + (1.0 - variance_focus) * mean * mean
+    return (10.0 * torch.sqrt(d.clamp_min(eps))).float()
 
 
 def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
@@ -42,15 +85,23 @@ def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
 
 
 def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: int = 11, sigma: float = 1.5,
-              eps: float = 1e-6, batch_range: bool = False) -> torch.Tensor:
+              eps: float = 1e-6, batch_range: bool = False, group: Optional[GlobalBatch] = None) -> torch.Tensor:
     """mean(1 - SSIM) over valid pixels, each sample normalised by its valid ground-truth range; with
-    ``batch_range`` (the paper's first code version) by the min and max of every ground-truth pixel of the batch."""
+    ``batch_range`` (the paper's first code version) by the min and max of every ground-truth pixel of the batch.
+    With ``group``: the mean over the global batch's valid pixels, as this process's sum over the global count times
+    the world size (DDP's gradient averaging then yields the global mean's gradient); the batch range is global."""
     pred = _to_gt_size(pred.float(), gt)
     gt = gt.float()
-    if not mask.any():
+    count = mask.sum().double()
+    if group is not None:
+        count = group.sum(count.detach().clone())
+    if float(count) < 1:
         return pred.sum() * 0.0
     if batch_range:
-        lo, span = gt.min(), gt.max() - gt.min()
+        lo, hi = gt.min(), gt.max()
+        if group is not None:
+            lo, hi = group.min(lo), group.max(hi)
+        span = hi - lo
         x = ((pred - lo) / span).clamp(0, 1)
         y = ((gt - lo) / span).clamp(0, 1)
     else:
@@ -72,7 +123,13 @@ def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: 
     cov = blur(x * y) - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    return (1.0 - ssim)[mask].mean()
+    total = (1.0 - ssim)[mask].double().sum()
+    if group is None:
+        return (total / count).float()
+    # Gradient of this process's share (times world: DDP averages), value of the global mean on every process.
+    share = total * group.world / count
+    value = group.sum(total.detach().clone()).detach() / count
+    return (share + (value - share).detach()).float()
 
 
 def _to_gt_size(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -85,29 +142,31 @@ class SpaceClipLoss(torch.nn.Module):
     """(1 - w_ssim) SILog + w_ssim SSIM on the main output, + sum_j aux_weights[j] SILog(aux_j)."""
 
     def __init__(self, w_ssim: float = 0.5, aux_weights: Sequence[float] = (), min_depth: float = 1e-3,
-                 max_depth: float = 80.0, version: str = "release"):
+                 max_depth: float = 80.0, version: str = "release", group: Optional[GlobalBatch] = None):
         super().__init__()
         if version not in LOSS_VERSIONS:
             raise ValueError(f"loss version must be one of {LOSS_VERSIONS}, got {version!r}")
         self.w_ssim, self.aux_weights = float(w_ssim), [float(w) for w in aux_weights]
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.version = version
+        self.group = group
 
     def forward(self, pred: torch.Tensor, gt: torch.Tensor,
                 aux: Optional[Sequence[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         paper = self.version == "paper"
         mask = gt > self.min_depth if paper else (gt > self.min_depth) & (gt < self.max_depth)
-        silog = silog_loss(pred, gt, mask, unbiased=paper)
+        group = self.group
+        silog = silog_loss(pred, gt, mask, unbiased=paper, group=group)
         total = (1.0 - self.w_ssim) * silog
         out = {"silog": silog.detach()}
         if self.w_ssim > 0:
-            ssim = ssim_loss(pred, gt, mask, batch_range=paper)
+            ssim = ssim_loss(pred, gt, mask, batch_range=paper, group=group)
             total = total + self.w_ssim * ssim
             out["ssim"] = ssim.detach()
         aux_total = pred.new_zeros(())
         for weight, aux_pred in zip(self.aux_weights, aux or ()):
             if weight > 0:
-                aux_total = aux_total + weight * silog_loss(aux_pred, gt, mask)
+                aux_total = aux_total + weight * silog_loss(aux_pred, gt, mask, unbiased=paper, group=group)
         if aux:
             out["aux"] = aux_total.detach()
             total = total + aux_total

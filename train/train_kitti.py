@@ -32,7 +32,7 @@ import torch.distributed as dist  # noqa: E402
 import config as cfgmod  # noqa: E402
 from engine import eval_loader, evaluate, image_grid  # noqa: E402
 from kitti import Augment, KittiDepth, collate  # noqa: E402
-from losses import SpaceClipLoss  # noqa: E402
+from losses import GlobalBatch, SpaceClipLoss  # noqa: E402
 from metrics import format_table  # noqa: E402
 from space_clip_ros.checkpoint import atomic_save, checkpoint_dict, read_checkpoint  # noqa: E402
 from space_clip_ros.model import SpaceClip, SpaceClipConfig  # noqa: E402
@@ -228,6 +228,12 @@ class Trainer:
 
         self.model = build_model(config).to(self.proc.device)
         self.model.provenance = {"trained": True, "source": f"train_kitti.py ({self.out.name})"}
+        if config["sync_batchnorm"]:
+            if self.proc.distributed and self.proc.device.type != "cuda":
+                raise SystemExit("train_kitti.py: error: sync_batchnorm needs CUDA devices (PyTorch's "
+                                 "SyncBatchNorm runs on GPUs only); set sync_batchnorm=false on the CPU")
+            if self.proc.distributed:  # BatchNorm statistics over the global batch, as one GPU would see it
+                self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
         decoder = self.model.decoder
         self.net = self.model
         if self.proc.distributed:
@@ -253,7 +259,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = EMA(decoder, config["ema_decay"]) if config["ema_decay"] > 0 else None
         self.criterion = SpaceClipLoss(config["w_ssim"], config["aux_weights"], config["min_depth"],
-                                       config["max_depth"], version=config["loss_version"])
+                                       config["max_depth"], version=config["loss_version"],
+                                       group=GlobalBatch() if self.proc.distributed else None)
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.best = math.inf
         self.epoch_rng: Optional[Dict[str, Any]] = None
@@ -471,8 +478,10 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- validation
     def _validate(self, final: bool) -> Dict[str, float]:
+        """Validate the live (and EMA) weights without the final flip TTA, write last.pt and best.pt (lowest AbsRel);
+        after the last epoch, report best.pt as :meth:`_final_report` says."""
         c = self.config
-        flip = c["final_flip_tta"] if final else c["eval_flip_tta"]
+        flip = c["eval_flip_tta"]  # selection never sees the final TTA (as the release selects its best)
         loader = eval_loader(self.eval_set, workers=min(c["workers"], 4))
         kwargs = dict(protocol=c["eval_protocol"], crop=c["eval_crop"], flip_tta=flip, min_depth=c["min_depth"],
                       max_depth=c["max_depth"], autocast_dtype=self.dtype)
@@ -490,8 +499,7 @@ class Trainer:
             self.best = chosen["abs_rel"]
         state = self._training_state()  # collective under torchrun (gathers every process's RNG state)
         if self.proc.main:
-            tag = f"epoch {self.epoch} step {self.step}" + (" (final" + (", flip TTA)" if flip else ")") if final
-                                                            else "")
+            tag = f"epoch {self.epoch} step {self.step}" + (" (last)" if final else "")
             print(format_table(chosen, f"validation, {tag}, {c['eval_protocol']} protocol, {source} weights:"))
             if self.ema:
                 print(f"raw AbsRel {raw['abs_rel']:.4f}, EMA AbsRel {ema_results['abs_rel']:.4f}")
@@ -503,7 +511,7 @@ class Trainer:
                 self.writer.add_image("val/rgb_gt_pred", image_grid(pictures, c["max_depth"]), self.step,
                                       dataformats="HWC")
             self.writer.flush()
-            record = {"epoch": self.epoch, "step": self.step, "source": source, "final": final, "flip_tta": flip,
+            record = {"epoch": self.epoch, "step": self.step, "source": source, "last": final, "flip_tta": flip,
                       "skipped_train_lines": self.skipped, **chosen}
             with open(self.out / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -513,36 +521,44 @@ class Trainer:
                 self._save("best.pt", state, decoder_state=ema_state, extra=extra)
                 print(f"new best AbsRel {self.best:.4f} ({source}): {self.out / 'best.pt'}")
             print(f"wrote {self.out / 'last.pt'}")
-        if final:
-            self._summary(chosen, source, ema_state, loader, kwargs)
         if self.proc.distributed:
-            dist.barrier()
+            dist.barrier()  # best.pt is on disk for every process
+        if final:
+            return self._final_report(loader, kwargs)
         return chosen
 
-    def _summary(self, chosen: Dict[str, float], source: str, ema_state, loader, kwargs) -> None:
-        """The final weights under every protocol of ``summary_protocols``, labelled with what to compare them
-        with (README, "Which numbers to compare")."""
+    def _final_report(self, loader, kwargs) -> Dict[str, float]:
+        """best.pt (the weights selected without TTA) evaluated with ``final_flip_tta`` under every protocol of
+        ``summary_protocols``, each labelled with what to compare it with (README, "Which numbers to compare").
+        metrics.jsonl gets one ``final`` record per protocol; ``primary`` marks the validation protocol's."""
         c = self.config
+        flip = c["final_flip_tta"]
+        best = self.out / "best.pt"
+        weights = read_checkpoint(best)["decoder"] if best.is_file() else None
         meaning = {
             "paper": "352x704, no crop, per-image median scaling: compare with the paper's Tables 1-2",
             "standard": f"full-resolution gt, {c['eval_crop']} crop, metric: compare with other metric methods",
             "spaceclip": "the release's 352x704 path, Eigen crop, metric: compare with the release's README",
         }
-        tables = []
-        for protocol in c["summary_protocols"]:
+        protocols = [c["eval_protocol"]] + [p for p in c["summary_protocols"] if p != c["eval_protocol"]]
+        tables, primary = [], {}
+        for protocol in protocols:
+            with self._decoder_weights(weights):
+                results, _ = evaluate(self.model, loader, self.proc.device,
+                                      **{**kwargs, "protocol": protocol, "flip_tta": flip})
             if protocol == c["eval_protocol"]:
-                results = chosen
-            else:
-                with self._decoder_weights(ema_state):  # None: the live (raw) weights
-                    results, _ = evaluate(self.model, loader, self.proc.device, **{**kwargs, "protocol": protocol})
+                primary = results
             tables.append(format_table(results, f"{protocol} protocol ({meaning.get(protocol, protocol)}):"))
             if self.proc.main:
                 with open(self.out / "metrics.jsonl", "a") as handle:
-                    handle.write(json.dumps({"summary": True, "protocol": protocol, "epoch": self.epoch,
-                                             "step": self.step, "source": source, **results}) + "\n")
-        if self.proc.main and tables:
-            print(f"\nfinal summary ({source} weights, epoch {self.epoch}, step {self.step}):")
+                    handle.write(json.dumps({"final": True, "primary": protocol == c["eval_protocol"],
+                                             "protocol": protocol, "flip_tta": flip, "weights": best.name,
+                                             "epoch": self.epoch, "step": self.step, **results}) + "\n")
+        if self.proc.main:
+            print(f"\nfinal summary: {best.name} (AbsRel {self.best:.4f} when selected, without TTA)"
+                  + (", evaluated with flip TTA" if flip else "") + ":")
             print("\n".join(tables))
+        return primary
 
 
 def main(argv: Optional[List[str]] = None) -> int:
