@@ -46,9 +46,10 @@ def _check_size(size: Optional[Sequence[int]]) -> Optional[Size]:
 class DepthEstimator:
     """Metric depth for RGB images with a SPACE-CLIP model.
 
-    Preprocessing follows the authors' training: the whole image is resized (bicubic, antialiased, aspect ratio not
-    kept) to the tower's input size and normalised with the checkpoint's mean/std, in torch on the model's device
-    (:mod:`space_clip_ros.inference.pipeline`, the same code for every backend).
+    Preprocessing follows the authors' evaluation and train/: the whole image is resized (bicubic, antialiased,
+    aspect ratio not kept, 8-bit) to the training size and then to the tower's input size, and normalised with the
+    checkpoint's mean/std, in torch on the model's device (:mod:`space_clip_ros.inference.pipeline`, the same code
+    for every backend; within one 8-bit level of train/'s PIL path).
 
     Args:
         model: a :class:`SpaceClip` or the path of a checkpoint.

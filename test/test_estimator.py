@@ -126,3 +126,41 @@ def test_untrained_demo_is_labelled(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "UNTRAINED" in captured.err and "UNTRAINED" in captured.out
     assert (tmp_path / "synthetic_street_depth_untrained.npy").exists()
+
+
+def test_deployment_preprocessing_matches_the_training_path_on_real_frames(clip_tower):
+    """The KITTI sample frames prepared by DepthEstimator and by train/'s evaluation path (PIL bicubic to 352x704,
+    then to the tower's size) differ by at most one 8-bit level; a single direct resize would not."""
+    import glob
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
+
+    from kitti import clip_input, pil_resize
+    from space_clip_ros.inference import to_pixel_values
+
+    estimator = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="eager")
+    prep = estimator.model.preprocessing
+    std = np.array(prep.std, np.float32).reshape(3, 1, 1)
+    level = 1.0 / 255.0 / std  # one 8-bit level in normalised units, per channel
+    root = Path(__file__).resolve().parents[1] / "space_clip_ros" / "data" / "kitti_sample"
+    frames = sorted(glob.glob(str(root / "*" / "*" / "image_02" / "data" / "*.png")))
+    assert len(frames) == 3
+    for path in frames:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        training = clip_input(pil_resize(rgb, (352, 704), "bicubic").astype(np.float32) / 255.0, prep.input_size,
+                              prep.mean, prep.std)
+        deployed = estimator.preprocess([rgb])[0].numpy()  # the tiny tower's 64x64
+        diff = np.abs(deployed - training) / level
+        assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.05, (path, diff.max(), diff.mean())
+        # At ViT-B/16's 224x224, through the same pipeline function the backends use.
+        mean_t, std_t = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
+        frame = torch.from_numpy(rgb.copy())[None]
+        training = clip_input(pil_resize(rgb, (352, 704), "bicubic").astype(np.float32) / 255.0, (224, 224),
+                              prep.mean, prep.std)
+        deployed = to_pixel_values(frame, (224, 224), mean_t, std_t, torch.float32, via=(352, 704))[0].numpy()
+        diff = np.abs(deployed - training) / level
+        assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.05, (path, diff.max(), diff.mean())
+        direct = to_pixel_values(frame, (224, 224), mean_t, std_t, torch.float32)[0].numpy()
+        assert (np.abs(direct - training) / level).max() > 2.5  # a direct resize: the bound is a real constraint

@@ -72,6 +72,8 @@ class Backend:
         self.model = model
         prep = model.preprocessing
         self.input_size: Size = (int(prep.input_size[0]), int(prep.input_size[1]))
+        #: The training size frames pass through on their way to the tower (see inference/pipeline.py).
+        self.via: Size = (int(prep.output_size[0]), int(prep.output_size[1]))
         self.mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
         self._lock = threading.Lock()
@@ -93,7 +95,7 @@ class Backend:
     # ------------------------------------------------------------------ frames of one size
     def pixel_values(self, frames: Tensor) -> Tensor:
         return to_pixel_values(frames.to(self.device, non_blocking=True), self.input_size, self.mean, self.std,
-                               self.input_dtype)
+                               self.input_dtype, self.via)
 
     def infer(self, frames: Sequence[np.ndarray], output_size: Size, scales: Optional[Sequence[float]]) -> Tensor:
         """Frames of one size (HxWx3 uint8) -> (B, H', W') float32 metres on ``device`` at ``output_size``, times
@@ -252,7 +254,7 @@ class StaticShapeBackend(Backend):
 
     def _frame_path(self, output_size: Size) -> Callable[[Tensor, Tensor], Tensor]:
         def run(frames: Tensor, scales: Tensor) -> Tensor:
-            pixels = to_pixel_values(frames, self.input_size, self.mean, self.std, self.input_dtype)
+            pixels = to_pixel_values(frames, self.input_size, self.mean, self.std, self.input_dtype, self.via)
             return to_output(self._model(pixels), output_size, scales)
 
         return run

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import signal
 import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -420,14 +421,26 @@ class DepthNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    """Console script ``depth_node``: ``depth_node --ros-args -p checkpoint:=PATH -p device:=cpu -r __ns:=/camera``."""
+    """Console script ``depth_node``: ``depth_node --ros-args -p checkpoint:=PATH -p device:=cpu -r __ns:=/camera``.
+
+    SIGINT and SIGTERM (Ctrl-C, ``ros2 launch`` stopping it) only set a flag that the spin loop checks between
+    callbacks, so the node is torn down from the main thread once no callback is running: a clean exit, code 0."""
     use_shipped_fastdds_profile()
-    rclpy.init(args=args)
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except (ImportError, TypeError):  # an rclpy without the option: its own handlers stay
+        rclpy.init(args=args)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = DepthNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
