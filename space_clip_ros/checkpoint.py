@@ -56,6 +56,19 @@ def _tensor_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in state.items()}
 
 
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a reader never sees a truncated file."""
     path = Path(path)
@@ -67,6 +80,7 @@ def atomic_save(obj: Any, path: PathLike) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself survives a power cut
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

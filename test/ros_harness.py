@@ -88,6 +88,22 @@ class Harness:
     def _matched(self):
         return all(sub.get_publisher_count() > 0 for sub in self._subs.values())
 
+    def call(self, client, request, what="service", timeout=60.0, attempt_s=5.0):
+        """The response of ``client`` to ``request``, asking again when none came within ``attempt_s``: a service
+        whose server has not yet matched the client's response reader drops the response (Fast DDS logs "failed to
+        send response (timeout)"), which a loaded machine hits right after the client appears."""
+        self.spin_until(client.service_is_ready, timeout, f"the {what} service")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            future = client.call_async(request)
+            try:
+                self.spin_until(future.done, min(attempt_s, max(0.1, deadline - time.time())), what)
+            except AssertionError:
+                client.remove_pending_request(future)
+                continue
+            return future.result()
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
     def stamp(self, i):
         from builtin_interfaces.msg import Time
 

@@ -305,9 +305,7 @@ def test_configure_fails_cleanly_on_a_missing_checkpoint(ros, tmp_path):
     try:
         client = n.h.node.create_client(GetState, "depth_node/get_state")
         n.h.spin_until(lambda: client.service_is_ready(), 90, "the lifecycle service")
-        future = client.call_async(GetState.Request())
-        n.h.spin_until(future.done, 30, "get_state")
-        assert future.result().current_state.label == "unconfigured"
+        assert n.h.call(client, GetState.Request(), "get_state").current_state.label == "unconfigured"
         status = n.h.fresh_status(lambda s: True, 30)
         assert status["level"] == 2 and "does not exist" in status["message"]
         assert n.proc.poll() is None
@@ -355,12 +353,10 @@ def _set(h, namespace, **values):
     from rclpy.parameter import Parameter
 
     client = h.node.create_client(SetParameters, f"{namespace}/depth_node/set_parameters")
-    h.spin_until(client.service_is_ready, 30, "the set_parameters service")
     request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-    future = client.call_async(request)
-    h.spin_until(future.done, 30, "set_parameters")
+    result = h.call(client, request, "set_parameters")
     h.node.destroy_client(client)
-    return future.result().results
+    return result.results
 
 
 def _get(h, namespace, name):
@@ -368,11 +364,9 @@ def _get(h, namespace, name):
     from rclpy.parameter import parameter_value_to_python
 
     client = h.node.create_client(GetParameters, f"{namespace}/depth_node/get_parameters")
-    h.spin_until(client.service_is_ready, 30, "the get_parameters service")
-    future = client.call_async(GetParameters.Request(names=[name]))
-    h.spin_until(future.done, 30, "get_parameters")
+    result = h.call(client, GetParameters.Request(names=[name]), "get_parameters")
     h.node.destroy_client(client)
-    return parameter_value_to_python(future.result().values[0])
+    return parameter_value_to_python(result.values[0])
 
 
 def test_runtime_parameter_changes_are_checked_and_applied(node, reference):

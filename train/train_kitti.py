@@ -267,7 +267,10 @@ class Trainer:
         self.resume_rng: Optional[Dict[str, Any]] = None
         self.stop_rng: Optional[Dict[str, Any]] = None  # where training left its random streams (checkpointed)
         self.skipped = self.skipped_epoch = 0
-        self.nonfinite_steps = 0
+        self.nonfinite_steps = self.consecutive_nonfinite = 0
+        self._buffers_before: List[torch.Tensor] = []
+        if self.proc.main:
+            self._remove_partial_checkpoints()
         if resume:
             self._load(resume)
         self.writer = None
@@ -276,6 +279,14 @@ class Trainer:
             cfgmod.dump(config, self.out / "config.yaml")
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if resume else None)
+
+    def _remove_partial_checkpoints(self) -> None:
+        """Checkpoints are written to a temporary file and renamed; a run killed while writing leaves the temporary
+        file (never a damaged last.pt or best.pt). Remove such leftovers, saying so."""
+        for partial in sorted(self.out.glob(".*.pt.*.tmp")) if self.out.is_dir() else []:
+            partial.unlink()
+            print(f"removed {partial.name}: a checkpoint write that did not finish (the run was killed while "
+                  "writing); last.pt and best.pt are the last complete ones")
 
     def _dataset(self, list_value: str, mode: str) -> KittiDepth:
         c = self.config
@@ -436,6 +447,8 @@ class Trainer:
         pixels = batch["pixel_values"].to(device, non_blocking=True)
         gt = batch["depth"].to(device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
+        # BatchNorm's running statistics change in the forward pass: kept to undo a step that turns out non-finite.
+        self._buffers_before = [b.detach().clone() for b in self.model.decoder.buffers()]
         with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
             out = self.net(pixels, output_size=tuple(gt.shape[-2:]), return_aux=bool(self.criterion.aux_weights))
         depth, aux = out if isinstance(out, tuple) else (out, None)
@@ -443,17 +456,13 @@ class Trainer:
         loss = losses["loss"]
         finite, = self.proc.all_sum([float(torch.isfinite(loss).item())])
         if finite < self.proc.world:
-            self.nonfinite_steps += 1
-            self.proc.log(f"warning: non-finite loss at step {self.step}: step skipped "
-                          f"({self.nonfinite_steps} so far)")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            self.scheduler.step()
-            self._log_step({"loss": float("nan")})
-            return float("nan")
+            return self._skip_nonfinite("loss", {k: float(v.detach()) for k, v in losses.items()})
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters()), c["grad_clip"])
+        norm = torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters()), c["grad_clip"])
+        if self.dtype != torch.float16 and not torch.isfinite(norm):  # fp16: the gradient scaler skips the step
+            return self._skip_nonfinite("gradient", {k: float(v.detach()) for k, v in losses.items()})
+        self.consecutive_nonfinite = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -462,6 +471,29 @@ class Trainer:
         self.step += 1
         self._log_step({k: float(v.detach()) for k, v in losses.items()})
         return float(loss.detach())
+
+    def _skip_nonfinite(self, what: str, losses: Dict[str, float]) -> float:
+        """A NaN/Inf loss or gradient: the step is skipped (no weight, BatchNorm statistic, EMA or optimizer change;
+        the schedule moves on), reported with its step number and counted; ``max_nonfinite_steps`` in a row stop the
+        run with an error (the checkpoints on disk are the last good ones)."""
+        self.nonfinite_steps += 1
+        self.consecutive_nonfinite += 1
+        self.proc.log(f"warning: non-finite {what} at step {self.step + 1} (epoch {self.epoch + 1}): step skipped "
+                      f"({self.nonfinite_steps} so far, {self.consecutive_nonfinite} in a row)")
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # nothing of this step stays in the model, BatchNorm statistics included
+            for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before):
+                buffer.copy_(saved)
+        self.step += 1
+        self.scheduler.step()
+        self._log_step({**losses, "loss": float("nan"), "skipped": f"non-finite {what}"})
+        limit = int(self.config["max_nonfinite_steps"])
+        if limit and self.consecutive_nonfinite >= limit:
+            raise SystemExit(f"train_kitti.py: error: {self.consecutive_nonfinite} steps in a row had a non-finite "
+                             f"{what} (last: step {self.step}); the run stops. The checkpoints in {self.out} are the "
+                             "last good ones: resume from last.pt with a lower lr, precision fp32 or grad_clip, or "
+                             "check the data")
+        return float("nan")
 
     def _log_step(self, losses: Dict[str, float]) -> None:
         """steps.jsonl gets every step (this process's loss); TensorBoard every log_every steps."""
@@ -472,7 +504,8 @@ class Trainer:
             handle.write(json.dumps({"step": self.step, "epoch": self.epoch, "lr": lr, **losses}) + "\n")
         if self.step % self.config["log_every"] == 0 or self.step == 1:
             for key, value in losses.items():
-                self.writer.add_scalar(f"train/{key}", value, self.step)
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, self.step)
             self.writer.add_scalar("train/lr", lr, self.step)
             self.writer.add_scalar("data/skipped_lines", self.skipped, self.step)
 
