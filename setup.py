@@ -50,6 +50,7 @@ setup(
         "train": TRAIN,
         "test": TRAIN + ONNX + ["onnxruntime>=1.18", "openvino>=2024.4"] + [
             "pytest>=7",
+            "ruff>=0.4",
             "colcon-core",
             "colcon-ros",
             "colcon-python-setup-py",

@@ -162,7 +162,8 @@ def _looks_official(obj: Any) -> bool:
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Read and validate a checkpoint file with ``weights_only=True``; raise :class:`CheckpointError` if it is not one."""
+    """Read and validate a checkpoint file with ``weights_only=True``; raise :class:`CheckpointError` if it is not
+    one."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist (or is not a file)")

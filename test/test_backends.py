@@ -65,7 +65,8 @@ def _assert_close(got, reference, precision):
 ])
 def test_cpu_backends_match_eager_fp32(clip_tower, reference, backend, precision):
     if backend in ("onnxruntime", "openvino"):
-        pytest.importorskip(backend, reason=f"pip install 'space_clip_ros[{'onnx' if backend == 'onnxruntime' else backend}]'")
+        extra = "onnx" if backend == "onnxruntime" else backend
+        pytest.importorskip(backend, reason=f"pip install 'space_clip_ros[{extra}]'")
     try:
         estimator = DepthEstimator(tiny_model(clip_tower), device="cpu", precision=precision, backend=backend)
     except BackendUnavailableError as error:

@@ -82,3 +82,38 @@ def test_colcon_build_installs_what_ros2_looks_for(tmp_path):
         assert (prefix / relative).exists(), relative
     data = list(prefix.glob("lib/python3*/site-packages/space_clip_ros/data/fastdds_profile.xml"))
     assert data, "the Fast DDS profile is not installed with the package"
+
+
+def test_every_dependency_key_resolves_on_humble_and_jazzy():
+    """rosdep install --from-paths must succeed: every key of package.xml is a released ROS package or a rosdep key
+    with an Ubuntu rule, per the list tools/derive_rosdep_keys.py derived from ros/rosdistro (commit in the file)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from derive_rosdep_keys import package_keys
+
+    data = json.loads((ROOT / "test" / "data" / "rosdep_keys.json").read_text())
+    keys = package_keys(ROOT / "package.xml")
+    for distro in ("humble", "jazzy"):
+        listed = data["distros"][distro]["keys"]
+        assert set(listed) == keys, "package.xml changed: run python tools/derive_rosdep_keys.py PATH/TO/rosdistro"
+        assert {k: v for k, v in listed.items() if v == "unresolved"} == {}, distro
+
+
+def test_rosdep_derivation_tells_resolvable_keys_from_others(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from derive_rosdep_keys import released_packages, ubuntu_rule
+
+    (tmp_path / "jazzy").mkdir()
+    (tmp_path / "jazzy" / "distribution.yaml").write_text(yaml.safe_dump({"repositories": {
+        "rclpy": {"release": {"packages": ["rclpy"]}}, "launch": {"release": {"packages": ["launch", "launch_xml"]}},
+        "sensor_msgs": {"release": {"version": "5.3.6-1"}}, "unreleased": {"source": {}}}}))
+    assert released_packages(tmp_path, "jazzy") == {"rclpy", "launch", "launch_xml", "sensor_msgs"}
+    assert "rclpy_lifecycle" not in released_packages(tmp_path, "jazzy")
+    assert ubuntu_rule({"ubuntu": {"pip": {"packages": ["transformers"]}}}, "noble")
+    assert ubuntu_rule({"ubuntu": {"*": ["python3-torch"], "focal": None}}, "jammy")
+    assert not ubuntu_rule({"ubuntu": {"*": ["python3-torch"], "focal": None}}, "focal")
+    assert not ubuntu_rule({"debian": ["x"]}, "noble") and not ubuntu_rule(None, "noble")

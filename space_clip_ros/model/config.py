@@ -73,7 +73,8 @@ class SpaceClipConfig:
         if self.backbone_type not in BACKBONE_TYPES:
             raise ValueError(f"backbone_type must be one of {BACKBONE_TYPES}, got {self.backbone_type!r}")
         if not self.decoder_channels or any(c < 2 for c in self.decoder_channels):
-            raise ValueError(f"decoder_channels must be a non-empty list of channel counts >= 2, got {self.decoder_channels}")
+            raise ValueError("decoder_channels must be a non-empty list of channel counts >= 2, got "
+                             f"{self.decoder_channels}")
         if len(self.semantic_layers) != len(self.decoder_channels):
             raise ValueError(
                 f"semantic_layers has {len(self.semantic_layers)} entries but decoder_channels has "
