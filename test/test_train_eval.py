@@ -308,3 +308,19 @@ def test_pred_dir_against_velodyne_npz(tree, tmp_path):
     assert eval_kitti.main(["--pred-dir", str(preds), "--filenames", str(tree.velodyne_list), "--gt-path", str(npz),
                             "--out", str(out)]) == 0
     assert json.loads(out.read_text())["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-5)
+
+
+def test_rotated_crop_equals_rotating_the_whole_frame():
+    """The training crop of the rotated frame, computed on the crop only, has the pixels of PIL's whole-frame rotation
+    (bicubic, as the image is rotated); angle 0 is a plain crop."""
+    from PIL import Image
+
+    from kitti import rotated_crop
+
+    rgb = np.random.default_rng(4).integers(0, 256, (375, 1242, 3), dtype=np.uint8)
+    for angle in (0.73, -0.99, 0.2):
+        for x, y in ((0, 0), (538, 23), (100, 10)):
+            whole = np.asarray(Image.fromarray(rgb).rotate(angle, resample=Image.BICUBIC, fillcolor=(0, 0, 0)))
+            np.testing.assert_array_equal(rotated_crop(rgb, angle, (x, y, 704, 352), Image.BICUBIC, (0, 0, 0)),
+                                          whole[y:y + 352, x:x + 704])
+    np.testing.assert_array_equal(rotated_crop(rgb, 0.0, (5, 7, 20, 10), Image.BICUBIC, (0, 0, 0)), rgb[7:17, 5:25])

@@ -9,6 +9,7 @@ Layouts (see ../../shared/docs/kitti-evaluation.md):
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,26 @@ class Augment:
     color: bool = True  # gamma, brightness and per-channel colour in [0.9, 1.1], with p = 0.5
 
 
+def rotated_crop(array: np.ndarray, angle: float, box: Tuple[int, int, int, int], resample, fill) -> np.ndarray:
+    """``box`` = (x, y, width, height) of ``array`` rotated by ``angle`` degrees about its centre as PIL's
+    ``Image.rotate(angle, resample, fillcolor=fill)`` does (same size, counter-clockwise), computed on the box only."""
+    from PIL import Image
+
+    x0, y0, width, height = box
+    if not angle:
+        return np.ascontiguousarray(array[y0:y0 + height, x0:x0 + width])
+    h, w = array.shape[:2]
+    cx, cy = w / 2.0, h / 2.0
+    rad = -math.radians(angle % 360.0)
+    a, b = round(math.cos(rad), 15), round(math.sin(rad), 15)
+    d, e = round(-math.sin(rad), 15), round(math.cos(rad), 15)
+    c = a * -cx + b * -cy + cx
+    f = d * -cx + e * -cy + cy
+    matrix = (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
+    image = Image.fromarray(array)
+    return np.asarray(image.transform((width, height), Image.AFFINE, matrix, resample, fillcolor=fill))
+
+
 class KittiDepth:
     """Samples of a BTS-format list that have annotated depth.
 
@@ -304,19 +325,25 @@ class KittiDepth:
         from PIL import Image
 
         aug = self.augment
-        if aug.rotate_degrees > 0:
-            angle = (random.random() - 0.5) * 2 * aug.rotate_degrees
-            rgb = np.asarray(Image.fromarray(rgb).rotate(angle, resample=Image.BICUBIC, fillcolor=(0, 0, 0)))
-            depth = np.asarray(Image.fromarray(depth).rotate(angle, resample=Image.NEAREST, fillcolor=0))
-        image = rgb.astype(np.float32) / 255.0
+        angle = (random.random() - 0.5) * 2 * aug.rotate_degrees if aug.rotate_degrees > 0 else 0.0
         th, tw = aug.crop
-        h, w = image.shape[:2]
-        if h < th or w < tw:  # smaller frames are resized to the crop, as the release does
-            image = pil_resize((image * 255).astype(np.uint8), (th, tw), "bicubic").astype(np.float32) / 255.0
+        h, w = rgb.shape[:2]
+        if h < th or w < tw:  # smaller frames are rotated whole, then resized to the crop, as the release does
+            if angle:
+                rgb = np.asarray(Image.fromarray(rgb).rotate(angle, resample=Image.BICUBIC, fillcolor=(0, 0, 0)))
+                depth = np.asarray(Image.fromarray(depth).rotate(angle, resample=Image.NEAREST, fillcolor=0))
+            image = pil_resize(rgb, (th, tw), "bicubic").astype(np.float32) / 255.0
             depth = pil_resize(depth, (th, tw), "nearest")
         else:
             y, x = random.randint(0, h - th), random.randint(0, w - tw)
-            image, depth = image[y:y + th, x:x + tw], depth[y:y + th, x:x + tw]
+            # The image's crop of the frame rotated about its centre is computed for the crop's pixels only (PIL's
+            # rotation matrix offset to the crop; the same pixels as rotating the whole frame, in half the time).
+            # Depth is rotated whole (nearest-neighbour ties would fall differently with the offset; it is cheap).
+            rgb = rotated_crop(rgb, angle, (x, y, tw, th), Image.BICUBIC, (0, 0, 0))
+            if angle:
+                depth = np.asarray(Image.fromarray(depth).rotate(angle, resample=Image.NEAREST, fillcolor=0))
+            depth = depth[y:y + th, x:x + tw]
+            image = rgb.astype(np.float32) / 255.0
         if aug.flip and random.random() > 0.5:
             image, depth = image[:, ::-1], depth[:, ::-1]
         if aug.color and random.random() > 0.5:

@@ -39,7 +39,7 @@ from space_clip_ros.model import SpaceClip, SpaceClipConfig  # noqa: E402
 from space_clip_ros.model.backbone import BackboneUnavailableError  # noqa: E402
 from space_clip_ros.runtime import resolve_device  # noqa: E402
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}
 RESUME_FREE = ("out", "max_steps", "workers", "device", "log_every", "log_images")  # may change on --resume
 
 
@@ -218,6 +218,8 @@ class Trainer:
         self.proc = Process(config["device"])
         self.out = Path(config["out"])
         self.dtype = PRECISIONS[config["precision"]]
+        if self.dtype == "auto":  # bf16 autocast on CUDA (frozen tower and decoder forward), fp32 on the CPU
+            self.dtype = torch.bfloat16 if self.proc.device.type == "cuda" else None
         if self.dtype == torch.float16 and self.proc.device.type != "cuda":
             raise SystemExit("train_kitti.py: error: precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         seed_everything(config["seed"], self.proc.rank)
@@ -254,7 +256,8 @@ class Trainer:
             persistent_workers=False)
         self.steps_per_epoch = len(self.loader)
         self.optimizer = torch.optim.AdamW(list(self.model.trainable_parameters()), lr=config["lr"],
-                                           weight_decay=config["weight_decay"])
+                                           weight_decay=config["weight_decay"],
+                                           fused=True if self.proc.device.type == "cuda" else None)
         self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = EMA(decoder, config["ema_decay"]) if config["ema_decay"] > 0 else None
@@ -366,7 +369,8 @@ class Trainer:
         self.proc.log(f"training {sum(p.numel() for p in self.model.trainable_parameters()):,} decoder parameters "
                       f"({c['model'].get('backbone')} frozen) on {self.proc.device} x{self.proc.world}, "
                       f"{len(self.train_set)} lines, {self.steps_per_epoch} steps/epoch, {c['epochs']} epochs, "
-                      f"{c['precision']}; run folder {self.out}")
+                      f"{c['precision']} ({'fp32' if self.dtype is None else str(self.dtype).split('.')[-1]} "
+                      f"autocast); run folder {self.out}")
         results: Dict[str, float] = {}
         stopped = False
         while self.epoch < c["epochs"] and not stopped:
