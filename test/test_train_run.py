@@ -267,12 +267,28 @@ def test_release_recipe_validates_on_the_release_path_with_flip_tta(clip_tower, 
     assert json.loads(result.read_text())["abs_rel"] == pytest.approx(record["abs_rel"], rel=1e-5)
 
 
-def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
-    """eval_kitti.py --protocol spaceclip --flip-tta against the release's recipe written out step by step."""
+def _frames_by_hand(model, tree):
+    """(pixel values, ground truth at 352x704) of each test frame as the authors prepare them, written out with PIL:
+    image bicubic to 352x704 then to the tower's 64x64, ground truth NEAREST to 352x704."""
     from PIL import Image
 
+    from kitti import read_depth_png, read_list, resolve_depth_path
+
+    mean, std = np.array(model.preprocessing.mean), np.array(model.preprocessing.std)
+    for sample in read_list(tree.test_list):
+        image = Image.open(tree.raw / sample.image).convert("RGB").resize((704, 352), Image.BICUBIC)
+        small = np.asarray(image.resize((64, 64), Image.BICUBIC), np.float32) / 255.0
+        x = torch.from_numpy(((small - mean) / std).transpose(2, 0, 1)[None].astype(np.float32))
+        gt = np.asarray(Image.fromarray(read_depth_png(resolve_depth_path(tree.gt, sample.depth))).resize(
+            (704, 352), Image.NEAREST))
+        yield x, gt
+
+
+def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
+    """eval_kitti.py --protocol spaceclip --flip-tta against the release's recipe written out step by step."""
+
     from helpers import tiny_model
-    from kitti import crop_mask, read_depth_png, read_list, resolve_depth_path
+    from kitti import crop_mask
     from metrics import compute_errors
     from space_clip_ros import save_checkpoint
 
@@ -284,15 +300,9 @@ def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
     assert eval_kitti.main([*args, "--flip-tta", "--out", str(result)]) == 0
     got = json.loads(result.read_text())
     sums = {}
-    for sample in read_list(tree.test_list):
-        image = Image.open(tree.raw / sample.image).convert("RGB").resize((704, 352), Image.BICUBIC)
-        small = np.asarray(image.resize((64, 64), Image.BICUBIC), np.float32) / 255.0
-        mean, std = np.array(model.preprocessing.mean), np.array(model.preprocessing.std)
-        x = torch.from_numpy(((small - mean) / std).transpose(2, 0, 1)[None].astype(np.float32))
+    for x, gt in _frames_by_hand(model, tree):
         with torch.no_grad():
             pred = 0.5 * (model(x, output_size=(352, 704)) + model(x.flip(3), output_size=(352, 704)).flip(3))
-        gt = np.asarray(Image.fromarray(read_depth_png(resolve_depth_path(tree.gt, sample.depth))).resize(
-            (704, 352), Image.NEAREST))
         valid = (gt > 1e-3) & (gt < 80) & crop_mask((352, 704), "eigen")
         errors = compute_errors(gt[valid], np.clip(pred[0, 0].numpy()[valid], 1e-3, 80))
         for key, value in errors.items():
@@ -306,10 +316,8 @@ def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
 def test_paper_protocol_by_hand(clip_tower, tree, tmp_path):
     """eval_kitti.py --protocol paper against the first code version's evaluation written out step by step: gt
     resized NEAREST to 352x704, no crop, 1e-3 < gt < 80, per-image median scaling, no clamp."""
-    from PIL import Image
 
     from helpers import tiny_model
-    from kitti import read_depth_png, read_list, resolve_depth_path
     from metrics import compute_errors
     from space_clip_ros import save_checkpoint
 
@@ -321,15 +329,9 @@ def test_paper_protocol_by_hand(clip_tower, tree, tmp_path):
                             "--protocol", "paper", "--out", str(result)]) == 0
     got = json.loads(result.read_text())
     sums = {}
-    for sample in read_list(tree.test_list):
-        image = Image.open(tree.raw / sample.image).convert("RGB").resize((704, 352), Image.BICUBIC)
-        small = np.asarray(image.resize((64, 64), Image.BICUBIC), np.float32) / 255.0
-        mean, std = np.array(model.preprocessing.mean), np.array(model.preprocessing.std)
-        x = torch.from_numpy(((small - mean) / std).transpose(2, 0, 1)[None].astype(np.float32))
+    for x, gt in _frames_by_hand(model, tree):
         with torch.no_grad():
             pred = model(x, output_size=(352, 704))[0, 0].numpy()
-        gt = np.asarray(Image.fromarray(read_depth_png(resolve_depth_path(tree.gt, sample.depth))).resize(
-            (704, 352), Image.NEAREST))
         valid = (gt > 1e-3) & (gt < 80)  # no crop
         g, p = gt[valid], pred[valid]
         errors = compute_errors(g, p * (np.median(g) / np.median(p)))
