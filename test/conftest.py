@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random vision towers saved with save_pretrained and loaded back by path (no downloads)."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# ONNX exports of the CPU backends are cached in a folder of this run, not in the user's ~/.cache.
+os.environ.setdefault("SPACE_CLIP_ROS_CACHE", tempfile.mkdtemp(prefix="space_clip_test_cache_"))
 
 from helpers import TINY_CHANNELS, make_tiny_config, save_tiny_tower  # noqa: E402
 

@@ -190,3 +190,28 @@ def test_cudagraph_captures_once_per_shape_and_replays(clip_tower):
 def test_auto_on_cuda_is_cudagraph(clip_tower):
     estimator = DepthEstimator(tiny_model(clip_tower), device="cuda", precision="fp16")
     assert estimator.backend_name == "cudagraph"
+
+
+def test_onnx_exports_are_cached_by_model_fingerprint(clip_tower, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from space_clip_ros.inference import runtimes
+
+    calls = []
+    real = runtimes.export_onnx
+    monkeypatch.setattr(runtimes, "export_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setenv("SPACE_CLIP_ROS_CACHE", str(tmp_path / "cache"))
+    frame = _frames()[1]
+    first = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="onnxruntime")(frame)
+    again = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="onnxruntime")(frame)
+    assert len(calls) == 1 and len(list((tmp_path / "cache").glob("*.onnx"))) == 1  # the second start reused it
+    np.testing.assert_array_equal(first, again)
+    other = tiny_model(clip_tower, seed=1)  # other weights: another export, never the first one's file
+    DepthEstimator(other, device="cpu", backend="onnxruntime")
+    assert len(calls) == 2 and len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+    (next((tmp_path / "cache").glob("*.onnx"))).write_bytes(b"damaged")  # a damaged entry is exported again
+    DepthEstimator(tiny_model(clip_tower), device="cpu", backend="onnxruntime")
+    DepthEstimator(other, device="cpu", backend="onnxruntime")
+    assert len(calls) == 3 and not list((tmp_path / "cache").glob(".*.tmp.onnx"))
+    monkeypatch.setenv("SPACE_CLIP_ROS_CACHE", "off")
+    DepthEstimator(tiny_model(clip_tower), device="cpu", backend="onnxruntime")
+    assert len(calls) == 4 and len(list((tmp_path / "cache").glob("*.onnx"))) == 2

@@ -1,16 +1,20 @@
 """CPU backends that run the model's ONNX export in another runtime: OpenVINO and ONNX Runtime.
 
-The model is exported once when the backend is built (:func:`space_clip_ros.export.export_onnx`, depth at the
-model's native size; the frame path around it stays in torch), into a temporary folder that is removed as soon as
-the runtime has read it.
+The model is exported when the backend is built (:func:`space_clip_ros.export.export_onnx`, depth at the model's
+native size; the frame path around it stays in torch). Exports are cached by a fingerprint of the model's weights and
+configuration in ``$SPACE_CLIP_ROS_CACHE`` (default ``~/.cache/space_clip_ros/onnx``; ``off`` disables it), so a node
+restarted with the same checkpoint starts in a second instead of exporting again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -19,6 +23,62 @@ from torch import Tensor
 from ..export import export_onnx
 from ..model import SpaceClip
 from .backends import Backend, BackendUnavailableError, require_module
+
+
+LOG = logging.getLogger("space_clip_ros.inference")
+CACHE_ENV = "SPACE_CLIP_ROS_CACHE"
+EXPORT_FORMAT = 1  # bump when the exported graph changes for the same model
+
+
+def onnx_cache_folder() -> Optional[Path]:
+    """Where exports are cached (``$SPACE_CLIP_ROS_CACHE``, else ``$XDG_CACHE_HOME`` or ``~/.cache``); None: off."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "off", "0", "none") else Path(value)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "space_clip_ros" / "onnx"
+
+
+def model_fingerprint(model: SpaceClip) -> str:
+    """A digest of everything the export depends on: every weight's bytes, the configuration, the preprocessing,
+    torch's version and the export format."""
+    digest = hashlib.blake2b(digest_size=16)
+    meta = {"config": model.config.to_dict(), "preprocessing": model.preprocessing.to_dict(),
+            "torch": torch.__version__, "format": EXPORT_FORMAT}
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def exported_model(model: SpaceClip, load: Callable[[str], None]) -> None:
+    """Export ``model`` (or take its cached export) and hand the file's path to ``load``."""
+    folder = onnx_cache_folder()
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            LOG.warning("ONNX export cache %s is not writable (%s); exporting to a temporary folder", folder, error)
+            folder = None
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as tmp:
+            load(str(export_onnx(model, Path(tmp) / "model.onnx")))
+        return
+    path = folder / f"{model_fingerprint(model)}.onnx"
+    if path.is_file():
+        try:
+            load(str(path))
+            LOG.info("ONNX export from the cache: %s", path)
+            return
+        except Exception as error:  # noqa: BLE001 - a damaged cache entry is exported again
+            LOG.warning("cached ONNX export %s could not be read (%s); exporting again", path, error)
+    partial = export_onnx(model, folder / f".{path.stem}.{os.getpid()}.tmp.onnx")
+    os.replace(partial, path)  # atomic: a concurrent reader sees a whole file or none
+    LOG.info("exported the model to ONNX: %s", path)
+    load(str(path))
 
 
 def _needs_cpu(name: str, device: torch.device) -> None:
@@ -36,10 +96,8 @@ class _OnnxBackend(Backend):
         super().__init__(model.to(device="cpu", dtype=torch.float32).eval(), device, dtype)
         self.input_dtype = torch.float32
 
-    def _with_export(self, load) -> None:
-        with tempfile.TemporaryDirectory(prefix="space_clip_onnx_") as folder:
-            path = export_onnx(self.model, Path(folder) / "model.onnx")
-            load(str(path))
+    def _with_export(self, load: Callable[[str], None]) -> None:
+        exported_model(self.model, load)
 
 
 class OnnxRuntimeBackend(_OnnxBackend):
