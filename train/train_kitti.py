@@ -460,12 +460,12 @@ class Trainer:
         loss = losses["loss"]
         finite, = self.proc.all_sum([float(torch.isfinite(loss).item())])
         if finite < self.proc.world:
-            return self._skip_nonfinite("loss", {k: float(v.detach()) for k, v in losses.items()})
+            return self._skip_nonfinite("loss", losses)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters()), c["grad_clip"])
         if self.dtype != torch.float16 and not torch.isfinite(norm):  # fp16: the gradient scaler skips the step
-            return self._skip_nonfinite("gradient", {k: float(v.detach()) for k, v in losses.items()})
+            return self._skip_nonfinite("gradient", losses)
         self.consecutive_nonfinite = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -476,7 +476,7 @@ class Trainer:
         self._log_step({k: float(v.detach()) for k, v in losses.items()})
         return float(loss.detach())
 
-    def _skip_nonfinite(self, what: str, losses: Dict[str, float]) -> float:
+    def _skip_nonfinite(self, what: str, losses: Dict[str, torch.Tensor]) -> float:
         """A NaN/Inf loss or gradient: the step is skipped (no weight, BatchNorm statistic, EMA or optimizer change;
         the schedule moves on), reported with its step number and counted; ``max_nonfinite_steps`` in a row stop the
         run with an error (the checkpoints on disk are the last good ones)."""
@@ -490,7 +490,8 @@ class Trainer:
                 buffer.copy_(saved)
         self.step += 1
         self.scheduler.step()
-        self._log_step({**losses, "loss": float("nan"), "skipped": f"non-finite {what}"})
+        self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
+                        "skipped": f"non-finite {what}"})
         limit = int(self.config["max_nonfinite_steps"])
         if limit and self.consecutive_nonfinite >= limit:
             raise SystemExit(f"train_kitti.py: error: {self.consecutive_nonfinite} steps in a row had a non-finite "

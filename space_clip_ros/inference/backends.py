@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -76,7 +75,6 @@ class Backend:
         self.via: Size = (int(prep.output_size[0]), int(prep.output_size[1]))
         self.mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
-        self._lock = threading.Lock()
 
     def describe(self) -> str:
         return f"{self.name} on {self.device} ({_dtype_name(self.dtype)})"

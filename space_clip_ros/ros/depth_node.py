@@ -41,16 +41,6 @@ from .stats import FrameStats
 LOG_THROTTLE_S = 5.0
 
 
-def fastdds_profile_path() -> str:
-    """The shipped Fast DDS profile (see :mod:`space_clip_ros.ros.fastdds`)."""
-    return fastdds.profile_path()
-
-
-def use_shipped_fastdds_profile() -> None:
-    """Point Fast DDS at the shipped profile unless the user chose one (see :mod:`space_clip_ros.ros.fastdds`)."""
-    fastdds.use_shipped_profile()
-
-
 def _sensor_qos() -> QoSProfile:
     """rclpy's sensor-data profile, as a new object per subscription: REP 2003 overrides (qos_overrides.*) are
     applied to the profile in place, so a shared one would carry one topic's override to every other."""
@@ -425,7 +415,7 @@ def main(args=None) -> None:
 
     SIGINT and SIGTERM (Ctrl-C, ``ros2 launch`` stopping it) only set a flag that the spin loop checks between
     callbacks, so the node is torn down from the main thread once no callback is running: a clean exit, code 0."""
-    use_shipped_fastdds_profile()
+    fastdds.use_shipped_profile()
     try:
         from rclpy.signals import SignalHandlerOptions
 
