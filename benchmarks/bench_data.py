@@ -27,7 +27,8 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=60, help="items timed per mode")
     args = parser.parse_args()
 
-    from kitti import Augment, KittiDepth
+    from space_clip_train.data import Augment
+    from space_clip_train.kitti import KittiDepth
     from kitti_tree import write_tree
     from space_clip_ros.model import CLIP_MEAN, CLIP_STD
 

@@ -29,18 +29,18 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_config(tmp: Path, tower: Path, tree, **extra) -> dict:
-    import config as cfgmod
+def make_config(tmp: Path, tower: Path, tree, **extra):
+    from space_clip_train import config as cfgmod
 
     overrides = {"data_path": str(tree.raw), "gt_path": str(tree.gt), "filenames": str(tree.train_list),
                  "filenames_eval": str(tree.test_list), "device": extra.pop("device"), "workers": 2,
                  "out": str(tmp / extra.pop("name")), "log_images": 0}
-    config = cfgmod.resolve_config(None)
+    config = cfgmod.resolve_config(None).to_dict()
     config.update(overrides)
     model = extra.pop("model", {})
     config["model"].update({"backbone": str(tower), **model})
     config.update(extra)
-    return config
+    return cfgmod.TrainConfig.from_dict(config)
 
 
 def timed(fn, steps, sync):
@@ -58,8 +58,8 @@ def part1(args, tmp, tree) -> None:
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    import train_kitti
-    from losses import SpaceClipLoss
+    from space_clip_train.losses import SpaceClipLoss
+    from space_clip_train.trainer import Trainer
 
     tower = tmp / "vit_b16_random"
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def part1(args, tmp, tree) -> None:
     def run_trainer(precision):
         config = make_config(tmp, tower, tree, device=args.device, name=f"bench_{precision}",
                              batch_size=args.batch, precision=precision)
-        trainer = train_kitti.Trainer(config)
+        trainer = Trainer(config)
         batches = [b for _, b in zip(range(args.steps + 1), iter(trainer.loader))]
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -114,9 +114,10 @@ def part2(args, tmp, tree) -> None:
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    import train_kitti
-    from kitti import read_depth_png, read_list, resolve_depth_path
-    from metrics import MetricAverager, evaluate_image
+    from space_clip_train.data import read_list
+    from space_clip_train.kitti import read_depth_png, resolve_depth_path
+    from space_clip_train.metrics import MetricAverager, evaluate_image
+    from space_clip_train.trainer import Trainer
 
     tower = tmp / "small_random"
     torch.manual_seed(0)
@@ -128,7 +129,7 @@ def part2(args, tmp, tree) -> None:
                          max_steps=args.learn_steps, eval_every=epochs, lr=args.learn_lr, scheduler="cosine_warmup",
                          model={"hidden_size": 96, "decoder_channels": [64, 32, 32, 16], "film_hidden_size": 64})
     start = time.time()
-    results = train_kitti.Trainer(config).fit()
+    results = Trainer(config).fit()
     minutes = (time.time() - start) / 60
     # Predicting the training set's mean depth everywhere.
     values = []

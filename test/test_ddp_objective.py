@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from helpers import tiny_model
-from losses import GlobalBatch, SpaceClipLoss
+from space_clip_train.losses import GlobalBatch, SpaceClipLoss
 
 BATCH = 4
 

@@ -137,7 +137,7 @@ def test_deployment_preprocessing_matches_the_training_path_on_real_frames(clip_
     import torch
     from PIL import Image
 
-    from kitti import clip_input, pil_resize
+    from space_clip_train.data import clip_input, pil_resize
     from space_clip_ros.inference import to_pixel_values
 
     estimator = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="eager")

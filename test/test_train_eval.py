@@ -8,11 +8,12 @@ import torch
 
 import eval_kitti
 import export_gt_depth
-from kitti import (KittiDepth, collate, crop_mask, kb_crop_box, project_velodyne, read_depth_png, read_list,
-                   velodyne_depth, velodyne_to_image_matrix, write_depth_png)
 from kitti_tree import DATE
-from losses import SpaceClipLoss, silog_loss, ssim_loss
-from metrics import compute_errors, evaluate_image
+from space_clip_train.data import collate, read_list
+from space_clip_train.kitti import (KittiDepth, crop_mask, kb_crop_box, project_velodyne, read_depth_png,
+                                    velodyne_depth, velodyne_to_image_matrix, write_depth_png)
+from space_clip_train.losses import SpaceClipLoss, silog_loss, ssim_loss
+from space_clip_train.metrics import compute_errors, evaluate_image
 
 
 # ------------------------------------------------------------------------------------------------ projection
@@ -168,12 +169,12 @@ def test_paper_loss_version_follows_the_first_code_version():
 
 
 def test_paper_protocol_median_scales_without_crop():
-    from metrics import evaluate_image
+    from space_clip_train.metrics import evaluate_image
 
     gt = np.zeros((375, 1242), np.float32)
     gt[::7, ::5] = np.linspace(2, 70, gt[::7, ::5].size).reshape(gt[::7, ::5].shape)
     pred = np.full((352, 704), 3.0, np.float32)
-    from kitti import pil_resize
+    from space_clip_train.data import pil_resize
 
     small = pil_resize(gt, (352, 704), "nearest")
     valid = (small > 1e-3) & (small < 80)
@@ -272,7 +273,7 @@ def test_pred_dir_equal_to_gt_over_1_1_gives_the_exact_abs_rel(tree, tmp_path, c
 
 
 def test_pred_dir_png_spaceclip_protocol_and_missing_predictions(tree, tmp_path, capsys):
-    from kitti import pil_resize
+    from space_clip_train.data import pil_resize
 
     _write_predictions(tree, tmp_path / "preds", lambda sparse, dense: pil_resize(dense, (352, 704), "nearest"),
                        ".png")
@@ -315,7 +316,7 @@ def test_rotated_crop_equals_rotating_the_whole_frame():
     (bicubic, as the image is rotated); angle 0 is a plain crop."""
     from PIL import Image
 
-    from kitti import rotated_crop
+    from space_clip_train.data import rotated_crop
 
     rgb = np.random.default_rng(4).integers(0, 256, (375, 1242, 3), dtype=np.uint8)
     for angle in (0.73, -0.99, 0.2):

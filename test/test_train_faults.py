@@ -87,7 +87,7 @@ def _nan_at(forward, bad):
 
 
 def test_a_nan_loss_skips_its_step_and_is_reported(clip_tower, tree, tmp_path, monkeypatch, capsys):
-    from losses import SpaceClipLoss
+    from space_clip_train.losses import SpaceClipLoss
 
     config = _config(tmp_path, clip_tower)
     clean = tmp_path / "clean"
@@ -106,7 +106,7 @@ def test_a_nan_loss_skips_its_step_and_is_reported(clip_tower, tree, tmp_path, m
 
 
 def test_nan_losses_in_a_row_stop_the_run(clip_tower, tree, tmp_path, monkeypatch):
-    from losses import SpaceClipLoss
+    from space_clip_train.losses import SpaceClipLoss
 
     config = _config(tmp_path, clip_tower, max_nonfinite_steps=3)
     monkeypatch.setattr(SpaceClipLoss, "forward", _nan_at(SpaceClipLoss.forward, {"all"}))

@@ -10,13 +10,14 @@ import yaml
 import eval_kitti
 import train_kitti
 from helpers import TINY_CHANNELS, TINY_HIDDEN
+from space_clip_train import config as cfgmod
 from space_clip_ros import DepthEstimator, load_checkpoint
 from space_clip_ros.checkpoint import read_checkpoint
 
 
 def _config(tmp_path, tower, architecture="paper", **extra):
     """A config file for the tiny tower, inheriting the paper's recipe."""
-    data = {"base": str(train_kitti.cfgmod.DEFAULT_CONFIG),
+    data = {"base": str(cfgmod.DEFAULT_CONFIG),
             "model": {"backbone": str(tower), "hidden_size": TINY_HIDDEN, "decoder_channels": list(TINY_CHANNELS),
                       "film_hidden_size": 16, "architecture": architecture},
             "crop": [48, 96], "workers": 0, "log_images": 2, **extra}
@@ -142,21 +143,21 @@ def test_clear_errors(clip_tower, tree, tmp_path, capsys):
 
 
 def test_shipped_configs_resolve():
-    paper = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / "kitti_paper.yaml")
-    assert (paper["model"]["architecture"], paper["loss_version"], paper["eval_protocol"]) == ("paper",) * 3
-    assert (paper["epochs"], paper["scheduler"], paper["step_epochs"], paper["step_gamma"]) == (10, "step", 2, 0.5)
-    assert (paper["lr"], paper["weight_decay"], paper["batch_size"], paper["seed"], paper["grad_clip"],
-            paper["w_ssim"]) == (1e-4, 0.01, 64, 42, 1.0, 0.5)
-    release = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / "kitti_release.yaml")
-    assert (release["epochs"], release["scheduler"], release["aux_weights"], release["ema_decay"],
-            release["final_flip_tta"], release["eval_protocol"]) == (20, "cosine_warmup", [0.1, 0.05, 0.0], 0.996,
+    paper = cfgmod.resolve_config(cfgmod.CONFIGS / "kitti_paper.yaml")
+    assert (paper.model["architecture"], paper.loss_version, paper.eval_protocol) == ("paper",) * 3
+    assert (paper.epochs, paper.scheduler, paper.step_epochs, paper.step_gamma) == (10, "step", 2, 0.5)
+    assert (paper.lr, paper.weight_decay, paper.batch_size, paper.seed, paper.grad_clip,
+            paper.w_ssim) == (1e-4, 0.01, 64, 42, 1.0, 0.5)
+    release = cfgmod.resolve_config(cfgmod.CONFIGS / "kitti_release.yaml")
+    assert (release.epochs, release.scheduler, release.aux_weights, release.ema_decay,
+            release.final_flip_tta, release.eval_protocol) == (20, "cosine_warmup", [0.1, 0.05, 0.0], 0.996,
                                                                      True, "spaceclip")
-    assert (release["model"]["architecture"], release["loss_version"]) == ("release", "release")
+    assert (release.model["architecture"], release.loss_version) == ("release", "release")
     variants = {}
     for name in ("baseline", "film", "structural", "full"):
-        cfg = train_kitti.cfgmod.resolve_config(train_kitti.cfgmod.CONFIGS / f"ablation_{name}.yaml")
-        assert (cfg["model"]["architecture"], cfg["eval_protocol"]) == ("paper", "paper")  # what Table 2 measured
-        variants[name] = (cfg["model"]["use_film"], cfg["model"]["use_structural_pathway"], cfg["epochs"])
+        cfg = cfgmod.resolve_config(cfgmod.CONFIGS / f"ablation_{name}.yaml")
+        assert (cfg.model["architecture"], cfg.eval_protocol) == ("paper", "paper")  # what Table 2 measured
+        variants[name] = (cfg.model["use_film"], cfg.model["use_structural_pathway"], cfg.epochs)
     assert variants == {"baseline": (False, False, 10), "film": (True, False, 10), "structural": (False, True, 10),
                         "full": (True, True, 10)}
 
@@ -244,7 +245,7 @@ def test_resume_warns_about_changed_settings(clip_tower, tree, tmp_path, capsys)
 def test_release_recipe_validates_on_the_release_path_with_flip_tta(clip_tower, tree, tmp_path):
     """kitti_release.yaml's evaluation: 352x704 maps, Eigen crop, flip TTA at the end; eval_kitti.py agrees."""
     data = yaml.safe_load(_config(tmp_path, clip_tower, "release").read_text())
-    data["base"] = str(train_kitti.cfgmod.CONFIGS / "kitti_release.yaml")
+    data["base"] = str(cfgmod.CONFIGS / "kitti_release.yaml")
     config = tmp_path / "release_tiny.yaml"
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
@@ -272,7 +273,8 @@ def _frames_by_hand(model, tree):
     image bicubic to 352x704 then to the tower's 64x64, ground truth NEAREST to 352x704."""
     from PIL import Image
 
-    from kitti import read_depth_png, read_list, resolve_depth_path
+    from space_clip_train.data import read_list
+    from space_clip_train.kitti import read_depth_png, resolve_depth_path
 
     mean, std = np.array(model.preprocessing.mean), np.array(model.preprocessing.std)
     for sample in read_list(tree.test_list):
@@ -288,8 +290,8 @@ def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
     """eval_kitti.py --protocol spaceclip --flip-tta against the release's recipe written out step by step."""
 
     from helpers import tiny_model
-    from kitti import crop_mask
-    from metrics import compute_errors
+    from space_clip_train.kitti import crop_mask
+    from space_clip_train.metrics import compute_errors
     from space_clip_ros import save_checkpoint
 
     model = tiny_model(clip_tower)  # heads biased positive: depth well above the 1e-3 clamp
@@ -318,7 +320,7 @@ def test_paper_protocol_by_hand(clip_tower, tree, tmp_path):
     resized NEAREST to 352x704, no crop, 1e-3 < gt < 80, per-image median scaling, no clamp."""
 
     from helpers import tiny_model
-    from metrics import compute_errors
+    from space_clip_train.metrics import compute_errors
     from space_clip_ros import save_checkpoint
 
     model = tiny_model(clip_tower, architecture="paper")
@@ -339,3 +341,29 @@ def test_paper_protocol_by_hand(clip_tower, tree, tmp_path):
             sums[key] = sums.get(key, 0.0) + value / 3
     for key in sums:
         assert got[key] == pytest.approx(sums[key], rel=1e-4), key
+
+
+def test_train_is_a_package_and_its_scripts_run_from_any_folder(tmp_path):
+    """The scripts import the library (train/space_clip_train) with no sys.path edits, from any working folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    train_dir = Path(train_kitti.__file__).parent
+    for path in sorted(train_dir.rglob("*.py")):
+        assert "sys.path" not in path.read_text(), f"{path} edits sys.path"
+    for script in ("train_kitti.py", "train_nyu.py", "eval_kitti.py", "eval_nyu.py", "ablate.py", "visualize.py",
+                   "export_gt_depth.py"):
+        result = subprocess.run([sys.executable, str(train_dir / script), "--help"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "usage:" in result.stdout, (script, result.stderr[-2000:])
+
+
+def test_compile_decoder_keeps_checkpoints_loadable(clip_tower, tree, tmp_path):
+    """compile_decoder: torch.compile in place; the checkpoint's keys and the node's loading are unchanged."""
+    out = tmp_path / "compiled"
+    config = _config(tmp_path, clip_tower, "release", summary_protocols=["paper"])
+    assert train_kitti.main(_args(tree, config, out, "--max-steps", "1", "--set", "compile_decoder=true")) == 0
+    saved = read_checkpoint(out / "best.pt")["decoder"]
+    assert not any("_orig_mod" in key for key in saved)
+    assert sorted(load_checkpoint(out / "best.pt").decoder.state_dict()) == sorted(saved)

@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import train_kitti  # noqa: E402
-from config import CONFIGS  # noqa: E402
+import train_kitti
+from space_clip_train.config import CONFIGS
 
 VARIANTS = {  # name: (FiLM, structural pathway, the paper's AbsRel in Table 2)
     "baseline": (False, False, 0.1165),

@@ -18,15 +18,12 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from config import list_path  # noqa: E402
-from kitti import (EIGEN_TEST, MAX_DEPTH, MIN_DEPTH, Sample, SkipReport, read_depth_png, read_list,  # noqa: E402
-                   resolve_depth_path)
-from metrics import PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json  # noqa: E402
+from space_clip_train.config import list_path
+from space_clip_train.data import Sample, SkipReport, read_list
+from space_clip_train.kitti import EIGEN_TEST, MAX_DEPTH, MIN_DEPTH, read_depth_png, resolve_depth_path
+from space_clip_train.metrics import PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json
 
 
 class GroundTruth:
@@ -99,8 +96,8 @@ def evaluate_predictions(pred_dir: Path, samples: List[Sample], gt: GroundTruth,
 def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[str, float]:
     import torch
 
-    from engine import eval_loader, evaluate
-    from kitti import KittiDepth
+    from space_clip_train.evaluation import eval_loader, evaluate
+    from space_clip_train.kitti import KittiDepth
     from space_clip_ros.checkpoint import load_checkpoint
     from space_clip_ros.runtime import resolve_device
 

@@ -14,13 +14,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from config import list_path  # noqa: E402
-from kitti import EIGEN_TEST_VELODYNE, read_list, velodyne_depth  # noqa: E402
+from space_clip_train.config import list_path
+from space_clip_train.data import read_list
+from space_clip_train.kitti import EIGEN_TEST_VELODYNE, velodyne_depth
 
 
 def export(data_path: Path, filenames: Path, out: Path, vel_depth: bool = False) -> int:

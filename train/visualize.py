@@ -13,20 +13,18 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from config import list_path  # noqa: E402
-from kitti import EIGEN_TEST, KITTI_CROP_SIZE, KittiDepth, pil_resize  # noqa: E402
+from space_clip_train.config import list_path
+from space_clip_train.data import pil_resize
+from space_clip_train.kitti import EIGEN_TEST, KITTI_CROP_SIZE, KittiDepth
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     import cv2
     import torch
 
-    from engine import image_grid, predict
+    from space_clip_train.evaluation import image_grid, predict
     from space_clip_ros.checkpoint import load_checkpoint
     from space_clip_ros.runtime import resolve_device
 

@@ -1,4 +1,4 @@
-"""KITTI depth metrics and the two evaluation protocols (see ../../shared/docs/kitti-evaluation.md).
+"""Depth metrics and the evaluation protocols of KITTI (see ../../../shared/docs/kitti-evaluation.md) and NYU.
 
 Metrics are computed per image on its valid pixels and then averaged over images.
 """
@@ -11,14 +11,25 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from kitti import KITTI_CROP_SIZE, MAX_DEPTH, MIN_DEPTH, crop_mask, pil_resize
+from . import nyu
+from .data import pil_resize
+from .kitti import KITTI_CROP_SIZE, MAX_DEPTH, MIN_DEPTH, crop_mask
 
 KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog", "log10")
 COLUMNS = (("abs_rel", "AbsRel"), ("sq_rel", "SqRel"), ("rmse", "RMSE"), ("rmse_log", "RMSE log"), ("a1", "d1"),
            ("a2", "d2"), ("a3", "d3"), ("silog", "SILog"), ("log10", "log10"))
 PROTOCOLS = ("standard", "spaceclip", "paper")
-#: Protocols whose predictions are the model's 352x704 output (the ground truth is resized NEAREST to it).
-AT_352x704 = ("spaceclip", "paper")
+#: The protocols of each dataset (NYU: the paper reports none; the release's and the standard one).
+DATASET_PROTOCOLS = {"kitti": PROTOCOLS, "nyu": ("standard", "spaceclip")}
+#: Protocols whose predictions are the model's output at a fixed size (the ground truth is resized NEAREST to it).
+FIXED_SIZE = {("kitti", "spaceclip"): KITTI_CROP_SIZE, ("kitti", "paper"): KITTI_CROP_SIZE,
+              ("nyu", "spaceclip"): nyu.NYU_SIZE}
+AT_352x704 = ("spaceclip", "paper")  # KITTI's fixed-size protocols
+
+
+def prediction_size(protocol: str, dataset: str = "kitti"):
+    """The (H, W) predictions must have under ``protocol``, or None: the ground truth's own size."""
+    return FIXED_SIZE.get((dataset, protocol))
 
 
 def compute_errors(gt: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
@@ -52,9 +63,11 @@ def resize_prediction(pred: np.ndarray, size) -> np.ndarray:
 
 
 def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard", crop: str = "garg",
-                   min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH) -> Optional[Dict[str, float]]:
+                   min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH,
+                   dataset: str = "kitti") -> Optional[Dict[str, float]]:
     """Metrics of one prediction against its ground truth; None when no pixel is valid.
 
+    KITTI (``dataset="kitti"``):
     ``standard``: ``gt`` at full resolution, ``pred`` resized (bilinear) to it, ``crop`` garg|eigen|none, valid gt in
     (min_depth, max_depth), prediction clamped to [min_depth, max_depth].
     ``spaceclip``: the release's path: ``gt`` (full resolution) is resized NEAREST to 352x704 here and ``pred`` must
@@ -63,16 +76,29 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard",
     ``paper``: how the paper's tables were measured (the authors' first code version): ``gt`` resized NEAREST to
     352x704, ``pred`` the model's 352x704 output, NO crop, valid gt in (min_depth, max_depth), per-image MEDIAN
     SCALING (pred * median(gt) / median(pred), by 1 when median(pred) <= 1e-6), no clamp. Scale-recovered numbers.
+
+    NYU Depth v2 (``dataset="nyu"``, depth 1e-3..10 m):
+    ``standard``: as BTS and AdaBins: ``pred`` resized to ``gt``, ``crop`` eigen (rows 45:471, columns 41:601) or
+    none, clamped; ``spaceclip``: the release's: ``pred`` the model's 480x640 output, no crop, clamped, non-finite
+    predictions dropped.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol not in DATASET_PROTOCOLS.get(dataset, ()):
+        raise ValueError(f"protocol must be one of {DATASET_PROTOCOLS.get(dataset)} for {dataset!r}, got "
+                         f"{protocol!r}" if dataset in DATASET_PROTOCOLS else
+                         f"dataset must be one of {sorted(DATASET_PROTOCOLS)}, got {dataset!r}")
     gt = np.asarray(gt, dtype=np.float32)
     pred = np.asarray(pred, dtype=np.float32)
-    if protocol in AT_352x704:
-        if pred.shape != KITTI_CROP_SIZE:
-            raise ValueError(f"the {protocol} protocol needs 352x704 predictions, got {pred.shape}")
-        gt = pil_resize(gt, KITTI_CROP_SIZE, "nearest")
-        crop = "eigen" if protocol == "spaceclip" else "none"
+    size = prediction_size(protocol, dataset)
+    if size is not None:
+        if pred.shape != size:
+            raise ValueError(f"the {dataset} {protocol} protocol needs {size[0]}x{size[1]} predictions, got "
+                             f"{pred.shape}")
+        if gt.shape != size:
+            gt = pil_resize(gt, size, "nearest")
+        if dataset == "kitti":
+            crop = "eigen" if protocol == "spaceclip" else "none"
+        else:
+            crop = "none"
     if protocol == "paper":
         valid = (gt > min_depth) & (gt < max_depth)
         if not valid.any():
@@ -85,7 +111,7 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard",
             return compute_errors(gt_valid, pred_valid * scale)
     pred = resize_prediction(pred, gt.shape)
     valid = (gt > min_depth) & (gt < max_depth)
-    mask = crop_mask(gt.shape, crop)
+    mask = crop_mask(gt.shape, crop) if dataset == "kitti" else nyu.crop_mask(gt.shape, crop)
     if mask is not None:
         valid &= mask
     gt_valid = gt[valid]

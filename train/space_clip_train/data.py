@@ -1,11 +1,5 @@
-"""KITTI on disk: split lists, calibration, Velodyne ground truth, evaluation crops and the training dataset.
-
-Layouts (see ../../shared/docs/kitti-evaluation.md):
-  raw data   DATA/2011_09_26/{calib_cam_to_cam.txt, calib_velo_to_cam.txt}
-             DATA/2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png
-             DATA/2011_09_26/2011_09_26_drive_0002_sync/velodyne_points/data/0000000069.bin
-  annotated  GT/{train,val}/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png (uint16, m*256)
-"""
+"""What every dataset shares: list files, skipped-line reports, image reading, the authors' resizing, the training
+augmentation, and the dataset base class that turns (RGB, depth) pairs into training and evaluation items."""
 
 from __future__ import annotations
 
@@ -17,15 +11,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from space_clip_ros.kitti_calib import read_kitti_calib
-
 PathLike = Union[str, Path]
-SPLITS = Path(__file__).resolve().parent / "splits"
-EIGEN_TEST = SPLITS / "eigen_test_files_with_gt.txt"  # 697 lines, 652 with annotated depth
-EIGEN_TEST_VELODYNE = SPLITS / "eigen_test_files.txt"  # the same 697 frames, monodepth2 format
-MIN_DEPTH, MAX_DEPTH = 1e-3, 80.0
-KITTI_CROP_SIZE = (352, 704)  # the random training crop and the authors' evaluation size
-
+SPLITS = Path(__file__).resolve().parents[1] / "splits"
 
 # ---------------------------------------------------------------------------------------------------------- lists
 @dataclass(frozen=True)
@@ -62,14 +49,6 @@ def read_list(path: PathLike) -> List[Sample]:
     return samples
 
 
-def resolve_depth_path(gt_root: PathLike, rel: str) -> Optional[Path]:
-    """Annotated depth ``rel`` under ``gt_root`` itself, or under its ``train/`` or ``val/`` folder."""
-    root = Path(gt_root)
-    for candidate in (root / rel, root / "train" / rel, root / "val" / rel):
-        if candidate.is_file():
-            return candidate
-    return None
-
 
 class SkipReport:
     """Counts list lines that could not be used and names the first few."""
@@ -101,106 +80,6 @@ def read_rgb(path: PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {error}") from None
 
 
-def read_depth_png(path: PathLike) -> np.ndarray:
-    """Annotated KITTI depth: uint16 PNG, metres = value / 256, 0 = no measurement -> float32 metres (0 = none)."""
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"cannot read depth PNG {path}")
-    if raw.dtype != np.uint16 or raw.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel uint16 PNG (KITTI depth), got {raw.dtype} {raw.shape}")
-    return raw.astype(np.float32) / 256.0
-
-
-def write_depth_png(path: PathLike, depth: np.ndarray) -> None:
-    """Metres -> KITTI's uint16 PNG (value = round(m * 256), 0 = none)."""
-    import cv2
-
-    out = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * 256.0), 0)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.clip(out, 0, 65535).astype(np.uint16)):
-        raise OSError(f"could not write {path}")
-
-
-def read_velodyne(path: PathLike) -> np.ndarray:
-    """(N, 4) float32 x, y, z, reflectance from a KITTI ``.bin`` scan."""
-    data = np.fromfile(str(path), dtype=np.float32)
-    if data.size % 4:
-        raise ValueError(f"{path}: {data.size} floats is not a whole number of (x, y, z, r) points")
-    return data.reshape(-1, 4)
-
-
-# ------------------------------------------------------------------------------------------ Velodyne ground truth
-def velodyne_to_image_matrix(calib_dir: PathLike, camera: int = 2) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """3x4 projection from Velodyne to rectified camera ``camera`` pixels, and that image's (H, W):
-    P_rect_0c @ R_rect_00 (4x4) @ [R | T] (4x4)."""
-    cam = read_kitti_calib(Path(calib_dir) / "calib_cam_to_cam.txt")
-    velo = read_kitti_calib(Path(calib_dir) / "calib_velo_to_cam.txt")
-    velo_to_cam = np.eye(4)
-    velo_to_cam[:3, :3] = velo["R"].reshape(3, 3)
-    velo_to_cam[:3, 3] = velo["T"]
-    rect = np.eye(4)
-    rect[:3, :3] = cam["R_rect_00"].reshape(3, 3)
-    p_rect = cam[f"P_rect_0{camera}"].reshape(3, 4)
-    width, height = (int(v) for v in cam[f"S_rect_0{camera}"])
-    return p_rect @ rect @ velo_to_cam, (height, width)
-
-
-def project_velodyne(points: np.ndarray, projection: np.ndarray, size: Tuple[int, int],
-                     vel_depth: bool = False) -> np.ndarray:
-    """Sparse (H, W) float32 depth from Velodyne points (0 = none), monodepth2's recipe with a correct pixel index.
-
-    Points behind the scanner (x < 0) are dropped; pixel = round(u) - 1, round(v) - 1 (KITTI's MATLAB convention);
-    where several points land on one pixel the nearest wins. Depth is the camera z, or the Velodyne x with
-    ``vel_depth`` (monodepth2's legacy ``--split eigen`` ground truth)."""
-    height, width = size
-    pts = points[points[:, 0] >= 0].astype(np.float64)
-    homogeneous = np.concatenate([pts[:, :3], np.ones((len(pts), 1))], axis=1)
-    uvz = homogeneous @ projection.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.round(uvz[:, 0] / uvz[:, 2]) - 1
-        v = np.round(uvz[:, 1] / uvz[:, 2]) - 1
-    depth = pts[:, 0] if vel_depth else uvz[:, 2]
-    keep = np.isfinite(u) & np.isfinite(v) & (u >= 0) & (v >= 0) & (u < width) & (v < height) & (depth > 0)
-    u, v, depth = u[keep].astype(np.int64), v[keep].astype(np.int64), depth[keep]
-    out = np.zeros((height, width), dtype=np.float32)
-    order = np.argsort(-depth, kind="stable")  # far first, so the nearest point on a pixel is written last
-    out[v[order], u[order]] = depth[order]
-    return out
-
-
-def velodyne_depth(data_root: PathLike, image_rel: str, vel_depth: bool = False) -> np.ndarray:
-    """Ground truth for one raw image (``date/drive/image_0c/data/N.png``) from its Velodyne scan."""
-    rel = Path(image_rel)
-    date_dir = Path(data_root) / rel.parts[0]
-    drive_dir = Path(data_root) / rel.parts[0] / rel.parts[1]
-    camera = int(rel.parts[2][-1])
-    projection, size = velodyne_to_image_matrix(date_dir, camera)
-    scan = read_velodyne(drive_dir / "velodyne_points" / "data" / (rel.stem + ".bin"))
-    return project_velodyne(scan, projection, size, vel_depth=vel_depth)
-
-
-# ------------------------------------------------------------------------------------------------------ crops
-def crop_mask(size: Tuple[int, int], crop: str) -> Optional[np.ndarray]:
-    """Boolean (H, W) evaluation mask: ``garg``, ``eigen`` or ``none`` (None)."""
-    height, width = size
-    if crop == "none":
-        return None
-    rows = {"garg": (0.40810811, 0.99189189), "eigen": (0.3324324, 0.91351351)}
-    if crop not in rows:
-        raise ValueError(f"crop must be garg, eigen or none, got {crop!r}")
-    mask = np.zeros((height, width), dtype=bool)
-    top, bottom = rows[crop]
-    mask[int(top * height):int(bottom * height), int(0.03594771 * width):int(0.96405229 * width)] = True
-    return mask
-
-
-def kb_crop_box(size: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """KB crop (352x1216, bottom-centred) as (top, left, height, width)."""
-    height, width = size
-    return height - 352, int((width - 1216) / 2), 352, 1216
-
 
 # ---------------------------------------------------------------------------------------- the authors' resizing
 def pil_resize(array: np.ndarray, size: Tuple[int, int], mode: str) -> np.ndarray:
@@ -226,7 +105,7 @@ def clip_input(rgb01: np.ndarray, input_size: Tuple[int, int], mean: Sequence[fl
 class Augment:
     """Training augmentation of the paper and the release."""
 
-    crop: Tuple[int, int] = KITTI_CROP_SIZE
+    crop: Tuple[int, int] = (352, 704)  # (H, W); KITTI's, the release's NYU crop is 480x640
     rotate_degrees: float = 1.0
     flip: bool = True
     color: bool = True  # gamma, brightness and per-channel colour in [0.9, 1.1], with p = 0.5
@@ -252,12 +131,19 @@ def rotated_crop(array: np.ndarray, angle: float, box: Tuple[int, int, int, int]
     return np.asarray(image.transform((width, height), Image.AFFINE, matrix, resample, fillcolor=fill))
 
 
-class KittiDepth:
-    """Samples of a BTS-format list that have annotated depth.
+class DepthDataset:
+    """Lines of a BTS-format list (``image depth focal``) as training or evaluation items.
 
-    ``train``: random rotation (bicubic image, nearest depth), random crop, flip, colour; ``eval``: the whole frame
-    as the authors feed it, with full-resolution depth. Items: see __getitem__.
+    ``train``: random rotation (bicubic image, nearest depth), random crop of ``augment.crop``, flip, colour;
+    ``eval``: the whole frame resized bicubic to ``eval_size`` as the authors feed it, with full-resolution depth.
+    Subclasses say where the files are and how depth is stored (:meth:`load`). Items: see __getitem__.
     """
+
+    name = "dataset"
+    #: The evaluation input size (and the model's output size under the release's protocol), (H, W).
+    eval_size: Tuple[int, int] = (352, 704)
+    #: What --data-path must be, for error messages.
+    data_root_help = "the dataset root"
 
     def __init__(self, list_path: PathLike, data_root: PathLike, gt_root: Optional[PathLike], mode: str,
                  input_size: Tuple[int, int] = (224, 224), mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
@@ -268,15 +154,15 @@ class KittiDepth:
         if not Path(list_path).is_file():
             raise FileNotFoundError(f"list file {list_path} does not exist")
         if not Path(data_root).is_dir():
-            raise FileNotFoundError(f"--data-path {data_root} is not a folder (the KITTI raw root with date folders)")
+            raise FileNotFoundError(f"--data-path {data_root} is not a folder ({self.data_root_help})")
         self.mode, self.data_root, self.gt_root = mode, Path(data_root), Path(gt_root) if gt_root else None
         self.input_size, self.mean, self.std = tuple(input_size), tuple(mean), tuple(std)
-        self.augment = augment or Augment()
+        self.augment = augment or Augment(crop=self.eval_size)
         self.skips = SkipReport(str(list_path))
         self.samples = []
         for sample in read_list(list_path):
             if require_depth and sample.depth is None:
-                continue  # the 45 test frames without annotated depth: not an error, not evaluated
+                continue  # e.g. KITTI's 45 test frames without annotated depth: not an error, not evaluated
             self.samples.append(sample)
         self.strict = strict
 
@@ -285,19 +171,7 @@ class KittiDepth:
 
     def load(self, index: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """(RGB uint8, depth metres or None) for one line; raises ValueError naming the problem."""
-        sample = self.samples[index]
-        if not np.isfinite(sample.focal):
-            raise ValueError(f"malformed line (focal is not a number): {sample.line!r}")
-        rgb = read_rgb(self.data_root / sample.image)
-        depth = None
-        if sample.depth is not None and self.gt_root is not None:
-            path = resolve_depth_path(self.gt_root, sample.depth)
-            if path is None:
-                raise ValueError(f"no annotated depth {sample.depth} under {self.gt_root} (or its train/, val/)")
-            depth = read_depth_png(path)
-            if depth.shape != rgb.shape[:2]:
-                raise ValueError(f"depth {depth.shape} and image {rgb.shape[:2]} differ in size")
-        return rgb, depth
+        raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict:
         """A dict of numpy arrays, or ``{"skip": reason, "index": i}`` for a line whose files are missing or
@@ -356,9 +230,10 @@ class KittiDepth:
                 "index": index}
 
     def _eval_item(self, rgb: np.ndarray, depth: Optional[np.ndarray], index: int) -> dict:
-        """The authors' evaluation input: the whole frame resized bicubic to 352x704, then to the tower's size;
+        """The authors' evaluation input: the whole frame resized bicubic to ``eval_size``, then to the tower's size;
         ``depth`` at full resolution."""
-        small = pil_resize(rgb, KITTI_CROP_SIZE, "bicubic").astype(np.float32) / 255.0
+        small = rgb if rgb.shape[:2] == tuple(self.eval_size) else pil_resize(rgb, self.eval_size, "bicubic")
+        small = small.astype(np.float32) / 255.0
         item = {"pixel_values": clip_input(small, self.input_size, self.mean, self.std),
                 "image": small.transpose(2, 0, 1).copy(), "index": index}
         if depth is not None:

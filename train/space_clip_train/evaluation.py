@@ -1,6 +1,6 @@
-"""Running a model over a KITTI list: predictions, flip test-time augmentation, metrics, visual grids.
+"""Running a model over a dataset's list: predictions, flip test-time augmentation, metrics, visual grids.
 
-Shared by train_kitti.py (validation each epoch) and eval_kitti.py, so both report the same numbers.
+Shared by the trainer (validation each epoch) and eval_kitti.py / eval_nyu.py, so all report the same numbers.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from kitti import KITTI_CROP_SIZE, KittiDepth, collate
-from metrics import AT_352x704, MetricAverager, evaluate_image
 from space_clip_ros.visualize import colorize_depth
+
+from .data import DepthDataset, collate
+from .metrics import MetricAverager, evaluate_image, prediction_size
 
 
 def is_distributed() -> bool:
@@ -31,7 +32,7 @@ def predict(model: torch.nn.Module, pixel_values: torch.Tensor, output_size: Tup
     return depth
 
 
-def eval_loader(dataset: KittiDepth, workers: int = 2, batch_size: int = 1) -> torch.utils.data.DataLoader:
+def eval_loader(dataset: DepthDataset, workers: int = 2, batch_size: int = 1) -> torch.utils.data.DataLoader:
     """Each process evaluates its own share of the list under torchrun (results are summed afterwards)."""
     sampler = None
     if is_distributed():
@@ -46,9 +47,9 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, protocol: str
              flip_tta: bool = False, min_depth: float = 1e-3, max_depth: float = 80.0, keep_images: int = 0,
              autocast_dtype: Optional[torch.dtype] = None, progress: bool = False,
              ground_truth: Optional[Callable[[int], Optional[np.ndarray]]] = None) -> Tuple[Dict[str, float], list]:
-    """Metrics of ``model`` over ``loader`` (a KittiDepth eval loader) and up to ``keep_images`` (rgb, gt, pred)
-    triples for pictures. ``ground_truth(index)`` supplies full-resolution depth (e.g. projected Velodyne) instead of
-    the annotated maps the dataset loads. Under torchrun the metric sums of all processes are combined."""
+    """Metrics of ``model`` over ``loader`` (an evaluation loader of a DepthDataset) and up to ``keep_images``
+    (rgb, gt, pred) triples for pictures. ``ground_truth(index)`` supplies full-resolution depth (e.g. projected
+    Velodyne) instead of the maps the dataset loads. Under torchrun the metric sums of all processes are combined."""
     was_training = model.training
     model.eval()
     averager = MetricAverager()
@@ -74,7 +75,8 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, protocol: str
         else:
             gts = [d[0].numpy() for d in batch["depth"]]
             pixels = batch["pixel_values"].to(device, non_blocking=True)
-        sizes = {KITTI_CROP_SIZE} if protocol in AT_352x704 else {g.shape for g in gts}
+        fixed = prediction_size(protocol, dataset.name)
+        sizes = {fixed} if fixed else {g.shape for g in gts}
         if len(sizes) == 1:
             preds = list(predict(model, pixels, sizes.pop(), flip_tta, autocast_dtype)[:, 0])
         else:
@@ -82,7 +84,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, protocol: str
                      for i, g in enumerate(gts)]
         for i, (gt, pred) in enumerate(zip(gts, preds)):
             pred_np = pred.cpu().numpy()
-            averager.update(evaluate_image(gt, pred_np, protocol, crop, min_depth, max_depth))
+            averager.update(evaluate_image(gt, pred_np, protocol, crop, min_depth, max_depth, dataset.name))
             if len(kept) < keep_images:
                 kept.append((batch["image"][i].permute(1, 2, 0).numpy(), gt, pred_np))
     if is_distributed():

@@ -1,0 +1,57 @@
+"""The processes of a run: one, or many under torchrun (DistributedDataParallel over NCCL on GPUs, gloo on CPUs)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+from space_clip_ros.runtime import resolve_device
+
+
+class Process:
+    """Rank, world size and device; DistributedDataParallel when started by torchrun."""
+
+    def __init__(self, device_spec: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.distributed = self.world > 1
+        device = resolve_device(device_spec)
+        if device.type == "cuda" and self.distributed:
+            device = torch.device("cuda", self.local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self.device = device
+        if self.distributed:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, text: str) -> None:
+        if self.main:
+            print(text, flush=True)
+
+    def all_sum(self, values: List[float]) -> List[float]:
+        if not self.distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj: Any) -> List[Any]:
+        """``obj`` of every process, by rank (collective: all processes call it)."""
+        if not self.distributed:
+            return [obj]
+        out: List[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.distributed:
+            dist.destroy_process_group()
+

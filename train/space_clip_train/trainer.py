@@ -1,0 +1,461 @@
+"""The training loop: a frozen CLIP tower, SPACE-CLIP's decoder, the losses, validation and checkpoints.
+
+Writes to ``config.out``: config.yaml (the resolved configuration), last.pt after every epoch and best.pt (lowest
+AbsRel), both space_clip_ros checkpoints the node and load_checkpoint read directly, written atomically;
+metrics.jsonl, steps.jsonl and TensorBoard logs in tb/. A resumed run (``resume=RUN/last.pt``) continues exactly
+where that run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from space_clip_ros.checkpoint import atomic_save, checkpoint_dict, read_checkpoint
+from space_clip_ros.model import SpaceClip, SpaceClipConfig
+from space_clip_ros.model.backbone import BackboneUnavailableError
+from space_clip_ros.model.config import KITTI_CAMERA, NYU_CAMERA
+
+from . import config as cfgmod
+from .config import TrainConfig
+from .data import Augment, DepthDataset, collate
+from .distributed import Process
+from .evaluation import eval_loader, evaluate, image_grid
+from .kitti import KittiDepth
+from .losses import GlobalBatch, SpaceClipLoss
+from .metrics import format_table
+from .nyu import NyuDepth
+from .optim import EMA, make_scheduler
+from .random_state import rng_state, seed_everything, set_rng_state
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}
+RESUME_FREE = ("out", "max_steps", "workers", "device", "log_every", "log_images")  # may change on --resume
+#: Per dataset: the dataset class and the camera its checkpoints carry (for the node's focal-length transfer).
+DATASETS = {"kitti": (KittiDepth, KITTI_CAMERA), "nyu": (NyuDepth, NYU_CAMERA)}
+
+
+# ---------------------------------------------------------------------------------------------------- pieces
+def build_model(config: TrainConfig) -> SpaceClip:
+    model_cfg = dict(config.model)
+    if any(w > 0 for w in config.aux_weights):
+        if model_cfg.get("architecture", "release") == "paper":
+            raise SystemExit("error: aux_weights need the release architecture's auxiliary heads; "
+                             "set model.architecture=release (--set model.architecture=release) or aux_weights=[]")
+        model_cfg["use_aux_heads"] = True
+    try:
+        return SpaceClip.from_pretrained_backbone(SpaceClipConfig.from_dict(model_cfg))
+    except BackboneUnavailableError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+
+
+# ------------------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    def __init__(self, config: TrainConfig, resume: Optional[Path] = None):
+        self.config = config
+        self.proc = Process(config.device)
+        self.out = Path(config.out)
+        self.dtype = AUTOCAST[config.precision]
+        if self.dtype == "auto":  # bf16 autocast on CUDA (frozen tower and decoder forward), fp32 on the CPU
+            self.dtype = torch.bfloat16 if self.proc.device.type == "cuda" else None
+        if self.dtype == torch.float16 and self.proc.device.type != "cuda":
+            raise SystemExit("error: precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        seed_everything(config.seed, self.proc.rank)
+        if self.proc.world > 1 and config.batch_size % self.proc.world:
+            raise SystemExit(f"error: batch size {config.batch_size} does not divide over "
+                             f"{self.proc.world} processes")
+        self.per_process_batch = config.batch_size // self.proc.world
+
+        self.model = build_model(config).to(self.proc.device)
+        dataset_class, camera = DATASETS[config.dataset]
+        self.dataset_class = dataset_class
+        self.model.provenance = {"trained": True, "dataset": config.dataset,
+                                 "source": f"train_{config.dataset}.py ({self.out.name})"}
+        # The checkpoint carries the training camera (the node rescales depth to its own camera by fx/width) and the
+        # size the decoder was trained to produce (the node's first resize step goes through it).
+        self.model.training_camera = camera
+        self.model.preprocessing.output_size = tuple(dataset_class.eval_size)
+        if config.channels_last and self.proc.device.type == "cuda":  # the decoder's convolutions in NHWC on GPUs
+            self.model.decoder.to(memory_format=torch.channels_last)
+        if config.compile_decoder:  # in place: the state_dict keys (and so the checkpoints) stay the same
+            self.model.decoder.compile()
+        if config.sync_batchnorm:
+            if self.proc.distributed and self.proc.device.type != "cuda":
+                raise SystemExit("error: sync_batchnorm needs CUDA devices (PyTorch's "
+                                 "SyncBatchNorm runs on GPUs only); set sync_batchnorm=false on the CPU")
+            if self.proc.distributed:  # BatchNorm statistics over the global batch, as one GPU would see it
+                self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
+        decoder = self.model.decoder
+        self.net = self.model
+        if self.proc.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.proc.device.index] if self.proc.device.type == "cuda" else None,
+                find_unused_parameters=any(w <= 0 for w in config.aux_weights))  # a zero-weight aux head
+        self.train_set = self._dataset(config.filenames, "train")
+        self.eval_set = self._dataset(config.filenames_eval, "eval")
+        if len(self.train_set) < config.batch_size:
+            raise SystemExit(f"error: {len(self.train_set)} training lines are fewer than one batch "
+                             f"of {config.batch_size}; lower --batch-size")
+        self.sampler = torch.utils.data.distributed.DistributedSampler(
+            self.train_set, num_replicas=self.proc.world, rank=self.proc.rank, shuffle=True, seed=config.seed,
+            drop_last=True)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=self.per_process_batch, sampler=self.sampler, drop_last=True,
+            num_workers=config.workers, collate_fn=collate, pin_memory=self.proc.device.type == "cuda",
+            persistent_workers=False)
+        self.steps_per_epoch = len(self.loader)
+        self.optimizer = torch.optim.AdamW(list(self.model.trainable_parameters()), lr=config.lr,
+                                           weight_decay=config.weight_decay,
+                                           fused=True if self.proc.device.type == "cuda" else None)
+        self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.ema = EMA(decoder, config.ema_decay) if config.ema_decay > 0 else None
+        self.criterion = SpaceClipLoss(config.w_ssim, config.aux_weights, config.min_depth,
+                                       config.max_depth, version=config.loss_version,
+                                       group=GlobalBatch() if self.proc.distributed else None)
+        self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
+        self.best = math.inf
+        self.epoch_rng: Optional[Dict[str, Any]] = None
+        self.resume_rng: Optional[Dict[str, Any]] = None
+        self.stop_rng: Optional[Dict[str, Any]] = None  # where training left its random streams (checkpointed)
+        self.skipped = self.skipped_epoch = 0
+        self.nonfinite_steps = self.consecutive_nonfinite = 0
+        self._buffers_before: List[torch.Tensor] = []
+        if self.proc.main:
+            self._remove_partial_checkpoints()
+        if resume:
+            self._load(resume)
+        self.writer = None
+        if self.proc.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfgmod.dump(config, self.out / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if resume else None)
+
+    def _remove_partial_checkpoints(self) -> None:
+        """Checkpoints are written to a temporary file and renamed; a run killed while writing leaves the temporary
+        file (never a damaged last.pt or best.pt). Remove such leftovers, saying so."""
+        for partial in sorted(self.out.glob(".*.pt.*.tmp")) if self.out.is_dir() else []:
+            partial.unlink()
+            print(f"removed {partial.name}: a checkpoint write that did not finish (the run was killed while "
+                  "writing); last.pt and best.pt are the last complete ones")
+
+    def _dataset(self, list_value: str, mode: str) -> DepthDataset:
+        c = self.config
+        pre = self.model.preprocessing
+        return self.dataset_class(cfgmod.list_path(list_value), c.data_path, c.gt_path, mode, pre.input_size,
+                          pre.mean, pre.std, Augment(tuple(c.crop), c.rotate_degrees, c.flip, c.color),
+                          strict=c.strict)
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def _training_state(self) -> Dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch, "best_abs_rel": self.best,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "ema": self.ema.shadow if self.ema else None,
+            "rng_epoch_start": self.proc.gather(self.epoch_rng), "rng": self.proc.gather(self.stop_rng),
+            "world_size": self.proc.world, "skipped": self.skipped, "config": self.config.to_dict(),
+        }
+
+    @contextlib.contextmanager
+    def _decoder_weights(self, state: Optional[Dict[str, torch.Tensor]]):
+        """The decoder holds ``state`` (e.g. the EMA's) inside the block and its own weights again after it; None
+        leaves it as it is."""
+        if state is None:
+            yield
+            return
+        live = {k: v.detach().clone() for k, v in self.model.decoder.state_dict().items()}
+        self.model.decoder.load_state_dict(state)
+        try:
+            yield
+        finally:
+            self.model.decoder.load_state_dict(live)
+
+    def _save(self, name: str, state: Dict[str, Any], decoder_state: Optional[Dict[str, torch.Tensor]] = None,
+              extra: Optional[Dict[str, Any]] = None) -> Path:
+        """A checkpoint in the project format with ``state`` (:meth:`_training_state`); ``decoder_state`` replaces
+        the live decoder's (the EMA's)."""
+        with self._decoder_weights(decoder_state):
+            ckpt = checkpoint_dict(self.model, provenance={"epoch": self.epoch, "step": self.step, **(extra or {})},
+                                   training_state=state)
+        path = self.out / name
+        atomic_save(ckpt, path)
+        return path
+
+    def _load(self, path: Path) -> None:
+        ckpt = read_checkpoint(path)
+        state = ckpt.get("training_state")
+        if not state:
+            raise SystemExit(f"error: {path} has no training state (only checkpoints written by "
+                             "train_kitti.py or train_nyu.py can be resumed)")
+        if state["world_size"] != self.proc.world:
+            raise SystemExit(f"error: {path} was written by {state['world_size']} process(es); "
+                             f"resume with the same number (now {self.proc.world}) so the data order matches")
+        changed = {k: (state["config"].get(k), v) for k, v in self.config.to_dict().items()
+                   if k not in RESUME_FREE and state["config"].get(k) != v}
+        if changed:
+            self.proc.log("warning: resuming with settings that differ from the run's: " + "; ".join(
+                f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()) + " (the result is no longer the "
+                "uninterrupted run's)")
+        self.model.decoder.load_state_dict(ckpt["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state["ema"] is not None:
+            self.ema.shadow = {k: v.to(self.proc.device) for k, v in state["ema"].items()}
+        self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
+        self.best, self.skipped = state["best_abs_rel"], state["skipped"]
+        self.epoch_rng = state["rng_epoch_start"][self.proc.rank]  # each process its own random streams
+        self.resume_rng = state["rng"][self.proc.rank]
+        set_rng_state(self.resume_rng)
+        self.proc.log(f"resumed {path}: epoch {self.epoch + 1}, step {self.step}, batch {self.batch_in_epoch} "
+                      f"of {self.steps_per_epoch}")
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def fit(self) -> Dict[str, float]:
+        c = self.config
+        max_steps = c.max_steps or math.inf
+        self.proc.log(f"training {sum(p.numel() for p in self.model.trainable_parameters()):,} decoder parameters "
+                      f"({c.model.get('backbone')} frozen) on {self.proc.device} x{self.proc.world}, "
+                      f"{len(self.train_set)} lines, {self.steps_per_epoch} steps/epoch, {c.epochs} epochs, "
+                      f"{c.precision} ({'fp32' if self.dtype is None else str(self.dtype).split('.')[-1]} "
+                      f"autocast); run folder {self.out}")
+        results: Dict[str, float] = {}
+        stopped = False
+        while self.epoch < c.epochs and not stopped:
+            stopped = self._train_epoch(max_steps)
+            finished_epoch = self.batch_in_epoch == 0
+            last = (self.epoch >= c.epochs) or stopped
+            # The random streams as training left them go into the checkpoint, and validation must not move them:
+            # a resumed run (which skips it) and an uninterrupted one then draw the same dropout masks and crops.
+            self.stop_rng = rng_state()
+            if last or (finished_epoch and self.epoch % c.eval_every == 0):
+                results = self._validate(final=last)  # writes last.pt, and best.pt when AbsRel improved
+                set_rng_state(self.stop_rng)
+            else:
+                state = self._training_state()  # collective under torchrun
+                if self.proc.main:
+                    self._save("last.pt", state)
+                    print(f"wrote {self.out / 'last.pt'} (epoch {self.epoch}, not validated: eval_every "
+                          f"{c.eval_every})")
+        if self.writer:
+            self.writer.close()
+        self.proc.close()
+        return results
+
+    def _train_epoch(self, max_steps: float) -> bool:
+        """One epoch (or the rest of one after a resume). True when max_steps stopped it."""
+        from tqdm import tqdm
+
+        c = self.config
+        self.sampler.set_epoch(self.epoch)
+        resuming = self.batch_in_epoch > 0 and self.epoch_rng is not None
+        if resuming:
+            set_rng_state(self.epoch_rng)  # the data order and augmentations of the interrupted epoch
+        else:
+            self.batch_in_epoch = 0
+            self.epoch_rng = rng_state()
+        skip = self.batch_in_epoch
+        self.net.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {self.epoch + 1}/{c.epochs}",
+                   disable=not self.proc.main, dynamic_ncols=True)
+        start = time.time()
+        if not resuming:
+            self.train_set.skips.skipped.clear()
+            self.skipped_epoch = 0
+        for i, batch in enumerate(self.loader):
+            if i < skip:
+                continue
+            if self.step >= max_steps:
+                bar.close()
+                self.proc.log(f"stopped after {self.step} steps (--max-steps)")
+                return True
+            if i == skip and resuming:
+                set_rng_state(self.resume_rng)  # then the exact state at the moment the run stopped
+            self.train_set.record_skips(batch)
+            loss = self._train_step(batch)
+            self.batch_in_epoch = i + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.proc.log(f"epoch {self.epoch} done in {time.time() - start:.0f} s; " + (
+            f"{self.skipped_epoch} training line(s) skipped (all processes); " + self.train_set.skips.summary()
+            if self.skipped_epoch else "no training lines skipped"))
+        return self.step >= max_steps
+
+    def _train_step(self, batch: Dict[str, Any]) -> float:
+        c = self.config
+        device = self.proc.device
+        n = batch["n"]
+        skipped_here, empty = self.proc.all_sum([float(len(batch["skipped"])), float(n == 0)])
+        self.skipped += int(skipped_here)
+        self.skipped_epoch += int(skipped_here)
+        if empty:  # every line of a process's batch was unusable: all processes pass this step together
+            self.step += 1
+            self.scheduler.step()
+            self._log_step({"loss": float("nan")})
+            return float("nan")
+        pixels = batch["pixel_values"].to(device, non_blocking=True)
+        gt = batch["depth"].to(device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        # BatchNorm's running statistics change in the forward pass: kept to undo a step that turns out non-finite.
+        self._buffers_before = [b.detach().clone() for b in self.model.decoder.buffers()]
+        with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.net(pixels, output_size=tuple(gt.shape[-2:]), return_aux=bool(self.criterion.aux_weights))
+        depth, aux = out if isinstance(out, tuple) else (out, None)
+        losses = self.criterion(depth.float(), gt, [a.float() for a in aux] if aux else None)
+        loss = losses["loss"]
+        finite, = self.proc.all_sum([float(torch.isfinite(loss).item())])
+        if finite < self.proc.world:
+            return self._skip_nonfinite("loss", losses)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters()), c.grad_clip)
+        if self.dtype != torch.float16 and not torch.isfinite(norm):  # fp16: the gradient scaler skips the step
+            return self._skip_nonfinite("gradient", losses)
+        self.consecutive_nonfinite = 0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update(self.model.decoder)
+        self.step += 1
+        self._log_step({k: float(v.detach()) for k, v in losses.items()})
+        return float(loss.detach())
+
+    def _skip_nonfinite(self, what: str, losses: Dict[str, torch.Tensor]) -> float:
+        """A NaN/Inf loss or gradient: the step is skipped (no weight, BatchNorm statistic, EMA or optimizer change;
+        the schedule moves on), reported with its step number and counted; ``max_nonfinite_steps`` in a row stop the
+        run with an error (the checkpoints on disk are the last good ones)."""
+        self.nonfinite_steps += 1
+        self.consecutive_nonfinite += 1
+        self.proc.log(f"warning: non-finite {what} at step {self.step + 1} (epoch {self.epoch + 1}): step skipped "
+                      f"({self.nonfinite_steps} so far, {self.consecutive_nonfinite} in a row)")
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # nothing of this step stays in the model, BatchNorm statistics included
+            for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before):
+                buffer.copy_(saved)
+        self.step += 1
+        self.scheduler.step()
+        self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
+                        "skipped": f"non-finite {what}"})
+        limit = int(self.config.max_nonfinite_steps)
+        if limit and self.consecutive_nonfinite >= limit:
+            raise SystemExit(f"error: {self.consecutive_nonfinite} steps in a row had a non-finite "
+                             f"{what} (last: step {self.step}); the run stops. The checkpoints in {self.out} are the "
+                             "last good ones: resume from last.pt with a lower lr, precision fp32 or grad_clip, or "
+                             "check the data")
+        return float("nan")
+
+    def _log_step(self, losses: Dict[str, float]) -> None:
+        """steps.jsonl gets every step (this process's loss); TensorBoard every log_every steps."""
+        if not self.proc.main:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        with open(self.out / "steps.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": self.step, "epoch": self.epoch, "lr": lr, **losses}) + "\n")
+        if self.step % self.config.log_every == 0 or self.step == 1:
+            for key, value in losses.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            self.writer.add_scalar("data/skipped_lines", self.skipped, self.step)
+
+    # ---------------------------------------------------------------------------------------- validation
+    def _validate(self, final: bool) -> Dict[str, float]:
+        """Validate the live (and EMA) weights without the final flip TTA, write last.pt and best.pt (lowest AbsRel);
+        after the last epoch, report best.pt as :meth:`_final_report` says."""
+        c = self.config
+        flip = c.eval_flip_tta  # selection never sees the final TTA (as the release selects its best)
+        loader = eval_loader(self.eval_set, workers=min(c.workers, 4))
+        kwargs = dict(protocol=c.eval_protocol, crop=c.eval_crop, flip_tta=flip, min_depth=c.min_depth,
+                      max_depth=c.max_depth, autocast_dtype=self.dtype)
+        raw, pictures = evaluate(self.model, loader, self.proc.device, keep_images=c.log_images, **kwargs)
+        chosen, source, ema_state = raw, "raw", None
+        if self.ema:
+            with self._decoder_weights(self.ema.shadow):
+                ema_results, ema_pictures = evaluate(self.model, loader, self.proc.device,
+                                                     keep_images=c.log_images, **kwargs)
+            if ema_results["abs_rel"] < raw["abs_rel"]:
+                chosen, source, pictures, ema_state = ema_results, "ema", ema_pictures, self.ema.shadow
+        skipped_eval, = self.proc.all_sum([float(len(self.eval_set.skips.skipped))])
+        is_best = chosen["abs_rel"] < self.best
+        if is_best:
+            self.best = chosen["abs_rel"]
+        state = self._training_state()  # collective under torchrun (gathers every process's RNG state)
+        if self.proc.main:
+            tag = f"epoch {self.epoch} step {self.step}" + (" (last)" if final else "")
+            print(format_table(chosen, f"validation, {tag}, {c.eval_protocol} protocol, {source} weights:"))
+            if self.ema:
+                print(f"raw AbsRel {raw['abs_rel']:.4f}, EMA AbsRel {ema_results['abs_rel']:.4f}")
+            if skipped_eval:
+                print(f"{int(skipped_eval)} validation line(s) skipped; " + self.eval_set.skips.summary())
+            for key, value in chosen.items():
+                self.writer.add_scalar(f"val/{key}", value, self.step)
+            if pictures:
+                self.writer.add_image("val/rgb_gt_pred", image_grid(pictures, c.max_depth), self.step,
+                                      dataformats="HWC")
+            self.writer.flush()
+            record = {"epoch": self.epoch, "step": self.step, "source": source, "last": final, "flip_tta": flip,
+                      "skipped_train_lines": self.skipped, **chosen}
+            with open(self.out / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            extra = {"abs_rel": chosen["abs_rel"], "weights": source, "eval_protocol": c.eval_protocol}
+            self._save("last.pt", state, extra=extra)
+            if is_best:
+                self._save("best.pt", state, decoder_state=ema_state, extra=extra)
+                print(f"new best AbsRel {self.best:.4f} ({source}): {self.out / 'best.pt'}")
+            print(f"wrote {self.out / 'last.pt'}")
+        if self.proc.distributed:
+            dist.barrier()  # best.pt is on disk for every process
+        if final:
+            return self._final_report(loader, kwargs)
+        return chosen
+
+    def _final_report(self, loader, kwargs) -> Dict[str, float]:
+        """best.pt (the weights selected without TTA) evaluated with ``final_flip_tta`` under every protocol of
+        ``summary_protocols``, each labelled with what to compare it with (README, "Which numbers to compare").
+        metrics.jsonl gets one ``final`` record per protocol; ``primary`` marks the validation protocol's."""
+        c = self.config
+        flip = c.final_flip_tta
+        best = self.out / "best.pt"
+        weights = read_checkpoint(best)["decoder"] if best.is_file() else None
+        if c.dataset == "nyu":
+            meaning = {"standard": f"BTS/AdaBins protocol, {c.eval_crop} crop, 1e-3..{c.max_depth:g} m, metric",
+                       "spaceclip": "the release's 480x640 path, no crop, metric: compare with the release's README"}
+        else:
+            meaning = {
+                "paper": "352x704, no crop, per-image median scaling: compare with the paper's Tables 1-2",
+                "standard": f"full-resolution gt, {c.eval_crop} crop, metric: compare with other metric methods",
+                "spaceclip": "the release's 352x704 path, Eigen crop, metric: compare with the release's README",
+            }
+        protocols = [c.eval_protocol] + [p for p in c.summary_protocols if p != c.eval_protocol]
+        tables, primary = [], {}
+        for protocol in protocols:
+            with self._decoder_weights(weights):
+                results, _ = evaluate(self.model, loader, self.proc.device,
+                                      **{**kwargs, "protocol": protocol, "flip_tta": flip})
+            if protocol == c.eval_protocol:
+                primary = results
+            tables.append(format_table(results, f"{protocol} protocol ({meaning.get(protocol, protocol)}):"))
+            if self.proc.main:
+                with open(self.out / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps({"final": True, "primary": protocol == c.eval_protocol,
+                                             "protocol": protocol, "flip_tta": flip, "weights": best.name,
+                                             "epoch": self.epoch, "step": self.step, **results}) + "\n")
+        if self.proc.main:
+            print(f"\nfinal summary: {best.name} (AbsRel {self.best:.4f} when selected, without TTA)"
+                  + (", evaluated with flip TTA" if flip else "") + ":")
+            print("\n".join(tables))
+        return primary
+
