@@ -49,7 +49,7 @@ setup(
         # train/: KITTI training and evaluation (python train/train_kitti.py).
         "train": TRAIN,
         "test": TRAIN + ONNX + ["onnxruntime>=1.18", "openvino>=2024.4"] + [
-            "pytest>=7",
+            "pytest>=7,<9",  # launch_testing's pytest plugin (ROS 2 Jazzy) does not load under pytest 9
             "ruff>=0.4",
             "colcon-core",
             "colcon-ros",
@@ -58,6 +58,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "space-clip-ament = space_clip_ros.ament:main",
             "space-clip-convert = space_clip_ros.convert:main",
             "space-clip-depth = space_clip_ros.cli:main",
             "space-clip-export = space_clip_ros.export:main",

@@ -47,6 +47,16 @@ def ros(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(scope="module")
+def checkpoint(clip_tower, tmp_path_factory):
+    """A tiny trained-marked checkpoint for node processes."""
+    from helpers import tiny_model
+    from space_clip_ros.checkpoint import save_checkpoint
+
+    return save_checkpoint(tiny_model(clip_tower), tmp_path_factory.mktemp("ckpt") / "tiny.pt",
+                           provenance={"trained": True, "source": "test"})
+
+
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory):
     """A small KITTI tree (raw drives with calib and Velodyne scans, annotated depth, lists): 4 training frames of

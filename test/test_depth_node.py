@@ -9,9 +9,8 @@ import torch
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
 
-from helpers import tiny_model  # noqa: E402
 from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
-from space_clip_ros import DepthEstimator, load_checkpoint, save_checkpoint  # noqa: E402
+from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
 from space_clip_ros.geometry import depth_to_points  # noqa: E402
 from space_clip_ros.inference import choose_backend  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
@@ -21,12 +20,6 @@ W, H = 160, 48  # a small KITTI-shaped frame keeps CPU inference fast
 
 def _has(module):
     return importlib.util.find_spec(module) is not None
-
-
-@pytest.fixture(scope="module")
-def checkpoint(clip_tower, tmp_path_factory):
-    return save_checkpoint(tiny_model(clip_tower), tmp_path_factory.mktemp("ckpt") / "tiny.pt",
-                           provenance={"trained": True, "source": "test"})
 
 
 @pytest.fixture(scope="module")
