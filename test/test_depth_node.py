@@ -1,5 +1,6 @@
 """depth_node over real DDS: the node runs in its own process; this process publishes frames and reads the outputs."""
 
+import collections
 import importlib.util
 import signal
 
@@ -139,7 +140,9 @@ def test_encodings_and_step_padding_give_the_same_depth(node):
 
 
 def _bad_inputs(h):
-    """(description, publish function) for each input the node must reject, each with its own stamp."""
+    """(kind, reason, message fragment, publish function) for each malformed raw input the node must reject, each
+    with its own stamp (index 400 + 2k; the good frame after it gets 401 + 2k)."""
+    from builtin_interfaces.msg import Time
     from sensor_msgs.msg import Image
 
     def image(i, **fields):
@@ -149,7 +152,7 @@ def _bad_inputs(h):
             good = rgb_image_msg(_frame(i), stamp)
             msg = Image(header=good.header, height=fields.get("height", good.height),
                         width=fields.get("width", good.width), encoding=fields.get("encoding", good.encoding),
-                        is_bigendian=0, step=fields.get("step", good.step))
+                        is_bigendian=fields.get("is_bigendian", 0), step=fields.get("step", good.step))
             msg.data = fields.get("data", bytes(good.data))
             h.image_pub.publish(msg)
         return publish
@@ -161,38 +164,75 @@ def _bad_inputs(h):
             h.image_pub.publish(rgb_image_msg(_frame(i), stamp))
         return publish
 
+    def older(i):
+        def publish():  # half a second before the good frame just processed (401 + 2(k - 1)): out of order
+            last = h.stamp(i - 1)
+            stamp = Time(sec=last.sec - 1, nanosec=last.nanosec + 500_000_000)
+            h.info_pub.publish(camera_info_msg(stamp, W, H))
+            h.image_pub.publish(rgb_image_msg(_frame(i), stamp))
+        return publish
+
     nan_pixels = np.full((H, W, 3), 0.5, np.float32)
     nan_pixels[3, 4, 1] = np.nan
-    return [
-        ("image", "unsupported encoding 'yuv422'", image(200, encoding="yuv422")),
-        ("image", "zero-size image", image(201, height=0, width=0, step=0, data=b"")),
-        ("image", "data holds", image(202, data=b"\x00" * (W * 3 * H - 5))),
-        ("image", "step", image(203, step=10)),
-        ("image", "NaN or infinite", image(204, encoding="32FC3", step=W * 12, data=nan_pixels.tobytes())),
-        ("camera_info", "unusable focal lengths", info(205, fx=0.0)),
-        ("camera_info", "camera_info is 320x96 but the image is 160x48", info(206, width=320, height=96)),
+    inf_pixels = np.full((H, W, 3), 0.5, np.float32)
+    inf_pixels[5, 6, 0] = np.inf
+    cases = [
+        ("image", "unknown_encoding", "unknown encoding 'rgb9'", dict(encoding="rgb9")),
+        ("image", "empty_encoding", "empty encoding", dict(encoding="")),
+        ("image", "unsupported_encoding", "unsupported encoding 'yuv422'", dict(encoding="yuv422")),
+        ("image", "unsupported_encoding", "unsupported encoding 'bayer_rggb8'", dict(encoding="bayer_rggb8")),
+        ("image", "empty_image", "zero-size image", dict(height=0, width=0, step=0, data=b"")),
+        ("image", "data_too_short", "data holds", dict(data=b"\x00" * (W * 3 * H - 5))),
+        ("image", "step_too_small", "step 10 is shorter", dict(step=10)),
+        ("image", "image_too_large", "100000x100000", dict(height=100000, width=100000, step=300000,
+                                                            data=b"\x00" * 1000)),
+        ("image", "image_too_small", "1x1 image", dict(height=1, width=1, step=3, data=b"\x00" * 3)),
+        ("image", "non_finite_pixels", "NaN or infinite", dict(encoding="32FC3", step=W * 12,
+                                                               data=nan_pixels.tobytes())),
+        ("image", "non_finite_pixels", "NaN or infinite", dict(encoding="32FC3", step=W * 12,
+                                                               data=inf_pixels.tobytes())),
+        ("image", "misaligned_data", "whole 2-byte values", dict(encoding="mono16", step=W * 2,
+                                                                  data=b"\x00" * (W * 2 * H + 1))),
+        ("image", "invalid_is_bigendian", "is_bigendian is 2", dict(is_bigendian=2)),
+        ("camera_info", "info_zero_focal", "zero", dict(fx=0.0)),
+        ("camera_info", "info_non_finite_focal", "not finite", dict(fx=float("nan"))),
+        ("camera_info", "info_negative_focal", "negative", dict(fx=-721.5, fy=-721.5)),
+        ("camera_info", "info_size_mismatch", "camera_info is 320x96 but the image is 160x48",
+         dict(width=320, height=96)),
+        ("image", "stamp_backwards", "older than the last processed frame", None),
     ]
+    out = []
+    for k, (kind, reason, fragment, fields) in enumerate(cases):
+        i = 400 + 2 * k
+        publish = older(i) if fields is None else image(i, **fields) if kind == "image" else info(i, **fields)
+        out.append((kind, reason, fragment, publish))
+    return out
 
 
-def test_bad_inputs_are_rejected_counted_and_the_next_good_frame_works(node):
+def test_bad_inputs_are_rejected_by_reason_counted_and_the_next_good_frame_works(node):
+    """Each malformed input is rejected with its named reason, counted under rejected.<reason> in diagnostics, and
+    the good frame after it is processed; the node keeps running."""
     h = node.h
     before = h.fresh_status(lambda s: True)
     start = int(before["rejected_total"])
     bad = _bad_inputs(h)
-    for n, (kind, reason, publish) in enumerate(bad, start=1):
+    assert len({(reason, fragment) for _, reason, fragment, _ in bad}) >= 16
+    expected = collections.Counter()
+    for n, (kind, reason, fragment, publish) in enumerate(bad, start=1):
         publish()
-        status = h.fresh_status(lambda s: int(s["rejected_total"]) >= start + n, 20, f"rejection of {reason}")
-        assert reason in status["last_rejection"] and status["last_rejection"].startswith(kind)
-        stamp, _ = _send(h, 300 + n, fx=100.0)
+        expected[reason] += 1
+        status = h.fresh_status(lambda s: int(s["rejected_total"]) >= start + n, 20, f"rejection for {reason}")
+        assert status["last_rejection"].startswith(kind) and fragment in status["last_rejection"], (reason, status)
+        assert int(status[f"rejected.{reason}"]) - int(before.get(f"rejected.{reason}", 0)) == expected[reason]
+        stamp, _ = _send(h, 400 + 2 * (n - 1) + 1, fx=100.0)
         _depth_for(h, stamp)
-        assert not any(m.header.stamp == h.stamp(200 + n - 1) for m in h.received["depth"])
     assert node.proc.poll() is None
     status = h.status()
-    assert int(status["rejected_image"]) - int(before["rejected_image"]) == 5
-    assert int(status["rejected_camera_info"]) - int(before["rejected_camera_info"]) == 2
+    assert int(status["rejected_total"]) - start == len(bad)
+    assert int(status["rejected_camera_info"]) - int(before["rejected_camera_info"]) == 4
     assert status["level"] == 1  # WARN while inputs are being rejected
     log = node.log.read_text()
-    assert "rejected image: unsupported encoding 'yuv422'" in log
+    assert "rejected image (unsupported_encoding): unsupported encoding 'yuv422'" in log
 
 
 def test_diagnostics_report_rates_latency_and_device(node):
@@ -281,12 +321,31 @@ def test_camera_info_scaling_stride_rgb_and_compressed_input(ros, checkpoint, tm
         corrupt.header.stamp = h.stamp(611)
         corrupt.data = b"\xff\xd8\xff garbage"
         h.compressed_pub.publish(corrupt)
-        status = h.fresh_status(lambda s: "could not decode" in s["last_rejection"], 30, "corrupt jpeg rejection")
+        h.fresh_status(lambda s: "truncated" in s["last_rejection"], 30, "corrupt jpeg rejection")
         stamp = h.stamp(612)
         h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0))
         msg.header.stamp = stamp
         h.compressed_pub.publish(msg)
         _depth_for(h, stamp)
+        # Malformed compressed input, each rejected by reason and followed by a good frame that is processed.
+        ok, jpeg = cv2.imencode(".jpg", _frame(8)[..., ::-1])
+        cases = [("empty_compressed", "jpeg", b""), ("truncated_compressed", "jpeg", jpeg.tobytes()[:len(jpeg) // 2]),
+                 ("truncated_compressed", "png", png.tobytes()[:-30]), ("not_an_image", "jpeg", b"GIF89a" * 20),
+                 ("unknown_compressed_format", "webp", b"RIFF0000WEBPVP8 "),
+                 ("undecodable_compressed", "jpeg", b"\xff\xd8" + b"\x00" * 64 + b"\xff\xd9")]
+        for k, (reason, fmt, data) in enumerate(cases):
+            before = h.status()
+            bad = CompressedImage(format=fmt)
+            bad.header.stamp = h.stamp(620 + 2 * k)
+            bad.data = data
+            h.compressed_pub.publish(bad)
+            status = h.fresh_status(lambda s: int(s["rejected_total"]) > int(before["rejected_total"]), 30, reason)
+            assert int(status[f"rejected.{reason}"]) > int(before.get(f"rejected.{reason}", 0)), (reason, status)
+            stamp = h.stamp(621 + 2 * k)
+            h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0))
+            msg.header.stamp = stamp
+            h.compressed_pub.publish(msg)
+            _depth_for(h, stamp)
     finally:
         assert n.stop(signal.SIGTERM) == 0, n.log.read_text()
 

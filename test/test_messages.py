@@ -46,16 +46,53 @@ def test_sixteen_bit_and_float_encodings(bigendian):
     np.testing.assert_array_equal(messages.image_to_rgb(_image(unit, "32FC3", bigendian=bigendian)), RGB)
 
 
-@pytest.mark.parametrize("msg, match", [
-    (Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8)), "unsupported encoding 'yuv422'"),
-    (Image(height=0, width=2, encoding="rgb8", step=6), "zero-size"),
-    (Image(height=2, width=2, encoding="rgb8", step=5, data=bytes(10)), "step 5 is shorter"),
-    (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(7)), "data holds 7 bytes"),
-    (Image(height=1, width=1, encoding="32FC1", step=4, data=np.float32([np.nan]).tobytes()), "NaN"),
+@pytest.mark.parametrize("msg, reason, match", [
+    (Image(height=2, width=2, encoding="rgb9", step=6, data=bytes(12)), "unknown_encoding", "unknown encoding"),
+    (Image(height=2, width=2, encoding="", step=6, data=bytes(12)), "empty_encoding", "empty encoding"),
+    (Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8)), "unsupported_encoding",
+     "unsupported encoding 'yuv422'"),
+    (Image(height=2, width=2, encoding="bayer_grbg8", step=2, data=bytes(4)), "unsupported_encoding", "bayer_grbg8"),
+    (Image(height=0, width=2, encoding="rgb8", step=6), "empty_image", "zero-size"),
+    (Image(height=2, width=2, encoding="rgb8", step=5, data=bytes(10)), "step_too_small", "step 5 is shorter"),
+    (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(7)), "data_too_short", "data holds 7 bytes"),
+    (Image(height=100000, width=100000, encoding="rgb8", step=300000, data=bytes(64)), "image_too_large",
+     "exceeds 16384"),
+    (Image(height=1, width=1, encoding="32FC1", step=4, data=np.float32([np.nan]).tobytes()), "non_finite_pixels",
+     "NaN"),
+    (Image(height=1, width=1, encoding="32FC1", step=4, data=np.float32([-np.inf]).tobytes()), "non_finite_pixels",
+     "infinite"),
+    (Image(height=2, width=2, encoding="mono16", step=4, data=bytes(9)), "misaligned_data", "2-byte values"),
+    (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12), is_bigendian=7), "invalid_is_bigendian",
+     "is_bigendian is 7"),
 ])
-def test_bad_images_raise_with_the_reason(msg, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_images_raise_with_the_reason(msg, reason, match):
+    with pytest.raises(messages.InputRejected, match=match) as caught:
         messages.image_to_rgb(msg)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("fmt, data, reason", [
+    ("jpeg", b"", "empty_compressed"),
+    ("jpeg", b"\xff\xd8\xff\xe0 cut here", "truncated_compressed"),
+    ("png", b"\x89PNG\r\n\x1a\n" + bytes(40), "truncated_compressed"),
+    ("jpeg", b"not an image at all", "not_an_image"),
+    ("h264", b"\x00\x00\x00\x01", "unknown_compressed_format"),
+    ("jpeg", b"\xff\xd8" + bytes(32) + b"\xff\xd9", "undecodable_compressed"),
+])
+def test_bad_compressed_images_raise_with_the_reason(fmt, data, reason):
+    with pytest.raises(messages.InputRejected) as caught:
+        messages.compressed_to_rgb(CompressedImage(format=fmt, data=data))
+    assert caught.value.reason == reason
+
+
+def test_a_jpeg_cut_short_is_refused_not_decoded_grey():
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", RGB[..., ::-1])
+    whole = CompressedImage(format="rgb8; jpeg compressed bgr8", data=jpeg.tobytes())
+    assert messages.compressed_to_rgb(whole).shape == RGB.shape
+    with pytest.raises(messages.InputRejected, match="truncated"):
+        messages.compressed_to_rgb(CompressedImage(format="jpeg", data=jpeg.tobytes()[:-40]))
 
 
 def test_compressed_round_trip_and_corrupt_data():
@@ -65,7 +102,7 @@ def test_compressed_round_trip_and_corrupt_data():
     assert ok
     msg = CompressedImage(format="png", data=messages.message_data(png))
     np.testing.assert_array_equal(messages.compressed_to_rgb(msg), RGB)
-    with pytest.raises(ValueError, match="could not decode"):
+    with pytest.raises(ValueError, match="neither jpeg nor png"):
         messages.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not an image"))
     with pytest.raises(ValueError, match="empty"):
         messages.compressed_to_rgb(CompressedImage(format="jpeg"))
@@ -93,6 +130,15 @@ def test_camera_info_scaling_and_intrinsics():
     bad = CameraInfo(width=10, height=10)
     with pytest.raises(ValueError, match="unusable focal lengths"):
         messages.check_camera_info(bad)
+    for fx, reason in ((0.0, "info_zero_focal"), (float("nan"), "info_non_finite_focal"),
+                       (-5.0, "info_negative_focal")):
+        bad.k = [fx, 0.0, 5.0, 0.0, 10.0, 5.0, 0.0, 0.0, 1.0]
+        with pytest.raises(messages.InputRejected) as caught:
+            messages.check_camera_info(bad)
+        assert caught.value.reason == reason
+    with pytest.raises(messages.InputRejected) as caught:
+        messages.check_camera_info(CameraInfo(width=0, height=10, k=[5.0, 0, 1, 0, 5.0, 1, 0, 0, 1]))
+    assert caught.value.reason == "info_zero_size"
 
 
 @pytest.mark.parametrize("with_rgb", [False, True])

@@ -74,8 +74,8 @@ def test_frame_stats_count_by_reason_and_time():
     for t in (0.0, 0.1, 0.2, 0.3):
         stats.frame_in(t)
     stats.count("dropped", 2)
-    stats.reject("image", "unsupported encoding 'yuv422'")
-    stats.reject("camera_info", "zero focal length")
+    stats.reject("image", "unsupported encoding 'yuv422'", "unsupported_encoding")
+    stats.reject("camera_info", "zero focal length", "info_zero_focal")
     for i, t in enumerate((0.1, 0.3, 0.5, 0.7)):
         stats.published(t, inference_ms=10.0 * (i + 1), latency_ms=20.0 * (i + 1), points_latency_ms=None,
                         batch=1 + i % 2)
@@ -84,6 +84,8 @@ def test_frame_stats_count_by_reason_and_time():
     assert values["rejected_total"] == "2" and values["rejected_image"] == "1" and values["rejected_camera_info"] == "1"
     assert values["rejected_frame"] == "0" and values["frames_idle_no_subscribers"] == "0"
     assert values["last_rejection"] == "camera_info: zero focal length"
+    assert values["rejected.unsupported_encoding"] == "1" and values["rejected.info_zero_focal"] == "1"
+    assert stats.reasons() == {"unsupported_encoding": 1, "info_zero_focal": 1}
     assert values["inference_ms_median"] == "30.0"  # the window keeps the last 3: 20, 30, 40
     assert values["latency_ms_median"] == "60.0" and values["points_latency_ms_median"] == "n/a"
     assert values["batch_median"] == "2.0"  # batches 1, 2, 1, 2: the window keeps 2, 1, 2

@@ -39,6 +39,10 @@ from .settings import PARAMETERS, NodeSettings, runtime_change_refusal
 from .stats import FrameStats
 
 LOG_THROTTLE_S = 5.0
+#: Frames smaller than this on a side are refused (the model sees 224x224; a 1x1 "image" is a broken driver).
+MIN_SIDE = 16
+#: A stamp this far behind the last processed one is a time reset (a bag loop, a simulator restart), not disorder.
+STAMP_RESET_S = 3.0
 
 
 def _sensor_qos() -> QoSProfile:
@@ -66,6 +70,7 @@ class _Camera:
         self.subs: List[Any] = []
         self.infos: Deque[CameraInfo] = collections.deque(maxlen=cache)
         self.pending: Optional[Any] = None
+        self.last_stamp: Optional[float] = None  # of the last processed frame, seconds
         self.stats = FrameStats()
 
     def topic(self, relative: str) -> str:
@@ -122,13 +127,19 @@ class DepthNode(LifecycleNode):
         now = time.monotonic()
         if now - self._last_log.get(key, -1e9) >= LOG_THROTTLE_S:
             self._last_log[key] = now
-            getattr(self.get_logger(), level)(text)
+            logger = self.get_logger()  # one call per severity: rclpy refuses a severity change at one call site
+            if level == "info":
+                logger.info(text)
+            elif level == "error":
+                logger.error(text)
+            else:
+                logger.warning(text)
 
-    def _reject(self, camera: _Camera, kind: str, reason: str) -> None:
-        camera.stats.reject(kind, reason)
+    def _reject(self, camera: _Camera, kind: str, message: str, reason: str = "other") -> None:
+        camera.stats.reject(kind, message, reason)
         where = f" on camera '{camera.name}'" if camera.name else ""
-        self._log_throttled(f"reject_{camera.name}_{kind}",
-                            f"rejected {kind}{where}: {reason} (counted in diagnostics; node continues)")
+        self._log_throttled(f"reject_{camera.name}_{kind}_{reason}", f"rejected {kind}{where} ({reason}): {message} "
+                            f"(counted in diagnostics as rejected.{reason}; node continues)")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -204,6 +215,7 @@ class DepthNode(LifecycleNode):
         overrides = QoSOverridingOptions.with_default_policies()
         compressed = self.settings.input_transport == "compressed"
         for camera in self.cameras:
+            camera.last_stamp = None  # a new activation: no ordering against frames of before
             image_type, image_topic = (CompressedImage, "image/compressed") if compressed else (Image, "image")
             camera.subs.append(self.create_subscription(
                 image_type, camera.topic(image_topic), functools.partial(self._on_image, camera), _sensor_qos(),
@@ -278,7 +290,8 @@ class DepthNode(LifecycleNode):
                 self._process(batch)
             except Exception as error:  # a bug must not kill the worker: log it, count it, keep going
                 for camera, _ in batch:
-                    self._reject(camera, "frame", f"internal error {type(error).__name__}: {error}")
+                    self._reject(camera, "frame", f"internal error {type(error).__name__}: {error}",
+                                 "internal_error")
 
     # ------------------------------------------------------------------ the work
     def _pair_camera_info(self, camera: _Camera, stamp) -> Optional[CameraInfo]:
@@ -304,12 +317,23 @@ class DepthNode(LifecycleNode):
         return settings.fixed_output_size  # type: ignore[return-value]
 
     def _decode(self, settings: NodeSettings, camera: _Camera, msg: Any) -> Optional[_Frame]:
-        """Check and decode one camera's frame; None (rejected, counted) when it cannot be used."""
+        """Check and decode one camera's frame; None (rejected, counted by reason) when it cannot be used."""
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if camera.last_stamp is not None and stamp < camera.last_stamp:
+            if camera.last_stamp - stamp <= STAMP_RESET_S:
+                self._reject(camera, "image", f"stamp {stamp:.9f} is older than the last processed frame's "
+                             f"{camera.last_stamp:.9f} (frames out of order)", "stamp_backwards")
+                return None
+            self._log_throttled(f"time_reset_{camera.name}", f"time jumped back {camera.last_stamp - stamp:.1f} s "
+                                "(a recording looping or a simulator restarting?): taking it as a new start", "info")
         try:
             rgb = (messages.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
                    else messages.image_to_rgb(msg))
-        except ValueError as error:
-            self._reject(camera, "image", str(error))
+            if min(rgb.shape[:2]) < MIN_SIDE:
+                raise messages.InputRejected("image_too_small", f"{rgb.shape[1]}x{rgb.shape[0]} image: at least "
+                                             f"{MIN_SIDE} px on each side are needed")
+        except messages.InputRejected as error:
+            self._reject(camera, "image", str(error), error.reason)
             return None
         height, width = rgb.shape[:2]
         info = self._pair_camera_info(camera, msg.header.stamp)
@@ -317,10 +341,12 @@ class DepthNode(LifecycleNode):
             try:
                 messages.check_camera_info(info)
                 if (info.width, info.height) != (width, height):
-                    raise ValueError(f"camera_info is {info.width}x{info.height} but the image is {width}x{height}")
-            except ValueError as error:
-                self._reject(camera, "camera_info", str(error))
+                    raise messages.InputRejected("info_size_mismatch", f"camera_info is {info.width}x{info.height} "
+                                                 f"but the image is {width}x{height}")
+            except messages.InputRejected as error:
+                self._reject(camera, "camera_info", str(error), error.reason)
                 return None
+        camera.last_stamp = stamp
         scale = 1.0
         if settings.focal_scale_transfer:
             if info is None:

@@ -43,6 +43,7 @@ class FrameStats:
         self._points_latency_ms: Deque[float] = collections.deque(maxlen=window)
         self._inference_ms: Deque[float] = collections.deque(maxlen=window)
         self._batch: Deque[int] = collections.deque(maxlen=window)
+        self._reasons: collections.Counter = collections.Counter()
         self.last_rejection = ""
 
     def frame_in(self, now: float) -> None:
@@ -53,12 +54,19 @@ class FrameStats:
         with self._lock:
             self._counts[key] += n
 
-    def reject(self, kind: str, reason: str) -> None:
-        """A rejected input of ``kind`` (image, camera_info, frame), counted in total and by kind."""
+    def reject(self, kind: str, message: str, reason: str = "other") -> None:
+        """A rejected input of ``kind`` (image, camera_info, frame), counted in total, by kind and by ``reason`` (a
+        short stable name such as ``unknown_encoding``); ``message`` says what was wrong."""
         with self._lock:
             self._counts["rejected"] += 1
             self._counts[f"rejected_{kind}"] += 1
-            self.last_rejection = f"{kind}: {reason}"
+            self._reasons[reason] += 1
+            self.last_rejection = f"{kind}: {message}"
+
+    def reasons(self) -> Dict[str, int]:
+        """Rejections per reason so far."""
+        with self._lock:
+            return dict(self._reasons)
 
     def published(self, now: float, inference_ms: float, latency_ms: float,
                   points_latency_ms: Optional[float] = None, batch: int = 1) -> None:
@@ -95,5 +103,7 @@ class FrameStats:
                      "idle_no_subscribers": "frames_idle_no_subscribers", "rejected": "rejected_total"}
             for key in COUNTERS:
                 out[names.get(key, key)] = str(self._counts.get(key, 0))
+            for reason, n in sorted(self._reasons.items()):  # one key per reason seen: rejected.unknown_encoding
+                out[f"rejected.{reason}"] = str(n)
             out["last_rejection"] = self.last_rejection
         return out
