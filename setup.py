@@ -41,14 +41,17 @@ setup(
             "ros-jazzy-std-msgs",
             "ros-jazzy-diagnostic-msgs",
             "ros-jazzy-ament-index-python",
+            "rosbags>=0.10",  # rosbag2 recordings (mcap, sqlite3) for space-clip-player / space-clip-record
         ],
+        # rosbag2 recordings without a rosbag2 install (space-clip-player source:=BAG, space-clip-record).
+        "bags": ["rosbags>=0.10"],
         # ONNX export (space-clip-export) and the onnxruntime CPU backend.
         "onnx": ONNX + ["onnxruntime>=1.18"],
         # The openvino CPU backend (the fastest CPU backend measured; backend "auto" picks it when installed).
         "openvino": ONNX + ["openvino>=2024.4"],
         # train/: KITTI training and evaluation (python train/train_kitti.py).
         "train": TRAIN,
-        "test": TRAIN + ONNX + ["onnxruntime>=1.18", "openvino>=2024.4"] + [
+        "test": TRAIN + ONNX + ["onnxruntime>=1.18", "openvino>=2024.4", "rosbags>=0.10"] + [
             "pytest>=7,<9",  # launch_testing's pytest plugin (ROS 2 Jazzy) does not load under pytest 9
             "ruff>=0.4",
             "colcon-core",
@@ -64,6 +67,7 @@ setup(
             "space-clip-export = space_clip_ros.export:main",
             "space-clip-demo = space_clip_ros.ros.demo:main",
             "space-clip-player = space_clip_ros.ros.player:main",
+            "space-clip-record = space_clip_ros.ros.recorder:main",
             "depth_node = space_clip_ros.ros.depth_node:main",
             "image_player = space_clip_ros.ros.player:main",
         ],

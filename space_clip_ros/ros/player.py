@@ -1,15 +1,25 @@
-"""space-clip-player: publish a folder of images, or a KITTI raw drive with its calibration, as a camera.
+"""space-clip-player: publish a rosbag2 recording, a folder of images, or a KITTI raw drive with its calibration, as
+a camera.
 
     space-clip-player --ros-args -p source:=/data/kitti/2011_09_26/2011_09_26_drive_0002_sync -p rate:=10.0
+    space-clip-player --ros-args -p source:=/data/bags/drive_01 -r __ns:=/camera     # rosbag2 (mcap or sqlite3)
 
-Publishes ``image`` (rgb8) and ``camera_info`` with one stamp per frame. A KITTI drive (a folder with
-``image_02/data``) takes its intrinsics from ``../calib_cam_to_cam.txt`` (P_rect_02, S_rect_02); a plain folder
-from the ``fx, fy, cx, cy`` parameters (none published when fx is 0). The default source is the synthetic KITTI-style
-drive shipped with the package.
+A recording (a rosbag2 folder with metadata.yaml, or one .mcap / .db3 file; read with the ``rosbags`` library) is
+played with its original messages and stamps: its Image or CompressedImage topic (``image_topic``; '' = the only
+one) on ``image`` or ``image/compressed``, and its CameraInfo topic (``camera_info_topic``; '' = the one beside it)
+on ``camera_info``, at the recorded timing (``rate`` 0, the default) or ``rate`` frames per second; once, or again
+and again with ``loop`` (each later pass shifts the stamps by the recording's length, so time never runs backwards).
+Playback starts when ``min_subscribers`` (1) subscribe to the image topic (``wait_for_subscribers``).
+
+A folder publishes ``image`` (rgb8) and ``camera_info`` with one stamp per frame at ``rate`` (0: 5 Hz), looping by
+default. A KITTI drive (a folder with ``image_02/data``) takes its intrinsics from ``../calib_cam_to_cam.txt``
+(P_rect_02, S_rect_02); a plain folder from the ``fx, fy, cx, cy`` parameters (none published when fx is 0). The
+default source is the synthetic KITTI-style drive shipped with the package.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -24,8 +34,11 @@ from std_msgs.msg import Header
 
 from ..kitti_calib import read_kitti_calib
 from . import messages
+from .bags import Recording, RecordingError, is_recording
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+FOLDER_RATE_HZ = 5.0  # a folder's frame rate when ``rate`` is 0
+BAG_TICK_S = 0.002  # how often a recording's due messages are checked
 SAMPLE_DRIVE = (Path(__file__).resolve().parents[1] / "data" / "kitti_sample" / "2011_09_26"
                 / "2011_09_26_drive_0001_sync")
 
@@ -60,27 +73,99 @@ class PlayerNode(Node):
     def __init__(self, node_name: str = "image_player", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.declare_parameter("source", str(SAMPLE_DRIVE))
-        self.declare_parameter("rate", 5.0)
-        self.declare_parameter("loop", True)
+        source = Path(self.get_parameter("source").value)
+        bag = is_recording(source)
+        self.declare_parameter("rate", 0.0)  # 0: the recorded timing (recording), 5 Hz (folder)
+        self.declare_parameter("loop", not bag)
         self.declare_parameter("count", 0)
         self.declare_parameter("frame_id", "camera_optical_frame")
         self.declare_parameter("wait_for_subscribers", True)
+        self.declare_parameter("min_subscribers", 1)  # with wait_for_subscribers: start when this many listen
+        self.declare_parameter("image_topic", "")
+        self.declare_parameter("camera_info_topic", "")
         for name in ("fx", "fy", "cx", "cy"):
             self.declare_parameter(name, 0.0)
-        source = Path(self.get_parameter("source").value)
+        self.sent = 0
+        self.done = False
+        rate = float(self.get_parameter("rate").value)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        if bag:
+            self.recording = Recording(source, self.get_parameter("image_topic").value,
+                                       self.get_parameter("camera_info_topic").value)
+            compressed = self.recording.image_type is messages.CompressedImage
+            self.image_pub = self.create_publisher(self.recording.image_type,
+                                                   "image/compressed" if compressed else "image", qos)
+            self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
+            self._bag_state()
+            self.timer = self.create_timer(BAG_TICK_S, self._tick_bag)
+            self.get_logger().info(
+                f"playing {self.recording.frames} frame(s) of {self.recording.image_topic}"
+                + (f" with {self.recording.info_topic}" if self.recording.info_topic else " (no camera_info topic)")
+                + f" from {source} " + (f"at {rate} Hz" if rate > 0 else "at the recorded timing"))
+            return
+        self.recording = None
         self.frames = list_frames(source)
         self.images = [self._load(p) for p in self.frames]
         self.info = self._camera_info(source)
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(messages.Image, "image", qos)
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
-        self.sent = 0
-        self.done = False
-        self.timer = self.create_timer(1.0 / float(self.get_parameter("rate").value), self._tick)
+        self.timer = self.create_timer(1.0 / (rate if rate > 0 else FOLDER_RATE_HZ), self._tick)
         self.get_logger().info(f"publishing {len(self.frames)} frame(s) from {source} at "
-                               f"{self.get_parameter('rate').value} Hz"
+                               f"{rate if rate > 0 else FOLDER_RATE_HZ} Hz"
                                + ("" if self.info else " (no camera_info: set fx, fy, cx, cy)"))
 
+    # ------------------------------------------------------------------ recordings
+    def _bag_state(self) -> None:
+        self._messages = None  # the current pass's iterator
+        self._next = None  # the message waiting for its time
+        self._pass, self._offset_ns = 0, 0
+        self._start = 0.0  # wall clock of the pass's first message
+        self._first_ns: Optional[int] = None
+        self._images_in_pass = 0
+
+    def _tick_bag(self) -> None:
+        if self.done:
+            return
+        if (self.get_parameter("wait_for_subscribers").value
+                and self.image_pub.get_subscription_count() < int(self.get_parameter("min_subscribers").value)):
+            return
+        rate = float(self.get_parameter("rate").value)
+        count = int(self.get_parameter("count").value)
+        now = time.monotonic()
+        if self._messages is None:
+            self._messages, self._start, self._first_ns, self._images_in_pass = self.recording.messages(), now, None, 0
+        while True:
+            if self._next is None:
+                self._next = next(self._messages, None)
+                if self._next is None:  # the end of a pass
+                    if not self.get_parameter("loop").value and not (count and self.sent < count):
+                        self.done = True
+                        return
+                    self._pass += 1
+                    self._offset_ns += self.recording.duration_ns + 100_000_000
+                    self._messages = None
+                    return
+            kind, recorded_ns, msg = self._next
+            if self._first_ns is None:
+                self._first_ns = recorded_ns
+            due = self._images_in_pass / rate if rate > 0 else (recorded_ns - self._first_ns) / 1e9
+            if now - self._start < due:
+                return
+            if self._offset_ns:
+                total = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec + self._offset_ns
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(total, 1_000_000_000)
+            if kind == "image":
+                self.image_pub.publish(msg)
+                self.sent += 1
+                self._images_in_pass += 1
+                if count and self.sent >= count:
+                    self.done = True
+                    return
+            else:
+                self.info_pub.publish(msg)
+            self._next = None
+
+    # ------------------------------------------------------------------ folders
     def _load(self, path: Path) -> np.ndarray:
         import cv2
 
@@ -127,12 +212,17 @@ class PlayerNode(Node):
         self.sent += 1
 
 
-def main(args=None) -> None:
+def main(args=None) -> int:
     from .fastdds import use_shipped_profile
 
     use_shipped_profile()
     rclpy.init(args=args)
-    node = PlayerNode()
+    try:
+        node = PlayerNode()
+    except (RecordingError, ValueError) as error:
+        print(f"space-clip-player: error: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     try:
         while rclpy.ok() and not node.done:
             rclpy.spin_once(node, timeout_sec=0.1)
@@ -142,7 +232,8 @@ def main(args=None) -> None:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
