@@ -35,8 +35,10 @@ def main() -> int:
     tree = write_tree(Path(tempfile.mkdtemp(prefix="space_clip_data_")), drives={1: args.frames, 2: args.frames},
                       test_drive=2, size=(375, 1242))
     rows = []
-    for mode, lst in (("train", tree.train_list), ("eval", tree.test_list)):
-        data = KittiDepth(lst, tree.raw, tree.gt, mode, (224, 224), CLIP_MEAN, CLIP_STD, Augment())
+    for mode, lst, backend in (("train", tree.train_list, "pil"), ("train", tree.train_list, "opencv"),
+                               ("eval", tree.test_list, "pil")):
+        data = KittiDepth(lst, tree.raw, tree.gt, mode, (224, 224), CLIP_MEAN, CLIP_STD,
+                          Augment(rotate_backend=backend))
         for i in range(min(3, len(data))):
             data[i]
         times = []
@@ -45,13 +47,13 @@ def main() -> int:
             data[i % len(data)]
             times.append((time.perf_counter() - start) * 1000)
         ms = statistics.median(times)
-        rows.append((mode, ms, 1000.0 / ms))
+        rows.append((mode if mode == "eval" else f"train, rotate_backend {backend}", ms, 1000.0 / ms))
     print(f"\ntrain/ data pipeline, 1242x375 KITTI-size PNGs, one process (= one DataLoader worker), "
           f"{os.cpu_count()} CPU cores here")
-    print("| items | ms per item (median) | items/s per worker | with 16 workers |")
-    print("|---|---|---|---|")
+    print("| items | ms per item (median) | items/s per worker | with 16 workers | against train pil |")
+    print("|---|---|---|---|---|")
     for mode, ms, rate in rows:
-        print(f"| {mode} | {ms:.1f} | {rate:.1f} | {16 * rate:.0f} |")
+        print(f"| {mode} | {ms:.1f} | {rate:.1f} | {16 * rate:.0f} | {rows[0][1] / ms:.2f}x |")
     return 0
 
 

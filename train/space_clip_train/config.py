@@ -91,6 +91,7 @@ class TrainConfig:
     filenames_eval: str
     crop: List[int]
     rotate_degrees: float
+    rotate_backend: str
     flip: bool
     color: bool
     min_depth: float
@@ -154,6 +155,7 @@ class TrainConfig:
         one_of("precision", PRECISIONS)
         one_of("scheduler", SCHEDULERS)
         one_of("loss_version", ("paper", "release"))
+        one_of("rotate_backend", ("pil", "opencv"))
         one_of("eval_protocol", PROTOCOLS[self.dataset])
         one_of("eval_crop", CROPS[self.dataset])
         bad = [p for p in self.summary_protocols if p not in PROTOCOLS[self.dataset]]

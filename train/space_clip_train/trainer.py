@@ -152,7 +152,8 @@ class Trainer:
         c = self.config
         pre = self.model.preprocessing
         return self.dataset_class(cfgmod.list_path(list_value), c.data_path, c.gt_path, mode, pre.input_size,
-                          pre.mean, pre.std, Augment(tuple(c.crop), c.rotate_degrees, c.flip, c.color),
+                          pre.mean, pre.std,
+                          Augment(tuple(c.crop), c.rotate_degrees, c.flip, c.color, c.rotate_backend),
                           strict=c.strict)
 
     # ---------------------------------------------------------------------------------------- checkpoints
