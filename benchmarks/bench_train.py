@@ -109,7 +109,7 @@ def part1(args, tmp, tree) -> None:
         print(f"{name:<14} {seconds * 1000:9.1f} {args.batch / seconds:9.2f} {seconds / t_plain:6.2f} {peak:34.0f}")
 
 
-def part2(args, tmp, tree) -> None:
+def part2(args, tmp, tree) -> bool:
     import numpy as np
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -149,6 +149,9 @@ def part2(args, tmp, tree) -> None:
     print(f"{'prediction':<26} {'AbsRel':>8} {'RMSE':>8} {'d1':>7} {'SILog':>7}")
     for name, r in ((f"mean depth {mean:.1f} m", base), ("trained decoder", results)):
         print(f"{name:<26} {r['abs_rel']:8.4f} {r['rmse']:8.3f} {r['a1']:7.3f} {r['silog']:7.2f}")
+    learned = results["abs_rel"] < base["abs_rel"]
+    print("the trained decoder " + ("beats" if learned else "does NOT beat") + " predicting the mean depth")
+    return learned
 
 
 def main() -> int:
@@ -169,8 +172,8 @@ def main() -> int:
                       size=(375, 1242))
     if args.skip != "part1":
         part1(args, tmp, tree)
-    if args.skip != "part2":
-        part2(args, tmp, tree)
+    if args.skip != "part2" and not part2(args, tmp, tree):
+        return 1
     return 0
 
 

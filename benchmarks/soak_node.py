@@ -147,8 +147,10 @@ def soak(checkpoint: Path, frames: int, cycles: int, size: Tuple[int, int], devi
         cycle_stats = [proc_stats(proc.pid)]
         for cycle in range(cycles):
             for transition in steps:
+                # One request per transition (a configure that loads the model can take seconds; asking again
+                # would request a transition the new state does not have).
                 response = h.call(client, ChangeState.Request(transition=Transition(id=transition)),
-                                  f"lifecycle transition {transition}", timeout=300)
+                                  f"lifecycle transition {transition}", timeout=300, attempt_s=300)
                 if not response.success:
                     out["failures"].append(f"lifecycle transition {transition} failed in cycle {cycle + 1}")
             cycle_stats.append(proc_stats(proc.pid))

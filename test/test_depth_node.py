@@ -3,6 +3,7 @@
 import collections
 import importlib.util
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -361,10 +362,22 @@ def test_configure_fails_cleanly_on_a_missing_checkpoint(ros, tmp_path):
         status = n.h.fresh_status(lambda s: True, 30)
         assert status["level"] == 2 and "does not exist" in status["message"]
         assert n.proc.poll() is None
+        # A transition the state does not have (activate while unconfigured, as a second `ros2 lifecycle set` or
+        # a client asking again would send) is refused; rclpy alone would end the process.
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        change = n.h.node.create_client(ChangeState, "depth_node/change_state")
+        request = ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE))
+        assert n.h.call(change, request, "change_state").success is False
+        time.sleep(0.5)
+        assert n.proc.poll() is None
+        assert n.h.call(client, GetState.Request(), "get_state").current_state.label == "unconfigured"
     finally:
         code = n.stop()
     assert code == 0
-    assert "configure failed: checkpoint" in n.log.read_text()
+    log = n.log.read_text()
+    assert "configure failed: checkpoint" in log and "refused lifecycle transition 3" in log
 
 
 
@@ -381,8 +394,9 @@ def _endpoint_reliability(h, topic, kind):
 def test_qos_defaults_and_rep2003_overrides(node, ros, checkpoint, tmp_path):
     from rclpy.qos import ReliabilityPolicy
 
-    # Defaults: sensor-data (best-effort) subscriptions, reliable publishers.
-    assert _endpoint_reliability(node.h, "/cam_a/image", "sub") == ReliabilityPolicy.BEST_EFFORT
+    # Defaults: the image subscription follows its publishers (image_reliability auto: the harness publishes
+    # reliably, so reliable), camera_info is sensor-data (best effort), publishers are reliable.
+    assert _endpoint_reliability(node.h, "/cam_a/image", "sub") == ReliabilityPolicy.RELIABLE
     assert _endpoint_reliability(node.h, "/cam_a/camera_info", "sub") == ReliabilityPolicy.BEST_EFFORT
     assert _endpoint_reliability(node.h, "/cam_a/depth/image", "pub") == ReliabilityPolicy.RELIABLE
     # Each overridable at start-up with the standard qos_overrides parameters.
@@ -395,6 +409,42 @@ def test_qos_defaults_and_rep2003_overrides(node, ros, checkpoint, tmp_path):
         assert _endpoint_reliability(n.h, "/cam_d/depth/image", "pub") == ReliabilityPolicy.BEST_EFFORT
         assert _endpoint_reliability(n.h, "/cam_d/depth/points", "pub") == ReliabilityPolicy.RELIABLE
         assert _endpoint_reliability(n.h, "/cam_d/camera_info", "sub") == ReliabilityPolicy.BEST_EFFORT
+    finally:
+        assert n.stop() == 0, n.log.read_text()
+
+
+def test_image_subscription_follows_its_publishers_and_estimates_delivery(ros, checkpoint, tmp_path):
+    """image_reliability auto: reliable while every publisher is reliable (a stock driver's lost fragments are sent
+    again), best effort as soon as a best-effort publisher joins; image_delivery in diagnostics compares the images
+    that came with their camera_info messages."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    n = Node(ros, tmp_path, "/cam_q", {"checkpoint": str(checkpoint), "device": "cpu", "diagnostics_period": 0.5})
+    h = n.h
+    try:
+        h.subscribe_outputs(("depth",))
+        h.wait_for_node()
+        h.spin_until(lambda: _endpoint_reliability(h, "/cam_q/image", "sub") == ReliabilityPolicy.RELIABLE, 30,
+                     "a reliable image subscription")
+        status = h.fresh_status(lambda s: s.get("image_reliability") == "reliable", 30, "image_reliability")
+        for i in range(3):
+            _depth_for(h, _send(h, 900 + i, fx=100.0)[0])
+        # camera_info for frames whose images never come: the node counts them as missing.
+        for i in range(3, 5):
+            h.info_pub.publish(camera_info_msg(h.stamp(900 + i), W, H))
+        status = h.fresh_status(lambda s: s.get("images_missing") == "2", 30, "the delivery estimate")
+        assert status["image_delivery"] == "0.60"  # 3 of 5 camera_info messages had their image
+        # A best-effort publisher joins: the subscription follows (a reliable one would not match it).
+        best_effort = h.node.create_publisher(Image, "image", QoSProfile(depth=5,
+                                                                          reliability=ReliabilityPolicy.BEST_EFFORT))
+        h.fresh_status(lambda s: s.get("image_reliability") == "best_effort", 30, "a best-effort subscription")
+        h.spin_until(lambda: best_effort.get_subscription_count() > 0, 30, "the best-effort publisher to match")
+        stamp = h.stamp(910)
+        h.info_pub.publish(camera_info_msg(stamp, W, H))
+        best_effort.publish(rgb_image_msg(_frame(910), stamp))
+        _depth_for(h, stamp)
+        assert "is now best_effort" in n.log.read_text()
     finally:
         assert n.stop() == 0, n.log.read_text()
 

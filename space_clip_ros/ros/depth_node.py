@@ -30,7 +30,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.qos_overriding_options import QoSOverridingOptions, QoSPolicyKind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
@@ -43,6 +43,11 @@ LOG_THROTTLE_S = 5.0
 MIN_SIDE = 16
 #: A stamp this far behind the last processed one is a time reset (a bag loop, a simulator restart), not disorder.
 STAMP_RESET_S = 3.0
+#: A camera_info older than this without its image counts as an image lost on the way (delivery estimate).
+DELIVERY_WAIT_S = 1.0
+#: When the image subscription switches reliability, the old one is destroyed once the new one matched, or after this.
+RETIRE_S = 5.0
+DELIVERY_WINDOW = 100
 
 
 def _sensor_qos() -> QoSProfile:
@@ -72,6 +77,42 @@ class _Camera:
         self.pending: Optional[Any] = None
         self.last_stamp: Optional[float] = None  # of the last processed frame, seconds
         self.stats = FrameStats()
+        self.image_sub: Optional[Any] = None
+        self.retiring: Optional[Tuple[Any, float]] = None  # the previous image subscription, kept until the new matches
+        self.last_image_key: Optional[int] = None  # stamp of the last image received (drops the overlap's duplicates)
+        self.image_reliability = ""  # what the image subscription uses now
+        self.image_auto = False  # image_reliability auto and no REP 2003 override: follows the publishers
+        # Delivery estimate: camera_info stamps (small messages, they arrive) against the image stamps that came.
+        self.image_stamps: Deque[int] = collections.deque(maxlen=4 * DELIVERY_WINDOW)
+        self.image_stamp_set: set = set()
+        self.info_arrivals: Deque[Tuple[int, float]] = collections.deque(maxlen=4 * DELIVERY_WINDOW)
+        self.delivery: Deque[bool] = collections.deque(maxlen=DELIVERY_WINDOW)
+        self.images_missing = 0
+
+    def saw_image(self, stamp) -> None:
+        key = stamp.sec * 1_000_000_000 + stamp.nanosec
+        if len(self.image_stamps) == self.image_stamps.maxlen:
+            self.image_stamp_set.discard(self.image_stamps[0])
+        self.image_stamps.append(key)
+        self.image_stamp_set.add(key)
+
+    def saw_info(self, msg: CameraInfo, now: float) -> None:
+        self.infos.append(msg)
+        self.info_arrivals.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, now))
+
+    def settle_delivery(self, now: float) -> None:
+        """camera_info messages older than DELIVERY_WAIT_S: was their image received?"""
+        while self.info_arrivals and now - self.info_arrivals[0][1] >= DELIVERY_WAIT_S:
+            key, _ = self.info_arrivals.popleft()
+            arrived = key in self.image_stamp_set
+            self.delivery.append(arrived)
+            self.images_missing += not arrived
+
+    def delivery_values(self) -> Dict[str, str]:
+        if not self.delivery:
+            return {"image_delivery": "n/a (needs camera_info)"}
+        return {"image_delivery": f"{sum(self.delivery) / len(self.delivery):.2f}",
+                "images_missing": str(self.images_missing)}
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative
@@ -93,6 +134,7 @@ class DepthNode(LifecycleNode):
 
     def __init__(self, node_name: str = "depth_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        self._guard_change_state()
         for name, default in PARAMETERS.items():
             if name == "cameras":  # an empty list has no type of its own; NodeSettings checks the value
                 self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
@@ -114,6 +156,30 @@ class DepthNode(LifecycleNode):
         if self._p("autostart"):
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
+
+    def _guard_change_state(self) -> None:
+        """A change_state request for a transition the current state does not have (``ros2 lifecycle set`` twice, a
+        client that asks again) makes rclpy's LifecycleNode raise inside the service callback, which ends the
+        process. Refuse it instead: success false and a warning naming the state; the node keeps running."""
+        service = getattr(self, "_service_change_state", None)
+        if service is None:
+            return
+        handle = service.callback
+
+        def guarded(request, response):
+            try:
+                return handle(request, response)
+            except Exception as error:  # rclpy's RCLError: "Transition is not registered"
+                if "ransition" not in str(error):
+                    raise
+                state = self._state_machine.current_state[1]
+                self.get_logger().warning(
+                    f"refused lifecycle transition {request.transition.id} '{request.transition.label}' in state "
+                    f"'{state}': not a transition of that state (ros2 lifecycle list {self.get_name()} lists them)")
+                response.success = False
+                return response
+
+        service.callback = guarded
 
     # ------------------------------------------------------------------ helpers
     def _p(self, name: str) -> Any:
@@ -216,27 +282,90 @@ class DepthNode(LifecycleNode):
         compressed = self.settings.input_transport == "compressed"
         for camera in self.cameras:
             camera.last_stamp = None  # a new activation: no ordering against frames of before
-            image_type, image_topic = (CompressedImage, "image/compressed") if compressed else (Image, "image")
+            self._subscribe_image(camera, compressed)
             camera.subs.append(self.create_subscription(
-                image_type, camera.topic(image_topic), functools.partial(self._on_image, camera), _sensor_qos(),
-                qos_overriding_options=overrides))
-            camera.subs.append(self.create_subscription(
-                CameraInfo, camera.topic("camera_info"), lambda msg, c=camera: c.infos.append(msg), _sensor_qos(),
-                qos_overriding_options=overrides))
+                CameraInfo, camera.topic("camera_info"), lambda msg, c=camera: c.saw_info(msg, time.monotonic()),
+                _sensor_qos(), qos_overriding_options=overrides))
         self._running = True
         self._worker = threading.Thread(target=self._work, name="space_clip_inference", daemon=True)
         self._worker.start()
         self._status = "active"
-        topics = ", ".join(sub.topic_name for camera in self.cameras for sub in camera.subs)
+        topics = ", ".join(f"{sub.topic_name}" + (f" ({c.image_reliability})" if sub is c.image_sub else "")
+                           for c in self.cameras for sub in ([c.image_sub] + c.subs))
         self.get_logger().info(f"active: subscribed to {topics}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _subscribe_image(self, camera: _Camera, compressed: bool, reliability: Optional[str] = None) -> None:
+        """(Re)create ``camera``'s image subscription. ``image_reliability`` reliable / best_effort: that, with the
+        REP 2003 overrides; auto: reliable when every publisher of the topic is reliable (DDS then sends lost
+        fragments of large frames again), else best effort (matches every publisher), unless a
+        ``qos_overrides.<topic>.subscription.reliability`` parameter decides."""
+        image_type, relative = (CompressedImage, "image/compressed") if compressed else (Image, "image")
+        setting = self.settings.image_reliability
+        if camera.image_sub is not None:  # a switch: the old one keeps delivering until the new one has matched
+            self._retire(camera)
+            camera.retiring = (camera.image_sub, time.monotonic() + RETIRE_S)
+            camera.image_sub = None
+        topic = self.resolve_topic_name(camera.topic(relative)) if hasattr(self, "resolve_topic_name") else None
+        overridden = topic is not None and f"qos_overrides.{topic}.subscription.reliability" in getattr(
+            self, "_parameter_overrides", {})
+        camera.image_auto = setting == "auto" and not overridden and topic is not None
+        if reliability is None:
+            reliability = setting if setting != "auto" else (self._publishers_reliability(topic) if topic else
+                                                             "best_effort")
+        qos = _sensor_qos()
+        qos.reliability = (ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        # Under auto the node sets the reliability itself, so it is left out of the REP 2003 parameters (a declared
+        # parameter would pin the first value); history and depth stay overridable.
+        options = (QoSOverridingOptions(policy_kinds=(QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH))
+                   if camera.image_auto else QoSOverridingOptions.with_default_policies())
+        camera.image_sub = self.create_subscription(image_type, camera.topic(relative),
+                                                    functools.partial(self._on_image, camera), qos,
+                                                    qos_overriding_options=options)
+        camera.image_reliability = ("reliable" if camera.image_sub.qos_profile.reliability
+                                    == ReliabilityPolicy.RELIABLE else "best_effort")
+
+    def _publishers_reliability(self, topic: str) -> str:
+        """reliable when the topic has publishers and every one of them offers reliable delivery."""
+        infos = self.get_publishers_info_by_topic(topic)
+        if infos and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos):
+            return "reliable"
+        return "best_effort"
+
+    def _retire(self, camera: _Camera) -> None:
+        if camera.retiring is not None:
+            self.destroy_subscription(camera.retiring[0])
+            camera.retiring = None
+
+    def _follow_publishers(self) -> None:
+        """image_reliability auto: switch a camera's image subscription when its publishers call for the other
+        reliability (a reliable driver appeared, or a best-effort one joined). The previous subscription stays until
+        the new one has matched every publisher (or RETIRE_S), so no frame is lost in the switch."""
+        if self._status != "active" or self.settings is None:
+            return
+        now = time.monotonic()
+        for camera in self.cameras:
+            if camera.retiring is not None and camera.image_sub is not None and (
+                    now > camera.retiring[1] or camera.image_sub.get_publisher_count()
+                    >= len(self.get_publishers_info_by_topic(camera.image_sub.topic_name))):
+                self._retire(camera)
+            if not camera.image_auto or camera.image_sub is None:
+                continue
+            wanted = self._publishers_reliability(camera.image_sub.topic_name)
+            if wanted != camera.image_reliability:
+                self._subscribe_image(camera, self.settings.input_transport == "compressed", wanted)
+                self.get_logger().info(f"image subscription {camera.image_sub.topic_name} is now {wanted}: "
+                                       + ("every publisher is reliable, so lost fragments are sent again"
+                                          if wanted == "reliable" else "a best-effort publisher is on the topic"))
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
         for camera in self.cameras:
-            for sub in camera.subs:
+            for sub in camera.subs + ([camera.image_sub] if camera.image_sub is not None else []):
                 self.destroy_subscription(sub)
+            self._retire(camera)
             camera.subs.clear()
+            camera.image_sub = None
             camera.pending = None
         self._status = "inactive"
         return TransitionCallbackReturn.SUCCESS
@@ -265,8 +394,13 @@ class DepthNode(LifecycleNode):
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, camera: _Camera, msg: Any) -> None:
+        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if camera.retiring is not None and key == camera.last_image_key:
+            return  # the same frame through both subscriptions while the image subscription switches
+        camera.last_image_key = key
         now = time.monotonic()
         camera.stats.frame_in(now)
+        camera.saw_image(msg.header.stamp)
         if not any(camera.listeners().values()):
             camera.stats.count("idle_no_subscribers")
             return
@@ -406,6 +540,7 @@ class DepthNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         """One status per camera (``<node>: depth``, or ``<node>: depth <camera>``); before configure one status."""
         now = time.monotonic()
+        self._follow_publishers()
         est = self.estimator
         common = {
             "device": str(est.device) if est else "",
@@ -426,7 +561,9 @@ class DepthNode(LifecycleNode):
                 status.level, status.message = DiagnosticStatus.WARN, f"{self._status}; rejected inputs"
             else:
                 status.level, status.message = DiagnosticStatus.OK, self._status
-            values = {"state": self._status, **camera.stats.values(now), **common}
+            camera.settle_delivery(now)
+            values = {"state": self._status, **camera.stats.values(now), **camera.delivery_values(),
+                      "image_reliability": camera.image_reliability or "n/a", **common}
             if camera.name:
                 values["camera"] = camera.name
             status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -39,3 +39,15 @@ def use_shipped_profile(env: Optional[MutableMapping[str, str]] = None, localhos
     """Point Fast DDS at the shipped profile in ``env`` (default this process) unless the user chose one."""
     env = os.environ if env is None else env
     env.update(profile_environment(env, localhost))
+
+
+def main() -> int:
+    """``python -m space_clip_ros.ros.fastdds``: the export lines that make another process (a camera driver started
+    outside depth.launch.py) use the shipped profile, so its large frames go through 32 MB shared-memory segments."""
+    for name in PROFILE_VARIABLES:
+        print(f"export {name}={profile_path()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -35,6 +35,7 @@ PARAMETERS: Dict[str, Any] = {
     "colored_min_depth": 1.0,
     "colored_max_depth": 50.0,
     "input_transport": "raw",
+    "image_reliability": "auto",
     "camera_info_cache": 30,
     "diagnostics_period": 1.0,
     "autostart": True,
@@ -46,7 +47,10 @@ RELOAD_PARAMETERS = frozenset({"checkpoint", "backbone", "untrained_demo", "devi
 #: Changing these changes the node's topics: refused while the node is configured.
 TOPIC_PARAMETERS = frozenset({"cameras"})
 #: Changing these means subscribing again: refused while the node is active.
-RESUBSCRIBE_PARAMETERS = frozenset({"input_transport"})
+RESUBSCRIBE_PARAMETERS = frozenset({"input_transport", "image_reliability"})
+#: image_reliability values: auto follows the camera's publishers (reliable when all of them are, so large frames
+#: lost on the way are sent again; best effort otherwise, which matches every publisher).
+IMAGE_RELIABILITY = ("auto", "reliable", "best_effort")
 #: Read once when the node starts.
 STARTUP_PARAMETERS = frozenset({"autostart", "diagnostics_period"})
 
@@ -87,6 +91,7 @@ class NodeSettings:
     colored_min_depth: float
     colored_max_depth: float
     input_transport: str
+    image_reliability: str
     camera_info_cache: int
     diagnostics_period: float
     autostart: bool
@@ -117,6 +122,8 @@ class NodeSettings:
     def validate(self) -> None:
         if self.input_transport not in ("raw", "compressed"):
             raise ValueError(f"input_transport must be 'raw' or 'compressed', got {self.input_transport!r}")
+        if self.image_reliability not in IMAGE_RELIABILITY:
+            raise ValueError(f"image_reliability must be one of {IMAGE_RELIABILITY}, got {self.image_reliability!r}")
         if self.colormap not in COLORMAPS:
             raise ValueError(f"colormap must be one of {COLORMAPS}, got {self.colormap!r}")
         if int(self.points_stride) < 1:

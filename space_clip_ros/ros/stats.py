@@ -28,8 +28,8 @@ class Rate:
 
 
 #: Counters always reported (0 until they happen), in diagnostics order.
-COUNTERS = ("published", "dropped", "idle_no_subscribers", "rejected", "rejected_image", "rejected_camera_info",
-            "rejected_frame", "camera_info_unmatched")
+COUNTERS = ("received", "published", "dropped", "idle_no_subscribers", "rejected", "rejected_image",
+            "rejected_camera_info", "rejected_frame", "camera_info_unmatched")
 
 
 class FrameStats:
@@ -48,6 +48,7 @@ class FrameStats:
 
     def frame_in(self, now: float) -> None:
         with self._lock:
+            self._counts["received"] += 1
             self._in_rate.tick(now)
 
     def count(self, key: str, n: int = 1) -> None:
@@ -99,7 +100,8 @@ class FrameStats:
                 "inference_ms_median": median(self._inference_ms),
                 "batch_median": median(self._batch),
             }
-            names = {"published": "frames_published", "dropped": "frames_dropped",
+            names = {"received": "frames_received", "published": "frames_published",
+                     "dropped": "frames_dropped",
                      "idle_no_subscribers": "frames_idle_no_subscribers", "rejected": "rejected_total"}
             for key in COUNTERS:
                 out[names.get(key, key)] = str(self._counts.get(key, 0))
