@@ -23,6 +23,7 @@ import numpy as np
 from space_clip_train.config import list_path
 from space_clip_train.data import Sample, SkipReport, read_list
 from space_clip_train.kitti import EIGEN_TEST, MAX_DEPTH, MIN_DEPTH, read_depth_png, resolve_depth_path
+from space_clip_train.evaluation import add_run_options
 from space_clip_train.metrics import PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json
 
 
@@ -145,14 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "paper: how the paper's tables were measured (352x704, no crop, per-image median scaling)")
     p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg",
                    help="standard protocol crop (the spaceclip protocol always uses eigen)")
-    p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped input's prediction")
-    p.add_argument("--out", type=Path, help="write the metrics as JSON here")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--backbone", help="local folder of the CLIP tower when the checkpoint references a hub id")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--strict", action="store_true", help="a missing or unreadable file is an error, not a skip")
+    add_run_options(p)
     return p
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from space_clip_train.config import list_path
 from space_clip_train.data import SkipReport
+from space_clip_train.evaluation import add_run_options
 from space_clip_train.metrics import MetricAverager, evaluate_image, format_table, write_json
 from space_clip_train.nyu import MAX_DEPTH, MIN_DEPTH, NYU_TEST, NyuDepth, read_depth_png
 
@@ -94,14 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=PROTOCOLS, default="standard",
                    help="standard: Eigen crop (--crop), metric; spaceclip: the release's 480x640 path, no crop")
     p.add_argument("--crop", choices=("eigen", "none"), default="eigen", help="standard protocol crop")
-    p.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped input's prediction")
-    p.add_argument("--out", type=Path, help="write the metrics as JSON here")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--backbone", help="local folder of the CLIP tower when the checkpoint references a hub id")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--strict", action="store_true", help="a missing or unreadable file is an error, not a skip")
+    add_run_options(p)
     return p
 
 

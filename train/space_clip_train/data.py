@@ -81,6 +81,28 @@ def read_rgb(path: PathLike) -> np.ndarray:
 
 
 
+def read_depth_png(path: PathLike, per_metre: float, what: str) -> np.ndarray:
+    """A uint16 depth PNG (value = metres * ``per_metre``, 0 = no measurement) -> float32 metres (0 = none)."""
+    import cv2
+
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f"cannot read depth PNG {path}")
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel uint16 PNG ({what}), got {raw.dtype} {raw.shape}")
+    return raw.astype(np.float32) / per_metre
+
+
+def write_depth_png(path: PathLike, depth: np.ndarray, per_metre: float) -> None:
+    """Metres -> uint16 PNG (value = round(metres * ``per_metre``), 0 = none)."""
+    import cv2
+
+    out = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * per_metre), 0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.clip(out, 0, 65535).astype(np.uint16)):
+        raise OSError(f"could not write {path}")
+
+
 # ---------------------------------------------------------------------------------------- the authors' resizing
 def pil_resize(array: np.ndarray, size: Tuple[int, int], mode: str) -> np.ndarray:
     """Resize with PIL as the authors do: ``bicubic`` for uint8 RGB, ``nearest`` for float32 depth."""

@@ -113,3 +113,18 @@ def image_grid(triples: List[tuple], max_depth: float = 80.0, width: int = 704) 
             panels.append(cv2.resize(coloured, (width, height), interpolation=cv2.INTER_NEAREST))
         rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0) if rows else np.zeros((1, 3 * width, 3), np.uint8)
+
+
+def add_run_options(parser) -> None:
+    """The options of eval_kitti.py and eval_nyu.py for running a checkpoint and writing the result."""
+    from pathlib import Path
+
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="average with the horizontally flipped input's prediction")
+    parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--backbone", help="local folder of the CLIP tower when the checkpoint references a hub id")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--strict", action="store_true", help="a missing or unreadable file is an error, not a skip")

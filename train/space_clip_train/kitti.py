@@ -16,6 +16,7 @@ import numpy as np
 
 from space_clip_ros.kitti_calib import read_kitti_calib
 
+from . import data
 from .data import SPLITS, DepthDataset, PathLike, read_rgb
 
 EIGEN_TRAIN = SPLITS / "eigen_train_files_with_gt.txt"
@@ -37,24 +38,12 @@ def resolve_depth_path(gt_root: PathLike, rel: str) -> Optional[Path]:
 
 def read_depth_png(path: PathLike) -> np.ndarray:
     """Annotated KITTI depth: uint16 PNG, metres = value / 256, 0 = no measurement -> float32 metres (0 = none)."""
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"cannot read depth PNG {path}")
-    if raw.dtype != np.uint16 or raw.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel uint16 PNG (KITTI depth), got {raw.dtype} {raw.shape}")
-    return raw.astype(np.float32) / 256.0
+    return data.read_depth_png(path, 256.0, "KITTI depth")
 
 
 def write_depth_png(path: PathLike, depth: np.ndarray) -> None:
     """Metres -> KITTI's uint16 PNG (value = round(m * 256), 0 = none)."""
-    import cv2
-
-    out = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * 256.0), 0)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.clip(out, 0, 65535).astype(np.uint16)):
-        raise OSError(f"could not write {path}")
+    data.write_depth_png(path, depth, 256.0)
 
 
 def read_velodyne(path: PathLike) -> np.ndarray:

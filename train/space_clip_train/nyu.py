@@ -18,6 +18,7 @@ import numpy as np
 
 from space_clip_ros.model.config import NYU_CAMERA
 
+from . import data
 from .data import SPLITS, DepthDataset, PathLike, read_rgb
 
 NYU_TRAIN = SPLITS / "nyudepthv2_train_files_with_gt.txt"
@@ -39,25 +40,7 @@ def folder(root: PathLike, mode: str) -> Path:
 
 def read_depth_png(path: PathLike) -> np.ndarray:
     """NYU depth: uint16 PNG in millimetres (0 = no measurement) -> float32 metres."""
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"cannot read depth PNG {path}")
-    if raw.dtype != np.uint16 or raw.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel uint16 PNG (NYU depth in mm), got {raw.dtype} "
-                         f"{raw.shape}")
-    return raw.astype(np.float32) / 1000.0
-
-
-def write_depth_png(path: PathLike, depth: np.ndarray) -> None:
-    """Metres -> NYU's uint16 PNG in millimetres (0 = none)."""
-    import cv2
-
-    out = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * 1000.0), 0)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.clip(out, 0, 65535).astype(np.uint16)):
-        raise OSError(f"could not write {path}")
+    return data.read_depth_png(path, 1000.0, "NYU depth in mm")
 
 
 def crop_mask(size: Tuple[int, int], crop: str) -> Optional[np.ndarray]:
