@@ -198,9 +198,14 @@ def test_ablate_trains_the_four_variants_and_prints_table_2(clip_tower, tree, tm
             "--batch-size", "2", "--device", "cpu", "--max-steps", "1", *TINY_SETS]
     assert ablate.main(args) == 0
     printed = capsys.readouterr().out
-    table = (out / "table2.txt").read_text().splitlines()
-    assert [row.split()[0] for row in table[1:]] == ["baseline", "film", "structural", "full"]
-    assert "0.1038" in table[-1] and "Table 2" in printed
+    paper, standard = (out / "table2.txt").read_text().strip().split("\n\n")
+    paper, standard = paper.splitlines(), standard.splitlines()
+    assert paper[0].startswith("Table 2, paper protocol") and standard[0].startswith("Table 2, standard protocol")
+    for rows in (paper, standard):
+        assert [row.split()[0] for row in rows[2:]] == ["baseline", "film", "structural", "full"]
+    assert "0.1038" in paper[-1] and "0.1038" not in standard[-1] and "Table 2" in printed
+    saved = json.loads((out / "table2.json").read_text())
+    assert saved["full"]["paper"]["abs_rel"] != saved["full"]["standard"]["abs_rel"]
     for name, film, structural in (("baseline", False, False), ("film", True, False),
                                    ("structural", False, True), ("full", True, True)):
         config = load_checkpoint(out / name / "best.pt").config

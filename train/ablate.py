@@ -26,24 +26,34 @@ VARIANTS = {  # name: (FiLM, structural pathway, the paper's AbsRel in Table 2)
 }
 
 
-def final_result(run: Path) -> Optional[Dict]:
+def final_results(run: Path) -> Dict[str, Dict]:
+    """The run's final report: best.pt's metrics per protocol (the validation protocol first)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
-        return None
+        return {}
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    finals = [r for r in records if r.get("final") and r.get("primary", True)]
-    return finals[-1] if finals else None
+    finals = [r for r in records if r.get("final")]
+    finals.sort(key=lambda r: not r.get("primary", False))
+    out: Dict[str, Dict] = {}
+    for record in finals:
+        out.setdefault(record.get("protocol", "primary"), record)
+    return out
 
 
-def table(results: Dict[str, Dict]) -> str:
+def table(results: Dict[str, Dict], with_paper: bool = True) -> str:
     lines = [f"{'variant':<11} {'FiLM':>5} {'struct':>6} {'AbsRel':>8} {'SqRel':>8} {'RMSE':>8} {'d1':>7} "
-             f"{'paper AbsRel':>12} {'images':>7}"]
+             + (f"{'paper AbsRel':>12} " if with_paper else "") + f"{'images':>7}"]
     for name, result in results.items():
         film, structural, paper = VARIANTS[name]
         lines.append(f"{name:<11} {'x' if film else '-':>5} {'x' if structural else '-':>6} "
                      f"{result['abs_rel']:8.4f} {result['sq_rel']:8.4f} {result['rmse']:8.3f} {result['a1']:7.3f} "
-                     f"{paper:12.4f} {int(result['n_images']):7d}")
+                     + (f"{paper:12.4f} " if with_paper else "") + f"{int(result['n_images']):7d}")
     return "\n".join(lines)
+
+
+TITLES = {"paper": "the paper's way (352x704, no crop, per-image median scaling): compare with the paper's column",
+          "standard": "the metric way (full-resolution ground truth, Garg crop, no scaling)",
+          "spaceclip": "the release's evaluation path (352x704, Eigen crop, metric)"}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -58,20 +68,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = {}
     for name in args.variants:
         run = args.out / name
-        if args.retrain or final_result(run) is None:
+        if args.retrain or not final_results(run):
             print(f"=== {name}: training into {run}", flush=True)
             code = train_kitti.main(["--config", str(CONFIGS / f"ablation_{name}.yaml"), "--out", str(run),
                                      *passthrough])
             if code:
                 print(f"ablate.py: error: the {name} run failed (exit {code})", file=sys.stderr)
                 return code
-        result = final_result(run)
-        if result is None:
+        result = final_results(run)
+        if not result:
             print(f"ablate.py: error: {run} has no final result", file=sys.stderr)
             return 2
         results[name] = result
-    summary = table(results)
-    print("\nTable 2 (paper recipe; validation protocol of the config):\n" + summary)
+    protocols = [p for p in TITLES if all(p in r for r in results.values())]
+    tables = {p: table({n: r[p] for n, r in results.items()}, with_paper=p == "paper") for p in protocols}
+    summary = "\n\n".join(f"Table 2, {p} protocol: {TITLES[p]}\n{t}" for p, t in tables.items())
+    print("\n" + summary)
     (args.out / "table2.txt").write_text(summary + "\n")
     (args.out / "table2.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out / 'table2.txt'} and table2.json")
