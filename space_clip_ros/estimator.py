@@ -59,6 +59,9 @@ class DepthEstimator:
         backend: ``auto`` (the fastest available for the device; README, Speed), ``eager``, ``compile``,
             ``cudagraph`` (CUDA), ``openvino`` or ``onnxruntime`` (CPU). See :mod:`space_clip_ros.inference`.
         backend_options: keyword arguments for the backend (``cudagraph``: ``compile``, ``max_programs``).
+        release_weights: with a backend that runs its own copy of the model (``openvino``, ``onnxruntime``), free
+            the torch model's weights once the runtime has it (about 0.7 GB less resident memory for ViT-B/16 here);
+            the model object can then no longer run in torch. For callers that own the model (the node does).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class DepthEstimator:
         precision: str = "fp32",
         backbone: Optional[str] = None,
         backend: str = "auto",
+        release_weights: bool = False,
         **backend_options: Any,
     ) -> None:
         self.device = resolve_device(device)
@@ -80,6 +84,10 @@ class DepthEstimator:
                                                            **backend_options)
         self.model = self.backend.model
         self.input_size: Size = self.backend.input_size
+        if release_weights and not self.backend.needs_torch_weights:
+            from .runtime import release_torch_weights
+
+            release_torch_weights(self.model, f"the {self.backend.name} backend runs its own copy")
 
     @property
     def backend_name(self) -> str:

@@ -42,3 +42,36 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if key == "fp16" and device.type != "cuda":
         raise ValueError("precision 'fp16' needs a CUDA device; on the CPU use 'bf16' or 'fp32'")
     return PRECISIONS[key]
+
+
+def release_memory() -> None:
+    """Collect garbage, free cached GPU memory and hand freed heap pages back to the system (glibc keeps them
+    otherwise: a process that dropped a model still shows its size)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def release_torch_weights(model: torch.nn.Module, reason: str) -> None:
+    """Free ``model``'s parameters and buffers in place (each becomes an empty tensor) when another runtime holds
+    its own copy; running the torch model afterwards raises an error that says why. The module keeps its other
+    attributes (config, preprocessing, training camera, provenance)."""
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            tensor.data = torch.empty(0, dtype=tensor.dtype)
+
+    def refuse(module, args):
+        raise RuntimeError(f"this model's torch weights were released ({reason}); load the checkpoint again to run "
+                           "it in torch")
+
+    for module in (model, *model.children()):
+        module.register_forward_pre_hook(refuse)
+    model.weights_released = reason
+    release_memory()

@@ -77,6 +77,23 @@ def test_cpu_backends_match_eager_fp32(clip_tower, reference, backend, precision
     _assert_close(_run(estimator), reference, precision)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runtime_backends_can_release_the_torch_weights(clip_tower, reference, backend):
+    """release_weights: the runtime keeps its copy, the torch model's weights are freed; depth is unchanged, running
+    the torch model says why it cannot; torch backends keep their weights."""
+    pytest.importorskip(backend)
+    model = tiny_model(clip_tower)
+    estimator = DepthEstimator(model, device="cpu", backend=backend, release_weights=True)
+    assert all(p.numel() == 0 for p in model.parameters()) and all(b.numel() == 0 for b in model.buffers())
+    _assert_close(_run(estimator), reference, "fp32")
+    assert estimator.trained is False and estimator.focal_scale(721.5377, 1242) == pytest.approx(1.0)
+    with pytest.raises(RuntimeError, match=f"released \\(the {backend} backend runs its own copy\\)"):
+        model(torch.zeros(1, 3, 224, 224))
+    kept = tiny_model(clip_tower)
+    DepthEstimator(kept, device="cpu", backend="eager", release_weights=True)
+    assert all(p.numel() > 0 for p in kept.parameters())
+
+
 def test_static_shapes_bucket_chunk_and_evict_like_eager(clip_tower):
     """The cudagraph backend's static-shape logic, run without capture on the CPU: 11 frames go as 8 + a bucket of 4,
     results equal eager, and only the newest programs are kept."""

@@ -89,7 +89,10 @@ def _needs_cpu(name: str, device: torch.device) -> None:
 
 
 class _OnnxBackend(Backend):
-    """Shared set-up: an fp32 CPU copy of the model exported to ONNX; pixel values go in as float32."""
+    """Shared set-up: an fp32 CPU copy of the model exported to ONNX; pixel values go in as float32. The runtime holds
+    its own copy of the weights, so the torch ones may be released (DepthEstimator ``release_weights``)."""
+
+    needs_torch_weights = False
 
     def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype) -> None:
         _needs_cpu(self.name, device)

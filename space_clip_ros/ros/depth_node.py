@@ -34,6 +34,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
+from ..runtime import release_memory
 from . import fastdds, messages
 from .settings import PARAMETERS, NodeSettings, runtime_change_refusal
 from .stats import FrameStats
@@ -79,7 +80,6 @@ class _Camera:
         self.stats = FrameStats()
         self.image_sub: Optional[Any] = None
         self.retiring: Optional[Tuple[Any, float]] = None  # the previous image subscription, kept until the new matches
-        self.last_image_key: Optional[int] = None  # stamp of the last image received (drops the overlap's duplicates)
         self.image_reliability = ""  # what the image subscription uses now
         self.image_auto = False  # image_reliability auto and no REP 2003 override: follows the publishers
         # Delivery estimate: camera_info stamps (small messages, they arrive) against the image stamps that came.
@@ -126,21 +126,6 @@ class _Frame:
 
     def __init__(self, camera: _Camera, header, rgb, info, scale: float, size: Tuple[int, int]) -> None:
         self.camera, self.header, self.rgb, self.info, self.scale, self.size = camera, header, rgb, info, scale, size
-
-
-def release_memory() -> None:
-    """After cleanup dropped the model: collect it, free cached GPU memory and hand freed heap pages back to the
-    system (glibc keeps them otherwise, and a configure after it maps new ones: RSS grew ~4 MB per cycle)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 class DepthNode(LifecycleNode):
@@ -239,9 +224,12 @@ class DepthNode(LifecycleNode):
                                  "see space-clip-convert), or -p untrained_demo:=true to run with random weights")
             else:
                 model = settings.checkpoint
+            # The node owns the model: an ONNX runtime backend's torch copy is freed once the runtime has it.
             self.estimator = DepthEstimator(model, device=settings.device, precision=settings.precision,
-                                            backbone=settings.backbone or None, backend=settings.backend)
+                                            backbone=settings.backbone or None, backend=settings.backend,
+                                            release_weights=True)
             self.estimator.warmup()  # compile / allocate now, not on the first frame
+            release_memory()  # what loading the checkpoint left behind
             overrides = QoSOverridingOptions.with_default_policies()
             self.cameras = [_Camera(name, settings.camera_info_cache) for name in (settings.cameras or [""])]
             for camera in self.cameras:
@@ -411,9 +399,8 @@ class DepthNode(LifecycleNode):
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, camera: _Camera, msg: Any) -> None:
         key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        if camera.retiring is not None and key == camera.last_image_key:
+        if camera.retiring is not None and key in camera.image_stamp_set:
             return  # the same frame through both subscriptions while the image subscription switches
-        camera.last_image_key = key
         now = time.monotonic()
         camera.stats.frame_in(now)
         camera.saw_image(msg.header.stamp)
