@@ -36,7 +36,7 @@ def test_launch_file_declares_the_documented_arguments():
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
     assert declared == {"namespace", "image", "camera_info", "params_file", "checkpoint", "device",
-                        "backend", "cameras"}
+                        "backend", "cameras", "camera_launch"}
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
 
@@ -128,6 +128,47 @@ def test_ros2_launch_runs_a_pip_install(ros, checkpoint, tmp_path):
         assert (prefix / "lib" / "space_clip_ros" / name).stat().st_mode & 0o111
     assert (prefix / "share" / "space_clip_ros" / "launch" / "depth.launch.py").is_file()
     launch_and_check(ros, ros2, prefix, checkpoint, tmp_path)
+
+
+def test_ros2_launch_starts_the_camera_driver_with_the_shipped_profile(ros, checkpoint, tmp_path):
+    """camera_launch:=DRIVER.launch.py starts the driver from our launch file, with the shipped Fast DDS profile in
+    its environment (a stock driver started elsewhere would not have it)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from space_clip_ros import ament
+    from space_clip_ros.ros import fastdds
+
+    ros2 = _ros2_cli()
+    prefix = tmp_path / "prefix"
+    assert ament.main(["--prefix", str(prefix)]) == 0
+    seen = tmp_path / "driver_env.txt"
+    driver = tmp_path / "driver.launch.py"
+    driver.write_text(
+        "import sys\nfrom launch import LaunchDescription\nfrom launch.actions import ExecuteProcess\n\n\n"
+        "def generate_launch_description():\n"
+        "    code = \"import os; open(%r, 'w').write(os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE', 'unset'))\"\n"
+        f"    return LaunchDescription([ExecuteProcess(cmd=[sys.executable, '-c', code % {str(seen)!r}])])\n")
+    env = {k: v for k, v in ros.items() if k not in fastdds.PROFILE_VARIABLES}  # as on a robot: none set
+    env["AMENT_PREFIX_PATH"] = str(prefix)
+    log = open(tmp_path / "launch.log", "w")
+    proc = subprocess.Popen([ros2, "launch", "space_clip_ros", "depth.launch.py", f"checkpoint:={checkpoint}",
+                             "device:=cpu", "backend:=eager", f"camera_launch:={driver}", "namespace:=with_driver"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (seen.is_file() and "active:" in (tmp_path / "launch.log").read_text()):
+            time.sleep(0.2)
+        assert seen.read_text() == fastdds.profile_path()
+        assert "active:" in (tmp_path / "launch.log").read_text() and proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "launch.log").read_text()[-3000:]
 
 
 def test_colcon_build_installs_what_ros2_looks_for(tmp_path, request):
