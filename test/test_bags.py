@@ -129,11 +129,11 @@ def test_a_recording_plays_into_the_node_and_its_outputs_are_recorded(ros, check
         assert len(depth_stamps) + int(status["frames_dropped"]) == FRAMES
         assert [m.header.stamp for m in h.received["info"]] == depth_stamps
         assert [s for _, s in arrivals] == originals
-        gaps = np.diff([t for t, _ in arrivals])
+        span = arrivals[-1][0] - arrivals[0][0]  # 4 frames: 0.75 s at the recorded 4 Hz, 0.15 s at 20 Hz
         if rate:
-            assert gaps.max() < 0.2  # 20 Hz asked, not the recorded 4 Hz
+            assert span < 0.5, span
         else:
-            assert gaps.min() > 0.15 and gaps.max() < 0.5  # the recorded 0.25 s
+            assert 0.6 < span < 1.5, span
         time.sleep(0.5)  # the recorder's last samples
         assert _stop(recorder) == 0, recorder.stdout.read()
         recorded = bags.read_topics(out)
