@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "test"), str(Path(__file__).resolve().parent)]
 
 
 def _percentile(values, q):
@@ -41,16 +41,13 @@ def main() -> int:
     counts = [int(c) for c in args.cameras.split(",")]
 
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
 
+    from bench_inference import full_size_model
     from space_clip_ros import DepthEstimator, save_checkpoint
-    from space_clip_ros.model import SpaceClip, SpaceClipConfig
     from space_clip_ros.synthetic import KITTI_K, render_scene
 
     tmp = Path(tempfile.mkdtemp(prefix="space_clip_bench_"))
-    torch.manual_seed(0)
-    model = SpaceClip(SpaceClipConfig(), CLIPVisionModel(CLIPVisionConfig(patch_size=16, image_size=224)))
-    torch.nn.init.constant_(model.decoder.depth_prediction_head[3].bias, 10.0)
+    model = full_size_model()
     ckpt = save_checkpoint(model, tmp / "full_random.pt", embed_backbone=True,
                            provenance={"trained": True, "source": "benchmark: random weights, timing only"})
     rgb, _ = render_scene()

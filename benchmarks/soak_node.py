@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "test"), str(Path(__file__).resolve().parent)]
 
 RSS_GROWTH_MB = 20.0
 
@@ -49,16 +49,10 @@ def proc_stats(pid: int) -> Tuple[float, int, int]:
 
 
 def full_size_checkpoint(folder: Path) -> Path:
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
+    from bench_inference import full_size_model
     from space_clip_ros import save_checkpoint
-    from space_clip_ros.model import SpaceClip, SpaceClipConfig
 
-    torch.manual_seed(0)
-    model = SpaceClip(SpaceClipConfig(), CLIPVisionModel(CLIPVisionConfig(patch_size=16, image_size=224)))
-    torch.nn.init.constant_(model.decoder.depth_prediction_head[3].bias, 10.0)
-    return save_checkpoint(model, folder / "full_random.pt", embed_backbone=True,
+    return save_checkpoint(full_size_model(), folder / "full_random.pt", embed_backbone=True,
                            provenance={"trained": True, "source": "soak benchmark: random weights"})
 
 

@@ -23,10 +23,10 @@ import numpy as np
 from space_clip_train.config import list_path
 from space_clip_train.data import SkipReport
 from space_clip_train.evaluation import add_run_options
-from space_clip_train.metrics import MetricAverager, evaluate_image, format_table, write_json
+from space_clip_train.metrics import DATASET_PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json
 from space_clip_train.nyu import MAX_DEPTH, MIN_DEPTH, NYU_TEST, NyuDepth, read_depth_png
 
-PROTOCOLS = ("standard", "spaceclip")
+PROTOCOLS = DATASET_PROTOCOLS["nyu"]
 
 
 def read_prediction(pred_dir: Path, image: str) -> np.ndarray:

@@ -112,8 +112,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 class EagerBackend(Backend):
     name = "eager"
-    #: False for backends that run their own copy of the model (ONNX runtimes): the torch weights can be released.
-    needs_torch_weights = True
 
     def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(model.to(device=device, dtype=dtype).eval(), device, dtype)

@@ -43,7 +43,7 @@ LOG_THROTTLE_S = 5.0
 #: Frames smaller than this on a side are refused (the model sees 224x224; a 1x1 "image" is a broken driver).
 MIN_SIDE = 16
 #: A stamp this far behind the last processed one is a time reset (a bag loop, a simulator restart), not disorder.
-STAMP_RESET_S = 3.0
+STAMP_RESET_NS = 3_000_000_000
 #: A camera_info older than this without its image counts as an image lost on the way (delivery estimate).
 DELIVERY_WAIT_S = 1.0
 #: When the image subscription switches reliability, the old one is destroyed once the new one matched, or after this.
@@ -76,7 +76,7 @@ class _Camera:
         self.subs: List[Any] = []
         self.infos: Deque[CameraInfo] = collections.deque(maxlen=cache)
         self.pending: Optional[Any] = None
-        self.last_stamp: Optional[float] = None  # of the last processed frame, seconds
+        self.last_stamp: Optional[int] = None  # of the last processed frame, nanoseconds
         self.stats = FrameStats()
         self.image_sub: Optional[Any] = None
         self.retiring: Optional[Tuple[Any, float]] = None  # the previous image subscription, kept until the new matches
@@ -89,8 +89,8 @@ class _Camera:
         self.delivery: Deque[bool] = collections.deque(maxlen=DELIVERY_WINDOW)
         self.images_missing = 0
 
-    def saw_image(self, stamp) -> None:
-        key = stamp.sec * 1_000_000_000 + stamp.nanosec
+    def saw_image(self, key: int) -> None:
+        """An image with stamp ``key`` (ns) arrived."""
         if len(self.image_stamps) == self.image_stamps.maxlen:
             self.image_stamp_set.discard(self.image_stamps[0])
         self.image_stamps.append(key)
@@ -98,7 +98,7 @@ class _Camera:
 
     def saw_info(self, msg: CameraInfo, now: float) -> None:
         self.infos.append(msg)
-        self.info_arrivals.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, now))
+        self.info_arrivals.append((messages.stamp_ns(msg.header.stamp), now))
 
     def settle_delivery(self, now: float) -> None:
         """camera_info messages older than DELIVERY_WAIT_S: was their image received?"""
@@ -309,13 +309,12 @@ class DepthNode(LifecycleNode):
             self._retire(camera)
             camera.retiring = (camera.image_sub, time.monotonic() + RETIRE_S)
             camera.image_sub = None
-        topic = self.resolve_topic_name(camera.topic(relative)) if hasattr(self, "resolve_topic_name") else None
-        overridden = topic is not None and f"qos_overrides.{topic}.subscription.reliability" in getattr(
-            self, "_parameter_overrides", {})
-        camera.image_auto = setting == "auto" and not overridden and topic is not None
+        topic = self.resolve_topic_name(camera.topic(relative))
+        overridden = f"qos_overrides.{topic}.subscription.reliability" in getattr(self, "_parameter_overrides", {})
+        camera.image_auto = setting == "auto" and not overridden
         if reliability is None:
-            reliability = setting if setting != "auto" else (self._publishers_reliability(topic) if topic else
-                                                             "best_effort")
+            reliability = setting if setting != "auto" else self._publishers_reliability(
+                self.get_publishers_info_by_topic(topic))
         qos = _sensor_qos()
         qos.reliability = (ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
         # Under auto the node sets the reliability itself, so it is left out of the REP 2003 parameters (a declared
@@ -328,9 +327,10 @@ class DepthNode(LifecycleNode):
         camera.image_reliability = ("reliable" if camera.image_sub.qos_profile.reliability
                                     == ReliabilityPolicy.RELIABLE else "best_effort")
 
-    def _publishers_reliability(self, topic: str) -> str:
-        """reliable when the topic has publishers and every one of them offers reliable delivery."""
-        infos = self.get_publishers_info_by_topic(topic)
+    @staticmethod
+    def _publishers_reliability(infos: List[Any]) -> str:
+        """reliable when the topic has publishers (``get_publishers_info_by_topic``) and every one of them offers
+        reliable delivery."""
         if infos and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos):
             return "reliable"
         return "best_effort"
@@ -348,13 +348,15 @@ class DepthNode(LifecycleNode):
             return
         now = time.monotonic()
         for camera in self.cameras:
-            if camera.retiring is not None and camera.image_sub is not None and (
-                    now > camera.retiring[1] or camera.image_sub.get_publisher_count()
-                    >= len(self.get_publishers_info_by_topic(camera.image_sub.topic_name))):
-                self._retire(camera)
-            if not camera.image_auto or camera.image_sub is None:
+            if camera.image_sub is None:
                 continue
-            wanted = self._publishers_reliability(camera.image_sub.topic_name)
+            publishers = self.get_publishers_info_by_topic(camera.image_sub.topic_name)
+            if camera.retiring is not None and (now > camera.retiring[1]
+                                                or camera.image_sub.get_publisher_count() >= len(publishers)):
+                self._retire(camera)
+            if not camera.image_auto:
+                continue
+            wanted = self._publishers_reliability(publishers)
             if wanted != camera.image_reliability:
                 self._subscribe_image(camera, self.settings.input_transport == "compressed", wanted)
                 self.get_logger().info(f"image subscription {camera.image_sub.topic_name} is now {wanted}: "
@@ -398,12 +400,12 @@ class DepthNode(LifecycleNode):
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, camera: _Camera, msg: Any) -> None:
-        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        key = messages.stamp_ns(msg.header.stamp)
         if camera.retiring is not None and key in camera.image_stamp_set:
             return  # the same frame through both subscriptions while the image subscription switches
         now = time.monotonic()
         camera.stats.frame_in(now)
-        camera.saw_image(msg.header.stamp)
+        camera.saw_image(key)
         if not any(camera.listeners().values()):
             camera.stats.count("idle_no_subscribers")
             return
@@ -455,14 +457,16 @@ class DepthNode(LifecycleNode):
 
     def _decode(self, settings: NodeSettings, camera: _Camera, msg: Any) -> Optional[_Frame]:
         """Check and decode one camera's frame; None (rejected, counted by reason) when it cannot be used."""
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = messages.stamp_ns(msg.header.stamp)
         if camera.last_stamp is not None and stamp < camera.last_stamp:
-            if camera.last_stamp - stamp <= STAMP_RESET_S:
-                self._reject(camera, "image", f"stamp {stamp:.9f} is older than the last processed frame's "
-                             f"{camera.last_stamp:.9f} (frames out of order)", "stamp_backwards")
+            if camera.last_stamp - stamp <= STAMP_RESET_NS:
+                self._reject(camera, "image", f"stamp {messages.format_ns(stamp)} is older than the last processed "
+                             f"frame's {messages.format_ns(camera.last_stamp)} (frames out of order)",
+                             "stamp_backwards")
                 return None
-            self._log_throttled(f"time_reset_{camera.name}", f"time jumped back {camera.last_stamp - stamp:.1f} s "
-                                "(a recording looping or a simulator restarting?): taking it as a new start", "info")
+            self._log_throttled(f"time_reset_{camera.name}", f"time jumped back "
+                                f"{(camera.last_stamp - stamp) / 1e9:.1f} s (a recording looping or a simulator "
+                                "restarting?): taking it as a new start", "info")
         try:
             rgb = (messages.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
                    else messages.image_to_rgb(msg))
@@ -537,7 +541,7 @@ class DepthNode(LifecycleNode):
 
     def _latency_since(self, stamp) -> float:
         now = self.get_clock().now().nanoseconds
-        return (now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6
+        return (now - messages.stamp_ns(stamp)) / 1e6
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

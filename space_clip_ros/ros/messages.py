@@ -128,6 +128,16 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
+def stamp_ns(stamp) -> int:
+    """A builtin_interfaces/Time as integer nanoseconds (exact, comparable, usable as a key)."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def format_ns(ns: int) -> str:
+    """Integer nanoseconds as ``seconds.nanoseconds``."""
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
 def message_data(values: np.ndarray) -> "array.array[int]":
     """The bytes of a numpy array as the ``array.array('B')`` that rosidl messages hold: one copy, no per-byte
     checks (assigning ``bytes`` to a message field makes a second copy)."""

@@ -118,7 +118,7 @@ class PlayerNode(Node):
     def _bag_state(self) -> None:
         self._messages = None  # the current pass's iterator
         self._next = None  # the message waiting for its time
-        self._pass, self._offset_ns = 0, 0
+        self._offset_ns = 0  # added to every stamp: the earlier passes' length
         self._start = 0.0  # wall clock of the pass's first message
         self._first_ns: Optional[int] = None
         self._images_in_pass = 0
@@ -141,7 +141,6 @@ class PlayerNode(Node):
                     if not self.get_parameter("loop").value and not (count and self.sent < count):
                         self.done = True
                         return
-                    self._pass += 1
                     self._offset_ns += self.recording.duration_ns + 100_000_000
                     self._messages = None
                     return
@@ -152,8 +151,8 @@ class PlayerNode(Node):
             if now - self._start < due:
                 return
             if self._offset_ns:
-                total = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec + self._offset_ns
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(total, 1_000_000_000)
+                shifted = messages.stamp_ns(msg.header.stamp) + self._offset_ns
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(shifted, 1_000_000_000)
             if kind == "image":
                 self.image_pub.publish(msg)
                 self.sent += 1

@@ -15,6 +15,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
+from .metrics import DATASET_PROTOCOLS
+
 TRAIN_DIR = Path(__file__).resolve().parents[1]
 CONFIGS = TRAIN_DIR / "configs"
 DEFAULT_CONFIG = CONFIGS / "kitti_paper.yaml"
@@ -73,9 +75,9 @@ def set_value(config: Dict[str, Any], assignment: str) -> None:
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("step", "cosine_warmup")
-DATASETS = ("kitti", "nyu")
-#: Evaluation protocols and standard-protocol crops by dataset (metrics.py defines them).
-PROTOCOLS = {"kitti": ("standard", "spaceclip", "paper"), "nyu": ("standard", "spaceclip")}
+#: Evaluation protocols (metrics.py defines them) and standard-protocol crops by dataset.
+PROTOCOLS = DATASET_PROTOCOLS
+DATASETS = tuple(PROTOCOLS)
 CROPS = {"kitti": ("garg", "eigen", "none"), "nyu": ("eigen", "none")}
 
 
