@@ -1,4 +1,4 @@
-"""A short soak of depth_node (benchmarks/soak_node.py): a few hundred full-size frames at the publisher's maximum
+"""A short soak of depth_node (benchmarks/soak_node.py): 2,000 full-size frames at the publisher's maximum
 rate and 5 lifecycle cycles, with the benchmark's own checks (no crash, bounded RSS growth and latency, newest frame
 processed, no growth over the cycles)."""
 
@@ -16,12 +16,12 @@ def test_short_soak_holds_the_checks(checkpoint, tmp_path):
     spec = importlib.util.spec_from_file_location("soak_node", SCRIPT)
     soak_node = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(soak_node)
-    result = soak_node.soak(checkpoint, frames=300, cycles=5, size=(1242, 375), device="cpu", backend="eager",
+    result = soak_node.soak(checkpoint, frames=2000, cycles=5, size=(1242, 375), device="cpu", backend="eager",
                             workdir=tmp_path)
     print(soak_node.report(result, (1242, 375), "cpu"))
     assert result["failures"] == []
-    assert result["frames"] == 300 and 0 < result["outputs"] <= 300
-    assert result["dropped"] + result["outputs"] <= 300
+    assert result["frames"] == 2000 and 0 < result["outputs"] <= 2000
+    assert result["dropped"] + result["outputs"] <= 2000
     assert len(result["cycle_stats"]) == 6
     # The checks can fail: a node that queued frames would break the latency bound.
     assert soak_node.checks({**result, "p99": 3 * result["bare_ms"] + 251.0})
