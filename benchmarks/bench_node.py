@@ -10,6 +10,11 @@ count N:
             cameras send one frame together and wait for the outputs (the node batches them into one forward)
   rate      every camera publishing at --rate Hz for a while: output frames per second per camera, and the share of
             frames dropped (latest-frame-only: a camera faster than the model loses frames, never latency)
+and first, in this process, what each output costs per frame on the model's device against the bare forward of one
+frame: the organized cloud (depth/points), the LaserScan (depth/scan) and the filtered cloud (depth/points_filtered)
+at the node's defaults, each with its download, and their message bytes. Their depth is the exact depth of the
+synthetic KITTI-geometry street (space_clip_ros.synthetic) at 1242x375, since random weights give no scene.
+--outputs-only stops after that table.
 """
 
 import argparse
@@ -29,6 +34,58 @@ def _percentile(values, q):
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def _median_ms(run, repeats):
+    run()
+    times = []
+    for _ in range(max(5, repeats)):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def output_costs(device, forward_ms: float, repeats: int) -> None:
+    """Per-frame cost of the node's optional outputs on ``device`` against a forward of ``forward_ms``."""
+    import torch
+
+    from space_clip_ros.outputs import cloud_buffer, mask_range
+    from space_clip_ros.planning import filtered_points, laser_scan, scan_geometry, scan_rows
+    from space_clip_ros.ros.settings import NodeSettings
+    from space_clip_ros.synthetic import KITTI_K, render_scene
+
+    s = NodeSettings.from_values({})
+    _, exact = render_scene()
+    raw = torch.from_numpy(np.where(exact > 0, exact, np.inf).astype(np.float32)).to(device)  # sky: beyond range
+    depth = mask_range(raw.clone(), s.min_depth, s.max_depth)
+    fx, fy, cx, cy = KITTI_K
+    height, width = depth.shape
+    geometry = scan_geometry(width, height, [fx, 0, cx, 0, fy, cy, 0, 0, 1], [fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0],
+                             s.scan_height)
+    index = torch.from_numpy(geometry.index).to(device)
+    runs = {
+        "organized cloud (depth/points)": lambda: cloud_buffer(depth, fx, fy, cx, cy).cpu().numpy(),
+        "scan (depth/scan)": lambda: laser_scan(scan_rows(raw, geometry, s.min_depth, s.max_depth), geometry,
+                                                s.scan_range_min, s.scan_range_max, index).cpu().numpy(),
+        "filtered cloud (depth/points_filtered)": lambda: filtered_points(
+            depth, fx, fy, cx, cy, s.points_filtered_min_range, s.points_filtered_max_range,
+            s.points_filtered_edge_threshold, s.points_filtered_voxel, s.points_filtered_stride).cpu().numpy(),
+    }
+    costs = {name: _median_ms(run, repeats) for name, run in runs.items()}
+    sizes = {name: run().nbytes for name, run in runs.items()}
+    both = costs["scan (depth/scan)"] + costs["filtered cloud (depth/points_filtered)"]
+    organized = sizes["organized cloud (depth/points)"]
+    print(f"\nper-frame output costs on {device}, {width}x{height}, node defaults (scan_height {s.scan_height}, "
+          f"voxel {s.points_filtered_voxel} m, range {s.points_filtered_min_range}-{s.points_filtered_max_range} m, "
+          f"edge threshold {s.points_filtered_edge_threshold}), median of {max(5, repeats)}")
+    print("| output | ms | x forward | bytes | x organized cloud bytes |")
+    print("|---|---|---|---|---|")
+    print(f"| forward, 1 frame (bare) | {forward_ms:.2f} | 1.000 | | |")
+    for name in runs:
+        print(f"| {name} | {costs[name]:.3f} | {costs[name] / forward_ms:.4f} | {sizes[name]:,} | "
+              f"{sizes[name] / organized:.4f} |")
+    print(f"| scan + filtered cloud | {both:.3f} | {both / forward_ms:.4f} | | |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cameras", default="1,8", help="comma-separated camera counts (default 1,8)")
@@ -37,6 +94,7 @@ def main() -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate for the sustained-rate part (Hz)")
     parser.add_argument("--seconds", type=float, default=None, help="length of the sustained-rate part")
+    parser.add_argument("--outputs-only", action="store_true", help="only the per-output cost table")
     args = parser.parse_args()
     counts = [int(c) for c in args.cameras.split(",")]
 
@@ -70,7 +128,10 @@ def main() -> int:
             run()
             times.append((time.perf_counter() - start) * 1000)
         bare[n] = statistics.median(times)
+    output_costs(estimator.device, bare[counts[0]] / counts[0], args.frames)
     estimator = None  # free it before the node runs
+    if args.outputs_only:
+        return 0
 
     import rclpy
 
@@ -88,7 +149,8 @@ def main() -> int:
             if names:
                 params["cameras"] = "[" + ",".join(names) + "]"
             proc = start_node(env, "/bench", params, tmp / f"node_{n}.log")
-            rigs = [Harness(f"/bench/{name}" if name else "/bench") for name in (names or [""])]
+            rigs = [Harness(f"/bench/{name}", "/bench", name) if name else Harness("/bench")
+                    for name in (names or [""])]
             try:
                 for h in rigs:
                     h.subscribe_outputs(("depth", "points"))

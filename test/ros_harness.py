@@ -35,24 +35,31 @@ def start_node(env: dict, namespace: str, params: dict, log_path: Path) -> subpr
 
 
 class Harness:
-    def __init__(self, namespace: str):
+    """Publishes a camera's frames into ``namespace`` and records the node's outputs there. ``node_namespace`` and
+    ``camera``: where the node runs and which of its cameras this is, when it has several (``cameras``)."""
+
+    def __init__(self, namespace: str, node_namespace: str = None, camera: str = ""):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2
 
         self.ns = namespace
+        self.node_ns = node_namespace or namespace
+        self.camera = camera
         self.node = rclpy.create_node("test_harness", namespace=namespace)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(Image, "image", qos)
         self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", qos)
         self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos)
-        self.received = {"depth": [], "info": [], "points": [], "colored": [], "diagnostics": []}
+        self.received = {"depth": [], "info": [], "points": [], "colored": [], "scan": [], "points_filtered": [],
+                         "diagnostics": []}
         self.arrival = {key: [] for key in self.received}  # wall-clock receive time of each message
         self._subs = {}
         self._types = {"depth": (Image, "depth/image"), "info": (CameraInfo, "depth/camera_info"),
-                       "points": (PointCloud2, "depth/points"), "colored": (Image, "depth/colored")}
+                       "points": (PointCloud2, "depth/points"), "colored": (Image, "depth/colored"),
+                       "scan": (LaserScan, "depth/scan"), "points_filtered": (PointCloud2, "depth/points_filtered")}
         self._qos = qos
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep("diagnostics"), 50)
         self.executor = SingleThreadedExecutor()
@@ -78,12 +85,22 @@ class Harness:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
     def wait_for_node(self, publisher=None, timeout=90.0):
+        """Until frames sent now reach the node and its outputs reach us, judged on both sides: our publisher and
+        subscriptions have matched (our side), and the node's diagnostics say that its image subscription has
+        matched a publisher with our (reliable) QoS and that each output we subscribe to has a subscriber (the
+        node's side; DDS matches each side on its own, and a reliable writer re-sends what a reader got before
+        it matched)."""
         publisher = publisher or self.image_pub
         self.spin_until(lambda: publisher.get_subscription_count() > 0, timeout, "the node to subscribe")
         if self._subs:
             self.spin_until(lambda: all(self.node.count_publishers(f"{self.ns}/{self._types[k][1]}") > 0
                                         for k in self._subs), timeout, "the node's publishers")
         self.spin_until(lambda: self._matched(), timeout, "output subscriptions to match")
+
+        def node_side(status):
+            return (status.get("image_reliability") == "reliable" and int(status.get("image_publishers", 0)) > 0
+                    and all(int(status.get(f"subscribers.{k}", 0)) > 0 for k in self._subs))
+        self.fresh_status(node_side, timeout, "the node's side to match (diagnostics)")
 
     def _matched(self):
         return all(sub.get_publisher_count() > 0 for sub in self._subs.values())
@@ -110,10 +127,14 @@ class Harness:
         return Time(sec=1_700_000_000 + i, nanosec=1000 * i)
 
     def status(self):
-        """The node's latest diagnostics values as a dict (or None)."""
+        """The node's latest diagnostics values for this camera as a dict (or None)."""
         for array in reversed(self.received["diagnostics"]):
             for status in array.status:
-                if status.name.startswith(self.ns + "/"):
+                if self.camera:
+                    mine = status.name == f"{self.node_ns}/depth_node: depth {self.camera}"
+                else:
+                    mine = status.name.startswith(self.ns + "/")
+                if mine:
                     level = status.level if isinstance(status.level, int) else ord(status.level)
                     return {"level": level, "message": status.message,
                             **{kv.key: kv.value for kv in status.values}}

@@ -58,10 +58,12 @@ class Node:
 def node(ros, checkpoint, tmp_path_factory):
     n = Node(ros, tmp_path_factory.mktemp("node"), "/cam_a",
              {"checkpoint": str(checkpoint), "device": "cpu", "max_depth": 80.0, "min_depth": 0.1})
-    n.h.subscribe_outputs()
-    n.h.wait_for_node()
-    yield n
-    n.stop()
+    try:
+        n.h.subscribe_outputs()
+        n.h.wait_for_node()
+        yield n
+    finally:  # also when the set-up fails: no node process outlives the tests
+        n.stop()
 
 
 def _send(h, i, rgb=None, info=True, **kwargs):
@@ -238,7 +240,7 @@ def test_bad_inputs_are_rejected_by_reason_counted_and_the_next_good_frame_works
 
 def test_diagnostics_report_rates_latency_and_device(node):
     h = node.h
-    for i in range(400, 404):
+    for i in range(450, 454):  # stamps no earlier test sent: each wait needs a new output
         _depth_for(h, _send(h, i, fx=100.0)[0])
     status = h.fresh_status(lambda s: int(s["frames_published"]) >= 4)
     assert status["device"] == "cpu" and status["precision"] == "fp32" and status["model"] == "trained"
@@ -278,7 +280,7 @@ def test_camera_info_scaling_stride_rgb_and_compressed_input(ros, checkpoint, tm
     h = n.h
     try:
         # Nobody listens yet: frames are counted as idle and nothing is computed.
-        h.spin_until(lambda: h.compressed_pub.get_subscription_count() > 0, 90, "the node to subscribe")
+        h.wait_for_node(h.compressed_pub)
         ok, png = cv2.imencode(".png", _frame(7)[..., ::-1])
         from sensor_msgs.msg import CompressedImage
 
@@ -510,7 +512,7 @@ def test_several_cameras_share_one_model_each_with_its_own_outputs(ros, checkpoi
     fxs = {"front": 100.0, "stereo/left": 70.0}
     n = Node(ros, tmp_path, "/rig", {"checkpoint": str(checkpoint), "device": "cpu",
                                      "cameras": "[front, stereo/left]"})
-    rigs = {name: Harness(f"/rig/{name}") for name in sizes}
+    rigs = {name: Harness(f"/rig/{name}", "/rig", name) for name in sizes}
     try:
         for h in rigs.values():
             h.subscribe_outputs()
@@ -560,3 +562,62 @@ def test_several_cameras_share_one_model_each_with_its_own_outputs(ros, checkpoi
         for h in rigs.values():
             h.destroy()
         assert n.stop() == 0, n.log.read_text()
+
+
+def test_scan_and_filtered_cloud_for_a_planner(node, reference):
+    """depth/scan is depthimage_to_laserscan's scan of the published depth and depth/camera_info (depth beyond
+    max_depth +Inf), in the x-forward frame; depth/points_filtered is the published depth's cloud, filtered. Both
+    only while someone subscribes; parameters change them at runtime."""
+    from test_planning import reference_scan
+
+    from space_clip_ros.planning import filtered_points
+
+    h = node.h
+    before = h.fresh_status(lambda s: True)
+    assert before["subscribers.scan"] == "0" and before["subscribers.points_filtered"] == "0"
+    h.subscribe_outputs(("scan", "points_filtered"))
+    h.wait_for_node()
+    fx = 100.0
+    assert all(r.successful for r in _set(h, "/cam_a", scan_height=5, points_filtered_voxel=0.0,
+                                          points_filtered_edge_threshold=0.0, points_filtered_max_range=25.0))
+    try:
+        stamp, rgb = _send(h, 1000, fx=fx, fy=fx, cx=80.0, cy=24.0)
+        h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["scan"]), 60, "depth/scan")
+        h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["points_filtered"]), 30,
+                     "depth/points_filtered")
+        scan = next(m for m in h.received["scan"] if m.header.stamp == stamp)
+        info = next(m for m in h.received["info"] if m.header.stamp == stamp)
+        raw = reference(rgb, fx=fx)
+        depth = np.where(raw > 80.0, np.inf, np.where(raw < 0.1, np.nan, raw)).astype(np.float32)
+        angle_min, angle_max, increment, expected = reference_scan(depth, list(info.k), list(info.p), 5, 0.3, 20.0)
+        assert scan.header.frame_id == "cam" and len(scan.ranges) == W
+        assert (scan.angle_min, scan.angle_max, scan.angle_increment) == pytest.approx((angle_min, angle_max,
+                                                                                         increment))
+        assert (scan.range_min, scan.range_max) == (pytest.approx(0.3), pytest.approx(20.0))
+        np.testing.assert_allclose(np.array(scan.ranges), expected, rtol=1e-4, equal_nan=True)
+        cloud = next(m for m in h.received["points_filtered"] if m.header.stamp == stamp)
+        assert (cloud.height, cloud.point_step, cloud.is_dense, cloud.header.frame_id) == (1, 12, True, "cam_optical")
+        points = np.frombuffer(cloud.data, np.float32).reshape(-1, 3)
+        published = messages.image_to_depth(_depth_for(h, stamp))
+        expected = filtered_points(torch.from_numpy(published), fx, fx, 80.0, 24.0, 0.3, 25.0).numpy()
+        np.testing.assert_allclose(points, expected, rtol=1e-4)
+        # Defaults: a 5 cm voxel grid and the flying-pixel filter make it smaller than the organized cloud.
+        assert all(r.successful for r in _set(h, "/cam_a", points_filtered_voxel=0.05,
+                                              points_filtered_edge_threshold=0.1))
+        stamp, _ = _send(h, 1001, fx=fx, fy=fx, cx=80.0, cy=24.0)
+        h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["points_filtered"]), 60, "filtered")
+        small = next(m for m in h.received["points_filtered"] if m.header.stamp == stamp)
+        organized = next(m for m in h.received["points"] if m.header.stamp == stamp)
+        assert 0 < small.width and len(small.data) < len(organized.data)
+        [result] = _set(h, "/cam_a", points_filtered_voxel=-1.0)
+        assert not result.successful and "points_filtered_voxel must be >= 0" in result.reason
+        # A scan_height taller than the image: no scan, counted and logged (depthimage_to_laserscan's error).
+        assert all(r.successful for r in _set(h, "/cam_a", scan_height=60))
+        stamp, _ = _send(h, 1002, fx=fx, fy=fx, cx=80.0, cy=24.0)
+        _depth_for(h, stamp)
+        h.fresh_status(lambda s: int(s["scan_skipped"]) >= 1, 30, "scan_skipped")
+        assert not any(m.header.stamp == stamp for m in h.received["scan"])
+        assert "depth/scan not published: scan_height ( 60 pixels) is too large" in node.log.read_text()
+    finally:
+        assert all(r.successful for r in _set(h, "/cam_a", scan_height=1, points_filtered_voxel=0.05,
+                                              points_filtered_edge_threshold=0.1, points_filtered_max_range=10.0))

@@ -19,6 +19,30 @@ def test_config_yaml_holds_exactly_the_declared_defaults():
     assert values == PARAMETERS
 
 
+def test_nav2_example_names_only_topics_and_types_the_node_publishes():
+    """config/nav2_costmap_example.yaml: every observation source is a topic of the node (namespace camera) with
+    the type the node publishes there; the scan clears with +Inf; the cloud keeps the floor out."""
+    pytest.importorskip("rclpy")
+    from space_clip_ros.ros.depth_node import OUTPUTS
+
+    published = {f"/camera/{topic}": msg_type.__name__ for _, msg_type, topic in OUTPUTS}
+    costmap = yaml.safe_load((ROOT / "config" / "nav2_costmap_example.yaml").read_text())
+    params = costmap["local_costmap"]["local_costmap"]["ros__parameters"]
+    sources = {}
+    for plugin in params["plugins"]:
+        layer = params[plugin]
+        for name in layer.get("observation_sources", "").split():
+            sources[name] = (layer["plugin"], layer[name])
+    assert {s["topic"] for _, s in sources.values()} == {"/camera/depth/scan", "/camera/depth/points_filtered"}
+    for plugin, source in sources.values():
+        assert published[source["topic"]] == source["data_type"], source
+        assert source["raytrace_max_range"] > source["obstacle_max_range"]  # clears beyond what it marks
+        if source["data_type"] == "LaserScan":
+            assert source["inf_is_valid"] is True and plugin == "nav2_costmap_2d::ObstacleLayer"
+        else:
+            assert source["min_obstacle_height"] > 0 and plugin == "nav2_costmap_2d::VoxelLayer"
+
+
 def test_package_xml_is_format_3_ament_python():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.get("format") == "3" and root.findtext("name") == "space_clip_ros"

@@ -38,6 +38,15 @@ def test_defaults_are_valid_and_complete():
     ({"cameras": ["/front"]}, "not a relative ROS name"),
     ({"cameras": ["front left"]}, "not a relative ROS name"),
     ({"cameras": [1, 2]}, "list of camera names"),
+    ({"scan_height": 0}, "scan_height must be >= 1"),
+    ({"scan_range_min": 30.0}, "scan_range_min < scan_range_max"),
+    ({"scan_range_min": -1.0}, "scan_range_min < scan_range_max"),
+    ({"scan_frame": "/base_scan"}, "scan_frame must be a tf2 frame id"),
+    ({"points_filtered_min_range": 20.0}, "points_filtered_min_range < points_filtered_max_range"),
+    ({"points_filtered_edge_threshold": -0.1}, "points_filtered_edge_threshold must be >= 0"),
+    ({"points_filtered_edge_threshold": float("nan")}, "points_filtered_edge_threshold must be >= 0"),
+    ({"points_filtered_voxel": -0.05}, "points_filtered_voxel must be >= 0"),
+    ({"points_filtered_stride": 0}, "points_filtered_stride must be >= 1"),
 ])
 def test_invalid_values_are_refused_with_the_reason(change, message):
     with pytest.raises(ValueError, match=message):

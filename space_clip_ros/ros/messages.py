@@ -7,9 +7,10 @@ import sys
 from typing import Optional, Tuple
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
 
 from ..geometry import organized_cloud_bytes, scale_intrinsics
+from .camera_state import format_ns, stamp_ns  # noqa: F401  (re-exported: the stamp helpers of every ROS module)
 
 #: encoding -> (channels, numpy scalar type, channel order of colour encodings)
 ENCODINGS = {
@@ -128,16 +129,6 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def stamp_ns(stamp) -> int:
-    """A builtin_interfaces/Time as integer nanoseconds (exact, comparable, usable as a key)."""
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def format_ns(ns: int) -> str:
-    """Integer nanoseconds as ``seconds.nanoseconds``."""
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
-
-
 def message_data(values: np.ndarray) -> "array.array[int]":
     """The bytes of a numpy array as the ``array.array('B')`` that rosidl messages hold: one copy, no per-byte
     checks (assigning ``bytes`` to a message field makes a second copy)."""
@@ -229,18 +220,45 @@ def points_to_cloud(points: np.ndarray, header, rgb: Optional[np.ndarray] = None
 def cloud_message(buffer: np.ndarray, header) -> PointCloud2:
     """PointCloud2 from (h, w, 4) float32 rows (x, y, z, pad; point_step 16) or (h, w, 8) with the packed colour
     at 16 (point_step 32), as :func:`space_clip_ros.outputs.cloud_buffer` and
-    :func:`space_clip_ros.geometry.organized_cloud_bytes` lay them out."""
+    :func:`space_clip_ros.geometry.organized_cloud_bytes` lay them out; or (N, 3) finite points: an unorganized,
+    dense x/y/z cloud (height 1, point_step 12)."""
+    if buffer.ndim == 2 and buffer.shape[1] == 3 and buffer.dtype == np.float32:
+        return _unorganized_cloud(buffer, header)
     if buffer.ndim != 3 or buffer.shape[2] not in (4, 8) or buffer.dtype != np.float32:
-        raise ValueError(f"cloud rows must be (h, w, 4 or 8) float32, got {buffer.shape} {buffer.dtype}")
+        raise ValueError(f"cloud rows must be (h, w, 4 or 8) or (N, 3) float32, got {buffer.shape} {buffer.dtype}")
     height, width, words = buffer.shape
     step = words * 4
-    fields = [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
-              for n, o in (("x", 0), ("y", 4), ("z", 8))]
+    fields = _xyz_fields()
     if words == 8:
         fields.append(PointField(name="rgb", offset=16, datatype=PointField.FLOAT32, count=1))
     msg = PointCloud2(header=header, height=height, width=width, fields=fields,
                       is_bigendian=sys.byteorder == "big", point_step=step, row_step=step * width, is_dense=False)
     msg.data = message_data(buffer)
+    return msg
+
+
+def _xyz_fields():
+    return [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1) for n, o in (("x", 0), ("y", 4),
+                                                                                          ("z", 8))]
+
+
+def _unorganized_cloud(points: np.ndarray, header) -> PointCloud2:
+    msg = PointCloud2(header=header, height=1, width=int(points.shape[0]), fields=_xyz_fields(),
+                      is_bigendian=sys.byteorder == "big", point_step=12, row_step=12 * int(points.shape[0]),
+                      is_dense=True)
+    msg.data = message_data(points)
+    return msg
+
+
+def scan_message(ranges: np.ndarray, geometry, header, frame_id: str, range_min: float, range_max: float,
+                 scan_time: float = 0.0) -> LaserScan:
+    """sensor_msgs/LaserScan from :func:`space_clip_ros.planning.laser_scan` ranges and their
+    :class:`~space_clip_ros.planning.ScanGeometry`, in ``frame_id`` (x forward), stamped as the depth image."""
+    msg = LaserScan(angle_min=geometry.angle_min, angle_max=geometry.angle_max,
+                    angle_increment=geometry.angle_increment, time_increment=0.0, scan_time=float(scan_time),
+                    range_min=float(range_min), range_max=float(range_max))
+    msg.header.stamp, msg.header.frame_id = header.stamp, frame_id
+    msg.ranges = array.array("f", np.ascontiguousarray(ranges, dtype=np.float32).tobytes())
     return msg
 
 

@@ -34,6 +34,15 @@ PARAMETERS: Dict[str, Any] = {
     "colormap": "turbo",
     "colored_min_depth": 1.0,
     "colored_max_depth": 50.0,
+    "scan_height": 1,
+    "scan_range_min": 0.3,
+    "scan_range_max": 20.0,
+    "scan_frame": "",
+    "points_filtered_min_range": 0.3,
+    "points_filtered_max_range": 10.0,
+    "points_filtered_edge_threshold": 0.1,
+    "points_filtered_voxel": 0.05,
+    "points_filtered_stride": 1,
     "input_transport": "raw",
     "image_reliability": "auto",
     "camera_info_cache": 30,
@@ -90,6 +99,15 @@ class NodeSettings:
     colormap: str
     colored_min_depth: float
     colored_max_depth: float
+    scan_height: int
+    scan_range_min: float
+    scan_range_max: float
+    scan_frame: str
+    points_filtered_min_range: float
+    points_filtered_max_range: float
+    points_filtered_edge_threshold: float
+    points_filtered_voxel: float
+    points_filtered_stride: int
     input_transport: str
     image_reliability: str
     camera_info_cache: int
@@ -134,6 +152,25 @@ class NodeSettings:
             raise ValueError("need 0 <= colored_min_depth < colored_max_depth, got "
                              f"{self.colored_min_depth} and {self.colored_max_depth}")
         parse_output_size(self.output_size)
+        if int(self.scan_height) < 1:
+            raise ValueError(f"scan_height must be >= 1 (rows of the depth image around cy), got {self.scan_height}")
+        if not 0 <= self.scan_range_min < self.scan_range_max:
+            raise ValueError("need 0 <= scan_range_min < scan_range_max, got "
+                             f"{self.scan_range_min} and {self.scan_range_max}")
+        if self.scan_frame.startswith("/") or self.scan_frame != self.scan_frame.strip():
+            raise ValueError(f"scan_frame must be a tf2 frame id without a leading '/' or spaces (or '' for the depth "
+                             f"frame without '_optical_frame'), got {self.scan_frame!r}")
+        if not 0 <= self.points_filtered_min_range < self.points_filtered_max_range:
+            raise ValueError("need 0 <= points_filtered_min_range < points_filtered_max_range, got "
+                             f"{self.points_filtered_min_range} and {self.points_filtered_max_range}")
+        if not 0 <= self.points_filtered_edge_threshold < float("inf"):
+            raise ValueError("points_filtered_edge_threshold must be >= 0 (a fraction of the depth; 0 keeps flying "
+                             f"pixels), got {self.points_filtered_edge_threshold}")
+        if not 0 <= self.points_filtered_voxel < float("inf"):
+            raise ValueError("points_filtered_voxel must be >= 0 metres (0 keeps every point), got "
+                             f"{self.points_filtered_voxel}")
+        if int(self.points_filtered_stride) < 1:
+            raise ValueError(f"points_filtered_stride must be >= 1, got {self.points_filtered_stride}")
         if int(self.camera_info_cache) < 1:
             raise ValueError(f"camera_info_cache must be >= 1, got {self.camera_info_cache}")
         if not self.diagnostics_period > 0:
@@ -171,3 +208,23 @@ def runtime_change_refusal(name: str, configured: bool, active: bool) -> Optiona
         return (f"{name} changes the subscriptions: deactivate the node, set {name}, then activate it "
                 "(ros2 lifecycle set <node> deactivate / activate)")
     return None
+
+
+def apply_changes(current: Optional[NodeSettings], values: Mapping[str, Any], changes: Mapping[str, Any],
+                  active: bool) -> Tuple[Optional[NodeSettings], Optional[str]]:
+    """A runtime parameter change: (the new settings, None) when it can be applied now; (None, None) when the node
+    is unconfigured and the values are valid (read at configure); (None, reason) when refused (invalid, or needing a
+    reload / re-subscription). ``values``: every parameter's current value; ``changes``: the ones being set."""
+    changes = {k: ([] if k == "cameras" and v is None else v) for k, v in changes.items()}
+    for name, value in changes.items():
+        unchanged = current is not None and getattr(current, name) == (tuple(value) if name == "cameras" else value)
+        reason = None if unchanged else runtime_change_refusal(name, current is not None, active)
+        if reason:
+            return None, reason
+    try:
+        if current is None:
+            NodeSettings.from_values({**values, **changes})
+            return None, None
+        return current.replace(**changes), None
+    except (ValueError, TypeError) as error:
+        return None, str(error)

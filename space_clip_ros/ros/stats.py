@@ -29,7 +29,7 @@ class Rate:
 
 #: Counters always reported (0 until they happen), in diagnostics order.
 COUNTERS = ("received", "published", "dropped", "idle_no_subscribers", "rejected", "rejected_image",
-            "rejected_camera_info", "rejected_frame", "camera_info_unmatched")
+            "rejected_camera_info", "rejected_frame", "camera_info_unmatched", "scan_skipped")
 
 
 class FrameStats:

@@ -1,0 +1,51 @@
+"""The depth node's /diagnostics content without ROS: one status per camera (name, level, message, key/values) from
+the node's state, the model and the camera's statistics. The node wraps them in diagnostic_msgs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+#: diagnostic_msgs/DiagnosticStatus levels.
+OK, WARN, ERROR = 0, 1, 2
+
+
+@dataclass
+class Status:
+    name: str
+    level: int
+    message: str
+    values: Dict[str, str]
+
+
+def model_values(estimator: Optional[Any], precision: str) -> Dict[str, str]:
+    """What every camera's status says about the model: device, precision, backend, trained or not."""
+    return {
+        "device": str(estimator.device) if estimator else "",
+        "precision": str(precision),
+        "backend": estimator.backend_name if estimator else "",
+        "model": ("trained" if estimator.trained else "UNTRAINED") if estimator else "not loaded",
+    }
+
+
+def camera_status(node_name: str, state: str, estimator: Optional[Any], camera: Any, now: float,
+                  model: Dict[str, str], subscription: Dict[str, str]) -> Status:
+    """The status of ``camera`` (a :class:`~space_clip_ros.ros.camera_state.CameraState`): ``<node>: depth`` (or
+    ``<node>: depth <camera>``); ERROR without a model, WARN for an untrained model or rejected inputs.
+    ``subscription``: the image subscription's values (reliability, matched publishers) and the output
+    subscriber counts."""
+    counts = camera.stats.counts()
+    if estimator is None:
+        level, message = ERROR, state
+    elif not estimator.trained:
+        level, message = WARN, f"{state}; UNTRAINED model"
+    elif counts.get("rejected", 0):
+        level, message = WARN, f"{state}; rejected inputs"
+    else:
+        level, message = OK, state
+    camera.delivery.settle(now)
+    values = {"state": state, **camera.stats.values(now), **camera.delivery.values(), **subscription, **model}
+    if camera.name:
+        values["camera"] = camera.name
+    name = f"{node_name}: depth" + (f" {camera.name}" if camera.name else "")
+    return Status(name, level, message, values)

@@ -1,0 +1,186 @@
+"""The depth node's frame path without ROS: decoded frames and their camera models in, every output as arrays out
+(depth, colour, organized cloud, LaserScan ranges, filtered cloud). One batched forward of the model; every output
+is computed on the model's device and downloaded once.
+
+The node turns a :class:`FrameResult` into messages; tests call :meth:`FramePipeline.run` directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..geometry import scale_intrinsics
+from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
+from ..planning import ScanGeometry, filtered_points, laser_scan, scan_geometry, scan_rows
+from .settings import NodeSettings
+
+#: Outputs beyond depth/image and depth/camera_info, computed only when asked for (someone subscribes).
+OPTIONAL_OUTPUTS = ("colored", "points", "scan", "points_filtered")
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """A camera_info's calibration (ROS-free): size, K (9), P (12), D, R (9), distortion model."""
+
+    width: int
+    height: int
+    k: Tuple[float, ...]
+    p: Tuple[float, ...]
+    d: Tuple[float, ...] = ()
+    r: Tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    distortion_model: str = "plumb_bob"
+
+    @classmethod
+    def from_info(cls, info: Any) -> "CameraModel":
+        """From a sensor_msgs/CameraInfo (or anything with its fields)."""
+        return cls(int(info.width), int(info.height), tuple(float(v) for v in info.k),
+                   tuple(float(v) for v in info.p), tuple(float(v) for v in info.d),
+                   tuple(float(v) for v in info.r), str(info.distortion_model))
+
+    @property
+    def intrinsics(self) -> Tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) from P, or from K when P is unset."""
+        p, k = self.p, self.k
+        if p[0] != 0:
+            return p[0], p[5], p[2], p[6]
+        return k[0], k[4], k[2], k[5]
+
+    def resized(self, width: int, height: int) -> "CameraModel":
+        """The model of this camera's image resized to ``width`` x ``height`` (K and P rows scaled)."""
+        if (width, height) == (self.width, self.height):
+            return self
+        k, p = scale_intrinsics(np.asarray(self.k), np.asarray(self.p), width / self.width, height / self.height)
+        if self.p[0] == 0:
+            p[:] = 0.0
+        return CameraModel(int(width), int(height), tuple(k.ravel().tolist()), tuple(p.ravel().tolist()), self.d,
+                           self.r, self.distortion_model)
+
+
+@dataclass
+class FrameRequest:
+    """One decoded frame: ``rgb`` (H, W, 3) uint8, the output ``size`` (h, w), the focal-length ``scale`` of its
+    camera, its camera ``model`` at the input size (None without camera_info: no cloud, scan or filtered cloud) and
+    the optional outputs wanted (:data:`OPTIONAL_OUTPUTS`)."""
+
+    rgb: np.ndarray
+    size: Tuple[int, int]
+    scale: float = 1.0
+    model: Optional[CameraModel] = None
+    wants: FrozenSet[str] = frozenset()
+
+
+@dataclass
+class FrameResult:
+    depth: np.ndarray  # (h, w) float32 metres, NaN outside [min_depth, max_depth]
+    model: Optional[CameraModel]  # at the output size
+    colored: Optional[np.ndarray] = None  # (h, w, 3) uint8
+    points: Optional[np.ndarray] = None  # (h', w', 4 | 8) float32 PointCloud2 rows
+    scan: Optional[np.ndarray] = None  # (w,) float32 ranges
+    scan_geometry: Optional[ScanGeometry] = None
+    points_filtered: Optional[np.ndarray] = None  # (N, 3) float32
+    problems: Dict[str, str] = field(default_factory=dict)  # output -> why it was not computed
+
+
+class FramePipeline:
+    """The model and what the node makes of its depth. ``estimator``: a :class:`space_clip_ros.DepthEstimator`."""
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+        self._scan_cache: Dict[Tuple, Tuple[ScanGeometry, torch.Tensor]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: NodeSettings) -> "FramePipeline":
+        """The node's model from its parameters (checkpoint, or untrained_demo), on its device, precision and
+        backend, warmed up. Raises ``ValueError`` saying what to set when there is no checkpoint."""
+        from ..estimator import DepthEstimator
+
+        if settings.untrained_demo:
+            from ..model.untrained import build_untrained_model
+
+            model = build_untrained_model()
+        elif not settings.checkpoint:
+            raise ValueError("no checkpoint: set -p checkpoint:=/path/to/space_clip.pt (a trained decoder; "
+                             "see space-clip-convert), or -p untrained_demo:=true to run with random weights")
+        else:
+            model = settings.checkpoint
+        # The node owns the model: an ONNX runtime backend's torch copy is freed once the runtime has it.
+        estimator = DepthEstimator(model, device=settings.device, precision=settings.precision,
+                                   backbone=settings.backbone or None, backend=settings.backend, release_weights=True)
+        estimator.warmup()  # compile / allocate now, not on the first frame
+        return cls(estimator)
+
+    def _scan_geometry(self, model: CameraModel, scan_height: int) -> Tuple[ScanGeometry, torch.Tensor]:
+        key = (model, int(scan_height))
+        if key not in self._scan_cache:
+            if len(self._scan_cache) > 32:
+                self._scan_cache.clear()
+            geometry = scan_geometry(model.width, model.height, model.k, model.p, int(scan_height), model.d, model.r,
+                                     model.distortion_model)
+            self._scan_cache[key] = (geometry, torch.from_numpy(geometry.index).to(self.estimator.device))
+        return self._scan_cache[key]
+
+    def run(self, frames: Sequence[FrameRequest], settings: NodeSettings) -> Tuple[List[FrameResult], float]:
+        """Every frame's outputs, and the milliseconds of the forward (with the depth download) for the batch."""
+        with torch.inference_mode():
+            start = time.perf_counter()
+            raw = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
+                                                [f.scale for f in frames])
+            scan_inputs = []
+            for frame, depth_t in zip(frames, raw):  # the scan needs depth beyond max_depth before the mask
+                scan_inputs.append(self._scan_input(frame, depth_t, settings))
+            for depth_t in raw:
+                mask_range(depth_t, settings.min_depth, settings.max_depth)
+            downloaded = [d.cpu().numpy() for d in raw]
+            inference_ms = (time.perf_counter() - start) * 1000.0
+            results = [self._outputs(settings, frame, depth_t, depth, scan_input)
+                       for frame, depth_t, depth, scan_input in zip(frames, raw, downloaded, scan_inputs)]
+        return results, inference_ms
+
+    def _scan_input(self, frame: FrameRequest, depth_t: torch.Tensor, settings: NodeSettings):
+        if "scan" not in frame.wants or frame.model is None:
+            return None
+        out_h, out_w = frame.size
+        try:
+            geometry, index = self._scan_geometry(frame.model.resized(out_w, out_h), settings.scan_height)
+        except ValueError as error:
+            return str(error)
+        return geometry, index, scan_rows(depth_t, geometry, settings.min_depth, settings.max_depth)
+
+    def _outputs(self, settings: NodeSettings, frame: FrameRequest, depth_t: torch.Tensor, depth: np.ndarray,
+                 scan_input) -> FrameResult:
+        out_h, out_w = frame.size
+        model = frame.model.resized(out_w, out_h) if frame.model is not None else None
+        result = FrameResult(depth=depth, model=model)
+        wants = frame.wants
+        if "colored" in wants:
+            colour = colorize(depth_t, settings.colored_min_depth, settings.colored_max_depth, settings.colormap)
+            result.colored = colour.cpu().numpy()
+        if model is None:
+            for name in wants & {"points", "scan", "points_filtered"}:
+                result.problems[name] = "no camera_info"
+            return result
+        fx, fy, cx, cy = model.intrinsics
+        if "points" in wants:
+            stride = int(settings.points_stride)
+            colour_t = None
+            if settings.points_rgb:
+                image = torch.from_numpy(frame.rgb).to(depth_t.device, non_blocking=True)
+                colour_t = resize_rgb(image, (out_h, out_w))[::stride, ::stride]
+            result.points = cloud_buffer(depth_t, fx, fy, cx, cy, stride, colour_t).cpu().numpy()
+        if isinstance(scan_input, str):
+            result.problems["scan"] = scan_input
+        elif scan_input is not None:
+            geometry, index, rows = scan_input
+            ranges = laser_scan(rows, geometry, settings.scan_range_min, settings.scan_range_max, index)
+            result.scan, result.scan_geometry = ranges.cpu().numpy(), geometry
+        if "points_filtered" in wants:
+            kept = filtered_points(depth_t, fx, fy, cx, cy, settings.points_filtered_min_range,
+                                   settings.points_filtered_max_range, settings.points_filtered_edge_threshold,
+                                   settings.points_filtered_voxel, int(settings.points_filtered_stride))
+            result.points_filtered = kept.cpu().numpy()
+        return result
