@@ -31,6 +31,7 @@ setup(
         "transformers>=4.45",
         "opencv-python-headless>=4.8",
         "pyyaml>=6",
+        "tqdm>=4.60",  # progress of space-clip-datasets' downloads
         "setuptools",
     ],
     extras_require={
@@ -63,6 +64,7 @@ setup(
         "console_scripts": [
             "space-clip-ament = space_clip_ros.ament:main",
             "space-clip-convert = space_clip_ros.convert:main",
+            "space-clip-datasets = space_clip_ros.datasets:main",
             "space-clip-depth = space_clip_ros.cli:main",
             "space-clip-export = space_clip_ros.export:main",
             "space-clip-demo = space_clip_ros.ros.demo:main",
