@@ -1,0 +1,455 @@
+"""space-clip-bag2dataset: a rosbag2 recording of a camera and a lidar (or an RGB-D camera) with tf becomes a
+training set for train/ (``python train/finetune.py --data DIR``).
+
+    space-clip-bag2dataset BAG --image-topic /camera/image_raw --camera-info-topic /camera/camera_info \\
+        --depth-topic /lidar/points --out DIR [--accumulate 2 --fixed-frame odom]
+
+Each image (``sensor_msgs/Image`` in any encoding the node takes, or ``CompressedImage``) is paired with the depth
+message nearest in stamp within ``--max-dt``. The depth source is a ``PointCloud2`` (x/y/z fields, any point_step)
+or a depth ``Image`` (16UC1 mm, 32FC1 m) with its own camera_info; its points are moved into the image's frame with
+the recording's tf (``/tf_static``, ``/tf``; composed along the tree, dynamic transforms interpolated, at the depth
+message's stamp) and projected with the image's camera_info (:func:`space_clip_ros.geometry.project_to_depth`:
+P for a rectified image, K and the distortion for a raw one; pixel (round(u), round(v)); the nearest point wins).
+
+Written, in train/'s formats: DIR/images/NNNNNN.png (rgb), DIR/depth/NNNNNN.png (uint16, metres x 256, 0 = no
+measurement, the image's size), DIR/train.txt and DIR/val.txt (``image depth fx`` relative to DIR; val = whole blocks
+of time, so near-duplicate neighbours do not leak), DIR/camera.yaml (size, K, D, R, P, frame) and DIR/summary.yaml
+(frames written, skipped by reason, median depth density). Messages are read with ``rosbags`` (no ROS install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import collections
+import math
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..geometry import project_to_depth
+from ..tf_tree import TfError, TfTree
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+DEPTH_TYPES = ("sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/Image")
+TF_TOPICS = ("/tf_static", "/tf")
+#: PointField datatypes of coordinates.
+FIELD_TYPES = {7: "f4", 8: "f8"}
+
+
+class BagError(ValueError):
+    """A recording that cannot be converted: the message names it and says what to pass."""
+
+
+@dataclass
+class Options:
+    image_topic: str
+    camera_info_topic: str
+    depth_topic: str
+    depth_camera_info_topic: str = ""
+    max_dt: float = 0.05
+    every: int = 1
+    min_depth: float = 0.1
+    max_depth: float = 80.0
+    accumulate: int = 0
+    fixed_frame: str = ""
+    val_fraction: float = 0.1
+    val_block_s: float = 10.0
+
+
+@dataclass
+class Summary:
+    written: int = 0
+    skipped: collections.Counter = field(default_factory=collections.Counter)
+    densities: List[float] = field(default_factory=list)
+    train: int = 0
+    val: int = 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"frames_written": self.written, "train": self.train, "val": self.val,
+                "skipped": dict(sorted(self.skipped.items())),
+                "median_depth_density": float(np.median(self.densities)) if self.densities else 0.0}
+
+
+# ---------------------------------------------------------------------------- messages
+def header_stamp_ns(raw: bytes) -> int:
+    """The header stamp of a serialized message whose first field is a std_msgs/Header (CDR: 4 bytes of
+    encapsulation, then sec int32, nanosec uint32), without deserializing the rest."""
+    if len(raw) < 12:
+        raise BagError(f"a message of {len(raw)} bytes is too short to hold a header")
+    order = "<" if raw[1] == 1 else ">"
+    sec, nanosec = struct.unpack_from(order + "iI", raw, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def cloud_points(msg: Any) -> np.ndarray:
+    """(N, 3) float64 x, y, z of a PointCloud2 (any point_step and field order; NaN points dropped)."""
+    fields = {f.name: f for f in msg.fields}
+    missing = [n for n in "xyz" if n not in fields]
+    if missing:
+        raise ValueError(f"PointCloud2 has no {'/'.join(missing)} field (fields: {sorted(fields)})")
+    if any(fields[n].datatype not in FIELD_TYPES for n in "xyz"):
+        raise ValueError("PointCloud2 x/y/z fields must be FLOAT32 or FLOAT64")
+    order = ">" if msg.is_bigendian else "<"
+    dtype = np.dtype({"names": list("xyz"), "formats": [order + FIELD_TYPES[fields[n].datatype] for n in "xyz"],
+                      "offsets": [fields[n].offset for n in "xyz"], "itemsize": int(msg.point_step)})
+    count = int(msg.width) * int(msg.height)
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if msg.row_step * msg.height > len(data) or msg.point_step * msg.width > msg.row_step:
+        raise ValueError(f"PointCloud2 data holds {len(data)} bytes, less than its {msg.height} rows of "
+                         f"{msg.row_step}")
+    rows = data[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, : msg.point_step * msg.width]
+    points = np.ascontiguousarray(rows).view(dtype).reshape(count)
+    xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
+    return xyz[np.isfinite(xyz).all(axis=1)]
+
+
+def depth_image_points(msg: Any, info: Any) -> np.ndarray:
+    """(N, 3) points of a depth image (16UC1 millimetres or 32FC1 metres, 0/NaN = none) in its optical frame,
+    back-projected with its camera_info's K (pixels undistorted first when it has distortion)."""
+    encoding = msg.encoding
+    if encoding not in ("16UC1", "mono16", "32FC1"):
+        raise ValueError(f"depth image encoding {encoding!r}: expected 16UC1 (mm) or 32FC1 (m)")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    dtype = np.dtype(np.float32 if encoding == "32FC1" else np.uint16).newbyteorder(">" if msg.is_bigendian else "<")
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if len(data) < step * height or step < width * dtype.itemsize:
+        raise ValueError(f"depth image data holds {len(data)} bytes, less than step*height = {step * height}")
+    rows = data[: step * height].reshape(height, step)[:, : width * dtype.itemsize]
+    depth = np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.float64)
+    if encoding != "32FC1":
+        depth /= 1000.0
+    v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
+    z = depth[v, u]
+    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    d = np.asarray(info.d, dtype=np.float64)
+    pixels = np.stack([u, v], axis=1).astype(np.float64)
+    if np.any(d):
+        import cv2
+
+        normalised = cv2.undistortPoints(pixels.reshape(-1, 1, 2), k, d).reshape(-1, 2)
+    else:
+        normalised = (pixels - k[:2, 2]) / np.array([k[0, 0], k[1, 1]])
+    return np.concatenate([normalised * z[:, None], z[:, None]], axis=1)
+
+
+def camera_yaml(info: Any, frame_id: str) -> Dict[str, Any]:
+    """camera_info as camera_calibration's YAML (what camera_info_manager reads), with the frame."""
+    def matrix(values, rows, cols):
+        return {"rows": rows, "cols": cols, "data": [float(v) for v in values]}
+
+    return {"image_width": int(info.width), "image_height": int(info.height), "camera_name": frame_id or "camera",
+            "frame_id": frame_id, "camera_matrix": matrix(info.k, 3, 3),
+            "distortion_model": str(info.distortion_model) or "plumb_bob",
+            "distortion_coefficients": matrix(info.d, 1, len(info.d)), "rectification_matrix": matrix(info.r, 3, 3),
+            "projection_matrix": matrix(info.p, 3, 4)}
+
+
+def training_fx(info: Any) -> float:
+    """The focal length the depth was projected with: P's (rectified image with P set) else K's."""
+    if not np.any(np.asarray(info.d)) and info.p[0] != 0:
+        return float(info.p[0])
+    return float(info.k[0])
+
+
+# ---------------------------------------------------------------------------- reading the recording
+class Bag:
+    """A rosbag2 recording (folder, or one .mcap / .db3 file) read with rosbags; types from its typestore."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            from rosbags.rosbag2 import Reader
+            from rosbags.typesys import Stores, get_typestore
+        except ImportError:
+            raise BagError("reading rosbag2 recordings needs the rosbags library: pip install 'space_clip_ros[bags]'"
+                           " (or pip install rosbags)") from None
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f"recording {self.path} does not exist")
+        self._reader_type = Reader
+        self.typestore = get_typestore(Stores.ROS2_JAZZY)
+        try:
+            with Reader(self.path) as reader:
+                self.topics = {c.topic: c.msgtype for c in reader.connections}
+                self.counts = collections.Counter()
+                for c in reader.connections:
+                    self.counts[c.topic] += c.msgcount
+        except Exception as error:  # rosbags raises several types for damaged or foreign files
+            raise BagError(f"cannot read {self.path} as a rosbag2 recording (mcap or sqlite3): {error}") from None
+
+    def listing(self) -> str:
+        return ", ".join(f"{t} ({m}, {self.counts[t]} messages)" for t, m in sorted(self.topics.items())) or "none"
+
+    def require(self, topic: str, types: Sequence[str], what: str) -> str:
+        if topic not in self.topics:
+            raise BagError(f"{self.path} has no topic {topic} ({what}); its topics: {self.listing()}")
+        if self.topics[topic] not in types:
+            raise BagError(f"{topic} is {self.topics[topic]}, but {what} must be {' or '.join(types)}")
+        if not self.counts[topic]:
+            raise BagError(f"{topic} ({what}) has no messages in {self.path}")
+        return self.topics[topic]
+
+    def messages(self, topics: Sequence[str]):
+        """(topic, raw CDR bytes) of ``topics`` in recorded order."""
+        try:
+            with self._reader_type(self.path) as reader:
+                wanted = [c for c in reader.connections if c.topic in topics]
+                for connection, _, raw in reader.messages(connections=wanted):
+                    yield connection.topic, raw
+        except BagError:
+            raise
+        except Exception as error:
+            raise BagError(f"{self.path} could not be read to the end (truncated or damaged?): "
+                           f"{type(error).__name__}: {error}") from None
+
+    def decode(self, raw: bytes, msgtype: str) -> Any:
+        return self.typestore.deserialize_cdr(raw, msgtype)
+
+
+def read_tf(bag: Bag, tree: TfTree) -> int:
+    """Every transform of /tf_static and /tf into ``tree``; how many."""
+    topics = [t for t in TF_TOPICS if t in bag.topics]
+    n = 0
+    for topic, raw in bag.messages(topics):
+        for ts in bag.decode(raw, bag.topics[topic]).transforms:
+            tr, q = ts.transform.translation, ts.transform.rotation
+            tree.add(ts.header.frame_id, ts.child_frame_id, ts.header.stamp.sec * 1_000_000_000
+                     + ts.header.stamp.nanosec, (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w), topic == "/tf_static")
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------- conversion
+def _pairs(image_stamps: List[int], depth_stamps: List[int], opts: Options) -> Dict[int, Optional[int]]:
+    """Image index -> the nearest depth message (index) within max_dt, or None; every ``every``-th image."""
+    order = sorted(range(len(depth_stamps)), key=depth_stamps.__getitem__)
+    sorted_stamps = [depth_stamps[i] for i in order]
+    limit = opts.max_dt * 1e9
+    out = {}
+    for i in range(0, len(image_stamps), opts.every):
+        t = image_stamps[i]
+        j = bisect.bisect_left(sorted_stamps, t)
+        best = min((c for c in (j - 1, j) if 0 <= c < len(sorted_stamps)), key=lambda c: abs(sorted_stamps[c] - t),
+                   default=None)
+        out[i] = order[best] if best is not None and abs(sorted_stamps[best] - t) <= limit else None
+    return out
+
+
+def _val_flags(stamps: List[int], opts: Options) -> List[bool]:
+    """Whole blocks of ``val_block_s`` seconds go to validation: every n-th block, n = round(1 / val_fraction);
+    a recording shorter than n blocks gives its last val_fraction of frames."""
+    if opts.val_fraction <= 0 or not stamps:
+        return [False] * len(stamps)
+    n = max(2, round(1 / opts.val_fraction))
+    start = min(stamps)
+    blocks = [int((t - start) / (opts.val_block_s * 1e9)) for t in stamps]
+    flags = [b % n == n - 1 for b in blocks]
+    if not any(flags):
+        cut = sorted(stamps)[-max(1, math.ceil(opts.val_fraction * len(stamps)))]
+        flags = [t >= cut for t in stamps]
+    return flags
+
+
+def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
+    """Convert a recording (see the module's docstring); raises :class:`BagError`."""
+    import cv2
+    import yaml
+
+    from . import messages  # the node's image decoders: every encoding it takes
+
+    bag = Bag(bag_path)
+    image_type = bag.require(opts.image_topic, IMAGE_TYPES, "--image-topic")
+    bag.require(opts.camera_info_topic, ("sensor_msgs/msg/CameraInfo",), "--camera-info-topic")
+    depth_type = bag.require(opts.depth_topic, DEPTH_TYPES, "--depth-topic")
+    depth_info_topic = ""
+    if depth_type == "sensor_msgs/msg/Image":
+        depth_info_topic = opts.depth_camera_info_topic or opts.depth_topic.rsplit("/", 1)[0] + "/camera_info"
+        bag.require(depth_info_topic, ("sensor_msgs/msg/CameraInfo",), "the depth image's camera_info "
+                    "(--depth-camera-info-topic)")
+    if opts.accumulate and not opts.fixed_frame:
+        raise BagError("--accumulate needs --fixed-frame (e.g. odom): scans are merged through a frame fixed in the "
+                       "world")
+    if out.exists() and any(out.iterdir()):
+        raise BagError(f"{out} exists and is not empty: give a new folder")
+    tree = TfTree()
+    read_tf(bag, tree)
+    # Pass 1: stamps and the camera models (small), to plan which depth messages each image needs.
+    image_stamps, depth_stamps, info, depth_info = [], [], None, None
+    for topic, raw in bag.messages([opts.image_topic, opts.depth_topic, opts.camera_info_topic, depth_info_topic]):
+        if topic == opts.image_topic:
+            image_stamps.append(header_stamp_ns(raw))
+        elif topic == opts.depth_topic:
+            depth_stamps.append(header_stamp_ns(raw))
+        elif topic == opts.camera_info_topic and info is None:
+            info = bag.decode(raw, "sensor_msgs/msg/CameraInfo")
+        elif topic == depth_info_topic and depth_info is None:
+            depth_info = bag.decode(raw, "sensor_msgs/msg/CameraInfo")
+    if info is None or not info.k[0] > 0:
+        raise BagError(f"{opts.camera_info_topic} has no usable camera_info (fx = 0: an uncalibrated camera?)")
+    pairs = _pairs(image_stamps, depth_stamps, opts)
+    summary = Summary()
+    summary.skipped["no_depth_within_max_dt"] = sum(1 for j in pairs.values() if j is None)
+    wanted: Dict[int, List[int]] = {}  # image index -> depth indices merged for it (N on each side in time)
+    in_time = sorted(range(len(depth_stamps)), key=depth_stamps.__getitem__)
+    position = {d: n for n, d in enumerate(in_time)}
+    for i, j in pairs.items():
+        if j is not None:
+            n = position[j]
+            wanted[i] = sorted(in_time[max(0, n - opts.accumulate): n + opts.accumulate + 1])
+    last_use = {}
+    for i, depths in wanted.items():
+        for d in depths:
+            last_use[d] = max(last_use.get(d, -1), i)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "depth").mkdir(parents=True, exist_ok=True)
+    size = (int(info.height), int(info.width))
+    k, p, d = np.asarray(info.k).reshape(3, 3), np.asarray(info.p).reshape(3, 4), np.asarray(info.d)
+    fx = training_fx(info)
+    lines: List[Tuple[int, str]] = []
+    cache: Dict[int, Tuple[str, np.ndarray]] = {}  # depth index -> (frame, points)
+    pending: collections.deque = collections.deque()  # (image index, raw) waiting for their depth
+    image_frame = ""
+    counters = {"image": 0, "depth": 0}
+    start = time.perf_counter()
+
+    failed: Dict[int, str] = {}  # depth index -> why it could not be read
+
+    def ready(i):
+        return all(d in cache or d in failed for d in wanted[i])
+
+    def finish(i, raw):
+        nonlocal image_frame
+        msg = bag.decode(raw, image_type)
+        image_frame = image_frame or msg.header.frame_id
+        try:
+            rgb = (messages.compressed_to_rgb(msg) if image_type.endswith("CompressedImage")
+                   else messages.image_to_rgb(msg))
+        except ValueError as error:
+            summary.skipped[f"undecodable_image ({getattr(error, 'reason', 'error')})"] += 1
+            return
+        if rgb.shape[:2] != size:
+            summary.skipped["image_size_differs_from_camera_info"] += 1
+            return
+        clouds = []
+        for j in wanted[i]:
+            if j in failed:
+                continue
+            frame, points = cache[j]
+            try:
+                if opts.fixed_frame:
+                    to_camera = (tree.lookup(msg.header.frame_id, opts.fixed_frame, image_stamps[i])
+                                 @ tree.lookup(opts.fixed_frame, frame, depth_stamps[j]))
+                else:
+                    to_camera = tree.lookup(msg.header.frame_id, frame, depth_stamps[j])
+            except TfError as error:
+                summary.skipped["no_tf"] += 1
+                if summary.skipped["no_tf"] <= 3:  # the first few say why; the summary counts them all
+                    log(f"  image {i}: no tf: {error}")
+                return
+            clouds.append(points @ to_camera[:3, :3].T + to_camera[:3, 3])
+        if not clouds:
+            summary.skipped[f"undecodable_depth ({failed[wanted[i][0]]})"] += 1
+            return
+        depth = project_to_depth(np.concatenate(clouds), size, k, p, d, str(info.distortion_model), opts.min_depth,
+                                 opts.max_depth, np.float64)  # quantised from float64: as exact as the devkit
+        density = float((depth > 0).mean())
+        if density == 0:
+            summary.skipped["no_depth_in_view"] += 1
+            return
+        name = f"{summary.written:06d}.png"
+        cv2.imwrite(str(out / "images" / name), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        cv2.imwrite(str(out / "depth" / name), np.minimum(np.round(depth * 256.0), 65535).astype(np.uint16),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        lines.append((i, f"images/{name} depth/{name} {fx:.4f}"))
+        summary.written += 1
+        summary.densities.append(density)
+
+    def drain(force=False):
+        while pending and (force or ready(pending[0][0])):
+            i, raw = pending.popleft()
+            finish(i, raw)
+            for j in wanted[i]:
+                if last_use.get(j) == i:
+                    cache.pop(j, None)
+
+    # Pass 2: images wait in order until the depth messages they need have come; depth is kept until last used.
+    for topic, raw in bag.messages([opts.image_topic, opts.depth_topic]):
+        if topic == opts.image_topic:
+            i = counters["image"]
+            counters["image"] += 1
+            if i in wanted:
+                pending.append((i, raw))
+        else:
+            j = counters["depth"]
+            counters["depth"] += 1
+            if j in last_use:
+                msg = bag.decode(raw, depth_type)
+                try:
+                    points = (cloud_points(msg) if depth_type.endswith("PointCloud2")
+                              else depth_image_points(msg, depth_info))
+                    cache[j] = (msg.header.frame_id, points)
+                except ValueError as error:
+                    failed[j] = str(error).split(":")[0][:60]
+        drain()
+    drain(force=True)
+    flags = _val_flags([image_stamps[i] for i, _ in lines], opts)
+    train = [line for (_, line), val in zip(lines, flags) if not val]
+    val = [line for (_, line), val in zip(lines, flags) if val]
+    (out / "train.txt").write_text("".join(f"{line}\n" for line in train))
+    (out / "val.txt").write_text("".join(f"{line}\n" for line in val))
+    summary.train, summary.val = len(train), len(val)
+    (out / "camera.yaml").write_text(yaml.safe_dump(camera_yaml(info, image_frame), sort_keys=False))
+    result = summary.as_dict()
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    (out / "summary.yaml").write_text(yaml.safe_dump(result, sort_keys=False))
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="space-clip-bag2dataset", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bag", type=Path, help="rosbag2 recording: a folder, or one .mcap / .db3 file")
+    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage")
+    parser.add_argument("--camera-info-topic", required=True, help="the image's sensor_msgs/CameraInfo")
+    parser.add_argument("--depth-topic", required=True, help="PointCloud2 (lidar) or a depth Image (RGB-D)")
+    parser.add_argument("--depth-camera-info-topic", default="",
+                        help="a depth Image's own camera_info (default: camera_info beside the depth topic)")
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for the training set")
+    parser.add_argument("--max-dt", type=float, default=0.05, help="largest image-depth stamp difference, s")
+    parser.add_argument("--every", type=int, default=1, help="use every Nth image")
+    parser.add_argument("--min-depth", type=float, default=0.1, help="metres")
+    parser.add_argument("--max-depth", type=float, default=80.0, help="metres")
+    parser.add_argument("--accumulate", type=int, default=0, help="merge N scans on each side (needs --fixed-frame)")
+    parser.add_argument("--fixed-frame", default="", help="frame fixed in the world for --accumulate, e.g. odom")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of time blocks for val.txt")
+    parser.add_argument("--val-block-s", type=float, default=10.0, help="length of a validation block, s")
+    args = parser.parse_args(argv)
+    if args.every < 1 or args.accumulate < 0 or not 0 <= args.val_fraction < 1 or args.max_dt < 0:
+        parser.error("need --every >= 1, --accumulate >= 0, 0 <= --val-fraction < 1, --max-dt >= 0")
+    opts = Options(args.image_topic, args.camera_info_topic, args.depth_topic, args.depth_camera_info_topic,
+                   args.max_dt, args.every, args.min_depth, args.max_depth, args.accumulate, args.fixed_frame,
+                   args.val_fraction, args.val_block_s)
+    try:
+        summary = convert(args.bag, args.out, opts)
+    except BagError as error:
+        print(f"space-clip-bag2dataset: error: {error}", file=sys.stderr)
+        return 1
+    result = summary.as_dict()
+    print(f"{args.out}: {result['frames_written']} frames written ({result['train']} train, {result['val']} val), "
+          f"median depth density {result['median_depth_density']:.4f}")
+    for reason, n in result["skipped"].items():
+        if n:
+            print(f"  skipped {n}: {reason}")
+    if not summary.written:
+        print("space-clip-bag2dataset: error: no frame could be written (see the reasons above)", file=sys.stderr)
+        return 1
+    print(f"fine-tune: python train/finetune.py --data {args.out} --init CHECKPOINT.pt --out runs/finetune")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
