@@ -195,7 +195,9 @@ class Bag:
         return self.topics[topic]
 
     def messages(self, topics: Sequence[str]):
-        """(topic, raw CDR bytes) of ``topics`` in recorded order."""
+        """(topic, raw CDR bytes) of ``topics`` in recorded order (none for no topics: rosbags reads all then)."""
+        if not [t for t in topics if t]:
+            return
         try:
             with self._reader_type(self.path) as reader:
                 wanted = [c for c in reader.connections if c.topic in topics]

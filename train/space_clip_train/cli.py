@@ -62,6 +62,10 @@ def resolve(args: argparse.Namespace, dataset: str = "kitti") -> TrainConfig:
             raise ConfigError("set --data-path (KITTI raw root) and --gt-path (annotated depth root)")
         folders = (("data_path", "the KITTI raw root with date folders"),
                    ("gt_path", "the annotated depth root with train/ and val/"))
+    elif config.dataset == "folder":
+        if not config.data_path:
+            raise ConfigError("set --data DIR (a training folder written by space-clip-bag2dataset)")
+        folders = (("data_path", "the training folder"),)
     else:
         if not config.data_path:
             raise ConfigError("set --data-path (the NYU Depth v2 root holding sync/ and official_splits/test/)")

@@ -78,7 +78,7 @@ SCHEDULERS = ("step", "cosine_warmup")
 #: Evaluation protocols (metrics.py defines them) and standard-protocol crops by dataset.
 PROTOCOLS = DATASET_PROTOCOLS
 DATASETS = tuple(PROTOCOLS)
-CROPS = {"kitti": ("garg", "eigen", "none"), "nyu": ("eigen", "none")}
+CROPS = {"kitti": ("garg", "eigen", "none"), "nyu": ("eigen", "none"), "folder": ("none",)}
 
 
 @dataclass

@@ -20,7 +20,7 @@ COLUMNS = (("abs_rel", "AbsRel"), ("sq_rel", "SqRel"), ("rmse", "RMSE"), ("rmse_
            ("a2", "d2"), ("a3", "d3"), ("silog", "SILog"), ("log10", "log10"))
 PROTOCOLS = ("standard", "spaceclip", "paper")
 #: The protocols of each dataset (NYU: the paper reports none; the release's and the standard one).
-DATASET_PROTOCOLS = {"kitti": PROTOCOLS, "nyu": ("standard", "spaceclip")}
+DATASET_PROTOCOLS = {"kitti": PROTOCOLS, "nyu": ("standard", "spaceclip"), "folder": ("standard",)}
 #: Protocols whose predictions are the model's output at a fixed size (the ground truth is resized NEAREST to it).
 FIXED_SIZE = {("kitti", "spaceclip"): KITTI_CROP_SIZE, ("kitti", "paper"): KITTI_CROP_SIZE,
               ("nyu", "spaceclip"): nyu.NYU_SIZE}
@@ -111,7 +111,7 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard",
             return compute_errors(gt_valid, pred_valid * scale)
     pred = resize_prediction(pred, gt.shape)
     valid = (gt > min_depth) & (gt < max_depth)
-    mask = crop_mask(gt.shape, crop) if dataset == "kitti" else nyu.crop_mask(gt.shape, crop)
+    mask = crop_mask(gt.shape, crop) if dataset == "kitti" else nyu.crop_mask(gt.shape, crop)  # folder: none
     if mask is not None:
         valid &= mask
     gt_valid = gt[valid]

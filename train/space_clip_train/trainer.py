@@ -24,6 +24,7 @@ from space_clip_ros.model.backbone import BackboneUnavailableError
 from space_clip_ros.model.config import KITTI_CAMERA, NYU_CAMERA
 
 from . import config as cfgmod
+from . import folder
 from .config import TrainConfig
 from .data import Augment, DepthDataset, collate
 from .distributed import Process
@@ -57,9 +58,28 @@ def build_model(config: TrainConfig) -> SpaceClip:
 
 
 
+def model_from_init(path: Path, config: TrainConfig) -> SpaceClip:
+    """The model of checkpoint ``path`` (decoder weights and tower), to fine-tune; its model config must be the
+    run's (finetune.py copies it into the config)."""
+    from space_clip_ros.checkpoint import CheckpointError, model_from_checkpoint_dict
+
+    try:
+        ckpt = read_checkpoint(path)
+        backbone = config.model.get("backbone")
+        model = model_from_checkpoint_dict(ckpt, backbone if backbone != ckpt["model_config"].get("backbone")
+                                           else None)
+    except (CheckpointError, BackboneUnavailableError, OSError) as error:
+        raise SystemExit(f"error: --init {path}: {error}") from None
+    if model.config.to_dict() != SpaceClipConfig.from_dict(config.model).to_dict():
+        raise SystemExit(f"error: --init {path}: its model config differs from the run's config.model")
+    return model.train()
+
+
 # ------------------------------------------------------------------------------------------------------ trainer
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: Optional[Path] = None):
+    def __init__(self, config: TrainConfig, resume: Optional[Path] = None, init: Optional[Path] = None):
+        """``init``: a checkpoint whose decoder (and tower) the run starts from (fine-tuning; config.model must be
+        its model config, as finetune.py sets it); ``resume``: a run's last.pt to continue."""
         self.config = config
         self.proc = Process(config.device)
         self.out = Path(config.out)
@@ -74,11 +94,15 @@ class Trainer:
                              f"{self.proc.world} processes")
         self.per_process_batch = config.batch_size // self.proc.world
 
-        self.model = build_model(config).to(self.proc.device)
-        dataset_class, camera = DATASETS[config.dataset]
+        self.model = (build_model(config) if init is None else model_from_init(init, config)).to(self.proc.device)
+        if config.dataset == "folder":  # a robot's own recording: its camera and size come from the folder
+            dataset_class, camera = folder.dataset_for(config.data_path)
+        else:
+            dataset_class, camera = DATASETS[config.dataset]
         self.dataset_class = dataset_class
-        self.model.provenance = {"trained": True, "dataset": config.dataset,
-                                 "source": f"train_{config.dataset}.py ({self.out.name})"}
+        script = "finetune.py" if init is not None or config.dataset == "folder" else f"train_{config.dataset}.py"
+        self.model.provenance = {"trained": True, "dataset": config.dataset, "source": f"{script} ({self.out.name})",
+                                 **({"initialised_from": str(init)} if init is not None else {})}
         # The checkpoint carries the training camera (the node rescales depth to its own camera by fx/width) and the
         # size the decoder was trained to produce (the node's first resize step goes through it).
         self.model.training_camera = camera
