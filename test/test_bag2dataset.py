@@ -332,3 +332,28 @@ def test_tf_tree_composes_chains_and_interpolates():
         tree.lookup("odom", "lidar", 2 * S)
     with pytest.raises(TfError, match="no tf path between map and camera"):
         tree.lookup("camera", "map", 0)
+
+
+def test_a_raw_image_projects_through_its_distortion():
+    """A camera_info with plumb_bob distortion (an unrectified image): pixels from the distortion model, written out
+    here (radial k1, k2, k3 and tangential p1, p2), K's focal length; the nearest point wins."""
+    from space_clip_ros.geometry import project_to_depth
+
+    k = np.array([[400.0, 0, 320.0], [0, 410.0, 240.0], [0, 0, 1]])
+    d = np.array([-0.25, 0.08, 0.001, -0.0015, -0.01])
+    rng = np.random.default_rng(5)
+    points = np.stack([rng.uniform(-4, 4, 5000), rng.uniform(-3, 3, 5000), rng.uniform(2, 20, 5000)], 1)
+    points = np.concatenate([points, points[:50] * [1, 1, 1.5]])  # farther points behind the first 50: hidden
+    depth = project_to_depth(points, (480, 640), k, None, d, "plumb_bob", 0.1, 80.0, np.float64)
+    x, y = points[:, 0] / points[:, 2], points[:, 1] / points[:, 2]
+    r2 = x * x + y * y
+    radial = 1 + d[0] * r2 + d[1] * r2 ** 2 + d[4] * r2 ** 3
+    xd = x * radial + 2 * d[2] * x * y + d[3] * (r2 + 2 * x * x)
+    yd = y * radial + d[2] * (r2 + 2 * y * y) + 2 * d[3] * x * y
+    u, v = np.round(k[0, 0] * xd + k[0, 2]).astype(int), np.round(k[1, 1] * yd + k[1, 2]).astype(int)
+    inside = (u >= 0) & (u < 640) & (v >= 0) & (v < 480)
+    expected = np.full((480, 640), np.inf)
+    np.minimum.at(expected, (v[inside], u[inside]), points[inside, 2])
+    expected[np.isinf(expected)] = 0
+    assert (expected > 0).sum() > 3000
+    np.testing.assert_allclose(depth, expected, rtol=1e-12)
