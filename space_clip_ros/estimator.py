@@ -56,7 +56,7 @@ class DepthEstimator:
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32``, ``fp16`` (CUDA) or ``bf16``.
         backbone: with a checkpoint path, a hub id or folder that overrides the tower the checkpoint names.
-        backend: ``auto`` (the fastest available for the device; README, Speed), ``eager``, ``compile``,
+        backend: ``auto`` (the fastest available for the device; docs/performance.md), ``eager``, ``compile``,
             ``cudagraph`` (CUDA), ``openvino`` or ``onnxruntime`` (CPU). See :mod:`space_clip_ros.inference`.
         backend_options: keyword arguments for the backend (``cudagraph``: ``compile``, ``max_programs``).
         release_weights: with a backend that runs its own copy of the model (``openvino``, ``onnxruntime``), free

@@ -26,7 +26,7 @@ def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.devic
         raise ValueError(
             f"device {spec!r} was requested but CUDA is not available to this torch "
             f"({torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use device 'cpu' or 'auto', "
-            "or install a CUDA build of torch (see the README)"
+            "or install a CUDA build of torch (docs/training.md, GPU)"
         )
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():

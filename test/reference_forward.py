@@ -1,4 +1,4 @@
-"""An independent, functional SPACE-CLIP decoder written from ../shared/docs/space-clip-architecture.md.
+"""An independent, functional SPACE-CLIP decoder written from the architecture description (shapes: test/data/).
 
 It reads the authors' state-dict keys directly and uses only torch.nn.functional, so it shares no code with
 space_clip_ros.model: tests compare the two (and the converter) against each other.

@@ -1,5 +1,5 @@
 """Evaluate a checkpoint, or any method's saved predictions, on KITTI: the standard protocol, the release's, or the
-paper's (see ../../shared/docs/kitti-evaluation.md and README, "Which numbers to compare").
+paper's (see docs/evaluation.md, "Which numbers to compare").
 
     python train/eval_kitti.py --checkpoint runs/kitti_paper/best.pt --data-path RAW --gt-path ANNOTATED
     python train/eval_kitti.py --pred-dir PREDS --gt-path ANNOTATED --out results.json

@@ -308,14 +308,14 @@ class CudaGraphBackend(StaticShapeBackend):
 
 # ---------------------------------------------------------------------- choosing
 def choose_backend(device: torch.device, dtype: torch.dtype) -> Tuple[str, str]:
-    """The backend ``auto`` picks for ``device`` and ``dtype``, and why (the rule in the README's Speed section)."""
+    """The backend ``auto`` picks for ``device`` and ``dtype``, and why (the rule in docs/performance.md)."""
     if device.type == "cuda":
         return "cudagraph", "CUDA device: the whole frame path in CUDA graphs, model compiled inside"
     if module_available("openvino"):
-        return "openvino", "CPU with openvino installed: the fastest CPU backend measured (README, Speed)"
+        return "openvino", "CPU with openvino installed: the fastest CPU backend measured (docs/performance.md)"
     if dtype == torch.float32 and module_available("onnxruntime"):
         return "onnxruntime", ("CPU with onnxruntime (no openvino) installed: faster than eager fp32 on the CPU "
-                               "(README, Speed)")
+                               "(docs/performance.md)")
     return "eager", ("CPU without openvino or onnxruntime: PyTorch eager; pip install 'space_clip_ros[openvino]' "
                      "for the faster CPU backend")
 

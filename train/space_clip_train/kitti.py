@@ -1,6 +1,6 @@
 """KITTI on disk: calibration, Velodyne ground truth, the annotated depth maps, evaluation crops and the dataset.
 
-Layouts (see ../../../shared/docs/kitti-evaluation.md):
+Layouts (docs/training.md, "KITTI and NYU Depth v2"):
   raw data   DATA/2011_09_26/{calib_cam_to_cam.txt, calib_velo_to_cam.txt}
              DATA/2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png
              DATA/2011_09_26/2011_09_26_drive_0002_sync/velodyne_points/data/0000000069.bin

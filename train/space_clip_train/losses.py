@@ -1,6 +1,6 @@
 """SPACE-CLIP's training loss: (1 - w) SILog + w SSIM on the main output, plus weighted SILog on auxiliary outputs.
 
-Formulas from the paper and the release (../../shared/docs/space-clip-architecture.md, "Training"):
+Formulas from the paper and the release (the loss definitions below name their source):
 SILog = 10 sqrt(Var(g) + (1 - 0.85) Mean(g)^2), g = log pred - log gt over all valid pixels of the batch;
 SSIM on pred and gt min-max normalised, 11x11 Gaussian window (sigma 1.5), loss = mean(1 - SSIM) over valid pixels.
 

@@ -1,4 +1,4 @@
-"""Depth metrics and the evaluation protocols of KITTI (see ../../../shared/docs/kitti-evaluation.md) and NYU.
+"""Depth metrics and the evaluation protocols of KITTI (docs/evaluation.md says which to compare) and NYU.
 
 Metrics are computed per image on its valid pixels and then averaged over images.
 """

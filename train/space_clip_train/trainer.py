@@ -449,7 +449,7 @@ class Trainer:
 
     def _final_report(self, loader, kwargs) -> Dict[str, float]:
         """best.pt (the weights selected without TTA) evaluated with ``final_flip_tta`` under every protocol of
-        ``summary_protocols``, each labelled with what to compare it with (README, "Which numbers to compare").
+        ``summary_protocols``, each labelled with what to compare it with (docs/evaluation.md).
         metrics.jsonl gets one ``final`` record per protocol; ``primary`` marks the validation protocol's."""
         c = self.config
         flip = c.final_flip_tta
