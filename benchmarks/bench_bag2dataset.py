@@ -9,6 +9,7 @@ affinity of this process, OpenCV and numpy's BLAS single-threaded). Target: >= 2
 """
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -34,6 +35,7 @@ def main() -> int:
 
     cv2.setNumThreads(1)
     import robot_bag as rb
+
     from space_clip_ros.ros.bag2dataset import Bag, Options, convert
     from space_clip_ros.synthetic import KITTI_K, render_scene
 
@@ -62,9 +64,10 @@ def main() -> int:
         for topic, raw in reader.messages(list(reader.topics)):
             reader.decode(raw, reader.topics[topic])
 
-    def run_convert(n=[0]):
-        n[0] += 1
-        summary = convert(bag, tmp / f"out{n[0]}", Options("/camera/image_raw", "/camera/camera_info",
+    runs = itertools.count()
+
+    def run_convert():
+        summary = convert(bag, tmp / f"out{next(runs)}", Options("/camera/image_raw", "/camera/camera_info",
                                                             "/velodyne_points", val_fraction=0.0), log=lambda s: None)
         assert summary.written == args.frames, summary
 

@@ -27,9 +27,10 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=60, help="items timed per mode")
     args = parser.parse_args()
 
+    from kitti_tree import write_tree
     from space_clip_train.data import Augment
     from space_clip_train.kitti import KittiDepth
-    from kitti_tree import write_tree
+
     from space_clip_ros.model import CLIP_MEAN, CLIP_STD
 
     tree = write_tree(Path(tempfile.mkdtemp(prefix="space_clip_data_")), drives={1: args.frames, 2: args.frames},

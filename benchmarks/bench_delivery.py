@@ -135,9 +135,9 @@ def main() -> int:
     width, height = (int(v) for v in args.size.split("x"))
 
     import rclpy
-
     from helpers import save_tiny_tower, tiny_model
     from ros_harness import ros_environment, start_node
+
     from space_clip_ros import save_checkpoint
     from space_clip_ros.ros import fastdds
 

@@ -99,8 +99,8 @@ def main() -> int:
     counts = [int(c) for c in args.cameras.split(",")]
 
     import torch
-
     from bench_inference import full_size_model
+
     from space_clip_ros import DepthEstimator, save_checkpoint
     from space_clip_ros.synthetic import KITTI_K, render_scene
 
@@ -116,7 +116,7 @@ def main() -> int:
     for n in counts:
         frames, sizes, scales = [rgb] * n, [(height, width)] * n, [1.0] * n
 
-        def run():
+        def run(frames=frames, sizes=sizes, scales=scales):
             for depth in estimator.predict_tensor(frames, sizes, scales):
                 depth.cpu().numpy()
 
@@ -134,7 +134,6 @@ def main() -> int:
         return 0
 
     import rclpy
-
     from ros_harness import Harness, camera_info_msg, rgb_image_msg, ros_environment, start_node
 
     env = ros_environment(tmp)
@@ -157,7 +156,7 @@ def main() -> int:
                 for h in rigs:
                     h.wait_for_node(timeout=300)
 
-                def send_all():
+                def send_all(rigs=rigs):
                     stamps = []
                     for h in rigs:
                         stamp = h.node.get_clock().now().to_msg()
@@ -166,11 +165,13 @@ def main() -> int:
                         stamps.append(stamp)
                     return stamps
 
-                def wait_all(stamps, key):
+                def wait_all(stamps, key, rigs=rigs):
                     out = []
-                    for h, stamp in zip(rigs, stamps):
-                        h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received[key]), 300, key)
-                        arrived = next(t for t, m in zip(h.arrival[key], h.received[key]) if m.header.stamp == stamp)
+                    for h, stamp in zip(rigs, stamps, strict=True):
+                        h.spin_until(lambda h=h, stamp=stamp: any(m.header.stamp == stamp for m in h.received[key]),
+                                     300, key)
+                        arrived = next(t for t, m in zip(h.arrival[key], h.received[key], strict=True)
+                                       if m.header.stamp == stamp)
                         out.append((arrived - (stamp.sec + stamp.nanosec / 1e9)) * 1000)
                     return out
 
@@ -199,7 +200,7 @@ def main() -> int:
                 while time.time() - settle < max(2.0, 2 * bare[n] / 1000):
                     for h in rigs:
                         h.executor.spin_once(timeout_sec=0.01)
-                got = [len(h.received["depth"]) - b for h, b in zip(rigs, before)]
+                got = [len(h.received["depth"]) - b for h, b in zip(rigs, before, strict=True)]
                 results[n] = {
                     "depth_p50": statistics.median(depth_lat), "depth_p90": _percentile(depth_lat, 90),
                     "points_p50": statistics.median(points_lat), "points_p90": _percentile(points_lat, 90),

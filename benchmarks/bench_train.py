@@ -56,10 +56,9 @@ def timed(fn, steps, sync):
 
 def part1(args, tmp, tree) -> None:
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
     from space_clip_train.losses import SpaceClipLoss
     from space_clip_train.trainer import Trainer
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
     tower = tmp / "vit_b16_random"
     torch.manual_seed(0)
@@ -72,7 +71,7 @@ def part1(args, tmp, tree) -> None:
         config = make_config(tmp, tower, tree, device=args.device, name=f"bench_{precision}",
                              batch_size=args.batch, precision=precision)
         trainer = Trainer(config)
-        batches = [b for _, b in zip(range(args.steps + 1), iter(trainer.loader))]
+        batches = [b for _, b in zip(range(args.steps + 1), iter(trainer.loader), strict=False)]
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         seconds = timed(lambda i: trainer._train_step(batches[i % len(batches)]), args.steps, sync)
@@ -112,12 +111,11 @@ def part1(args, tmp, tree) -> None:
 def part2(args, tmp, tree) -> bool:
     import numpy as np
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
     from space_clip_train.data import read_list
     from space_clip_train.kitti import read_depth_png, resolve_depth_path
     from space_clip_train.metrics import MetricAverager, evaluate_image
     from space_clip_train.trainer import Trainer
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
     tower = tmp / "small_random"
     torch.manual_seed(0)

@@ -50,6 +50,7 @@ def proc_stats(pid: int) -> Tuple[float, int, int]:
 
 def full_size_checkpoint(folder: Path) -> Path:
     from bench_inference import full_size_model
+
     from space_clip_ros import save_checkpoint
 
     return save_checkpoint(full_size_model(), folder / "full_random.pt", embed_backbone=True,
@@ -77,8 +78,8 @@ def soak(checkpoint: Path, frames: int, cycles: int, size: Tuple[int, int], devi
     import rclpy
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
-
     from ros_harness import Harness, camera_info_msg, rgb_image_msg, ros_environment, start_node
+
     from space_clip_ros.synthetic import KITTI_K, render_scene
 
     width, height = size
@@ -121,7 +122,7 @@ def soak(checkpoint: Path, frames: int, cycles: int, size: Tuple[int, int], devi
             h.executor.spin_once(timeout_sec=0.01)
         samples.append((time.time() - start, sent, *proc_stats(proc.pid)))
         latencies = [(t - (m.header.stamp.sec + m.header.stamp.nanosec / 1e9)) * 1000
-                     for t, m in zip(h.arrival["depth"], h.received["depth"])]
+                     for t, m in zip(h.arrival["depth"], h.received["depth"], strict=True)]
         status = h.fresh_status(lambda s: True, 30)
         out.update(frames=sent, seconds=elapsed, in_hz=sent / elapsed, outputs=len(latencies),
                    out_hz=len(latencies) / elapsed, dropped=int(status["frames_dropped"]), samples=samples,

@@ -11,13 +11,13 @@ segment, and a best-effort one then loses frames: see README, "QoS and frames th
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.launch_description_sources import AnyLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from space_clip_ros.ros import fastdds
 
 

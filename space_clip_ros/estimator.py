@@ -173,4 +173,4 @@ class DepthEstimator:
         values = [fx] * len(batch) if np.isscalar(fx) else list(fx)  # type: ignore[list-item]
         if len(values) != len(batch):
             raise ValueError(f"got {len(values)} focal lengths for {len(batch)} images")
-        return [self.focal_scale(float(f), img.shape[1]) for f, img in zip(values, batch)]
+        return [self.focal_scale(float(f), img.shape[1]) for f, img in zip(values, batch, strict=True)]

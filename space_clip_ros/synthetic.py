@@ -123,8 +123,9 @@ def write_kitti_drive(root, date: str = "2011_09_26", drive: int = 1, frames: in
                       size: Tuple[int, int] = KITTI_SIZE) -> "list":
     """Write synthetic frames as a KITTI raw drive: ``root/date/calib_cam_to_cam.txt`` and
     ``root/date/date_drive_NNNN_sync/image_02/data/%010d.png``. Returns the image paths."""
-    import cv2
     from pathlib import Path
+
+    import cv2
 
     date_dir = Path(root) / date
     image_dir = date_dir / f"{date}_drive_{drive:04d}_sync" / "image_02" / "data"

@@ -51,6 +51,7 @@ def ros(tmp_path_factory):
 def checkpoint(clip_tower, tmp_path_factory):
     """A tiny trained-marked checkpoint for node processes."""
     from helpers import tiny_model
+
     from space_clip_ros.checkpoint import save_checkpoint
 
     return save_checkpoint(tiny_model(clip_tower), tmp_path_factory.mktemp("ckpt") / "tiny.pt",

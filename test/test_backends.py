@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from helpers import tiny_model
+
 from space_clip_ros import DepthEstimator
 from space_clip_ros.export import depth_errors
 from space_clip_ros.inference import BackendUnavailableError, EagerBackend, StaticShapeBackend, choose_backend
@@ -50,7 +50,7 @@ def _assert_close(got, reference, precision):
     for key in reference:
         expected = reference[key] if isinstance(reference[key], list) else [reference[key]]
         actual = got[key] if isinstance(got[key], list) else [got[key]]
-        for a, b in zip(actual, expected):
+        for a, b in zip(actual, expected, strict=True):
             assert a.shape == b.shape and a.dtype == np.float32
             errors = depth_errors(a, b)
             if precision == "fp32":

@@ -14,6 +14,7 @@ pytest.importorskip("rosbags", reason="rosbags not installed: pip install -e '.[
 pytest.importorskip("sensor_msgs", reason="the node's image decoders need sensor_msgs: pip install -e '.[ros]'")
 
 import robot_bag as rb  # noqa: E402
+
 from space_clip_ros.kitti_calib import read_kitti_calib  # noqa: E402
 from space_clip_ros.ros.bag2dataset import Options, convert, main  # noqa: E402
 from space_clip_ros.synthetic import render_scene  # noqa: E402

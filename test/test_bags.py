@@ -14,9 +14,9 @@ pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]
 pytest.importorskip("rosbags", reason="rosbags not installed: pip install -e '.[bags]'")
 
 from builtin_interfaces.msg import Time  # noqa: E402
+from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
-from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 from space_clip_ros.ros import bags, messages  # noqa: E402
 
 W, H = 160, 48
@@ -182,4 +182,4 @@ def test_loop_plays_again_with_stamps_moving_forward(ros, tmp_path):
     length = bags.Recording(bag).duration_ns
     assert abs(length - (FRAMES - 1) * GAP_NS) <= 1  # rosbags counts the last nanosecond in
     assert ns[FRAMES:] == [t + length + 100_000_000 for t in first]  # the recording's length + 0.1 s
-    assert all(b > a for a, b in zip(ns, ns[1:]))
+    assert all(b > a for a, b in zip(ns, ns[1:], strict=False))

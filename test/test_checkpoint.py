@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-
 from helpers import tiny_model
+
 from space_clip_ros import CheckpointError, load_checkpoint, save_checkpoint
 from space_clip_ros.checkpoint import FORMAT_VERSION, checkpoint_dict, read_checkpoint
-from space_clip_ros.model import BackboneUnavailableError, KITTI_CAMERA, TrainingCamera
+from space_clip_ros.model import KITTI_CAMERA, BackboneUnavailableError, TrainingCamera
 
 
 def _pixels():

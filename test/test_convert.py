@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from helpers import TINY_CHANNELS, tiny_model
 from reference_forward import reference_decoder
+
 from space_clip_ros import CheckpointError, load_checkpoint
 from space_clip_ros.checkpoint import read_checkpoint
 from space_clip_ros.convert import convert, main

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from helpers import tiny_model
 from space_clip_train.losses import GlobalBatch, SpaceClipLoss
 

@@ -12,6 +12,7 @@ import torch
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
 
 from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
+
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
 from space_clip_ros.geometry import depth_to_points  # noqa: E402
 from space_clip_ros.inference import choose_backend  # noqa: E402
@@ -224,7 +225,7 @@ def test_bad_inputs_are_rejected_by_reason_counted_and_the_next_good_frame_works
     for n, (kind, reason, fragment, publish) in enumerate(bad, start=1):
         publish()
         expected[reason] += 1
-        status = h.fresh_status(lambda s: int(s["rejected_total"]) >= start + n, 20, f"rejection for {reason}")
+        status = h.fresh_status(lambda s, n=n: int(s["rejected_total"]) >= start + n, 20, f"rejection for {reason}")
         assert status["last_rejection"].startswith(kind) and fragment in status["last_rejection"], (reason, status)
         assert int(status[f"rejected.{reason}"]) - int(before.get(f"rejected.{reason}", 0)) == expected[reason]
         stamp, _ = _send(h, 400 + 2 * (n - 1) + 1, fx=100.0)
@@ -343,7 +344,7 @@ def test_camera_info_scaling_stride_rgb_and_compressed_input(ros, checkpoint, tm
             bad.header.stamp = h.stamp(620 + 2 * k)
             bad.data = data
             h.compressed_pub.publish(bad)
-            status = h.fresh_status(lambda s: int(s["rejected_total"]) > int(before["rejected_total"]), 30, reason)
+            status = h.fresh_status(lambda s, b=before: int(s["rejected_total"]) > int(b["rejected_total"]), 30, reason)
             assert int(status[f"rejected.{reason}"]) > int(before.get(f"rejected.{reason}", 0)), (reason, status)
             stamp = h.stamp(621 + 2 * k)
             h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0))
@@ -535,7 +536,8 @@ def test_several_cameras_share_one_model_each_with_its_own_outputs(ros, checkpoi
                                            rtol=1e-4, equal_nan=True)
         for name, h in rigs.items():
             stamp = frames[name][0]
-            h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["points"]), 30, "the cloud")
+            h.spin_until(lambda h=h, stamp=stamp: any(m.header.stamp == stamp for m in h.received["points"]), 30,
+                         "the cloud")
             cloud = next(m for m in h.received["points"] if m.header.stamp == stamp)
             assert (cloud.height, cloud.width) == sizes[name] and cloud.header.frame_id == f"{name}_optical"
             info = next(m for m in h.received["info"] if m.header.stamp == stamp)

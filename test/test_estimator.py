@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from helpers import tiny_model
+
 from space_clip_ros import DepthEstimator, save_checkpoint
 from space_clip_ros.model import CLIP_MEAN, CLIP_STD
 
@@ -27,7 +27,7 @@ def test_depth_has_the_input_size_and_is_metric_float32(estimator, size):
 def test_batches_of_mixed_sizes_equal_single_calls(estimator):
     images = [_image(30, 50, 1), _image(30, 50, 2), _image(99, 41, 3)]
     batched = estimator(images)
-    for image, depth in zip(images, batched):
+    for image, depth in zip(images, batched, strict=True):
         np.testing.assert_allclose(depth, estimator(image), rtol=1e-5, atol=1e-5)
     same = estimator(images[:2])
     np.testing.assert_allclose(same[1], batched[1], rtol=1e-5, atol=1e-5)
@@ -136,8 +136,8 @@ def test_deployment_preprocessing_matches_the_training_path_on_real_frames(clip_
 
     import torch
     from PIL import Image
-
     from space_clip_train.data import clip_input, pil_resize
+
     from space_clip_ros.inference import to_pixel_values
 
     estimator = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="eager")

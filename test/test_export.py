@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from helpers import tiny_model
+
 from space_clip_ros import save_checkpoint
 from space_clip_ros.export import TENSORRT_OPERATORS, depth_errors, export_onnx, main, onnx_metadata
 

@@ -11,11 +11,12 @@ pytest.importorskip("sensor_msgs", reason="bag2dataset's image decoders need sen
 
 import finetune  # noqa: E402
 import robot_bag as rb  # noqa: E402
+from space_clip_train.folder import training_size  # noqa: E402
+
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
 from space_clip_ros.checkpoint import read_checkpoint  # noqa: E402
 from space_clip_ros.ros.bag2dataset import Options, convert  # noqa: E402
 from space_clip_ros.synthetic import render_scene  # noqa: E402
-from space_clip_train.folder import training_size  # noqa: E402
 
 SIZE = (96, 288)
 FX = 721.5377 * 288 / 1242

@@ -89,9 +89,8 @@ def launch_and_check(ros, ros2, prefix, checkpoint, tmp_path):
     import signal
     import subprocess
 
-    from sensor_msgs.msg import CameraInfo, Image
-
     from ros_harness import Harness, camera_info_msg, rgb_image_msg
+    from sensor_msgs.msg import CameraInfo, Image
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import TINY_CHANNELS, make_tiny_config, randomize_batchnorm, tiny_model
 from reference_forward import reference_decoder
+
 from space_clip_ros.model import (
     ABLATION_VARIANTS,
     BackboneUnavailableError,

@@ -97,6 +97,7 @@ def test_apply_changes_refuses_with_the_reason_and_applies_valid_values():
 sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs not installed: pip install -e '.[ros]'")
 
 from ros_harness import camera_info_msg, rgb_image_msg  # noqa: E402
+
 from space_clip_ros.ros.frame_pipeline import CameraModel, FramePipeline, FrameRequest  # noqa: E402
 from space_clip_ros.ros.intake import Rejected, take_frame  # noqa: E402
 from space_clip_ros.ros.outgoing import output_messages  # noqa: E402

@@ -1,6 +1,8 @@
 """The depth node's ROS-free parts: parameter settings and runtime-change rules, frame statistics, Fast DDS profile
 selection. (The node itself is tested over real DDS in test_depth_node.py.)"""
 
+import dataclasses
+
 import pytest
 
 from space_clip_ros.ros import fastdds
@@ -13,11 +15,15 @@ from space_clip_ros.ros.settings import (
 from space_clip_ros.ros.stats import FrameStats, Rate
 
 
-def test_defaults_are_valid_and_complete():
-    settings = NodeSettings.from_values({})
-    values = {name: getattr(settings, name) for name in PARAMETERS}
-    assert {**values, "cameras": list(values["cameras"])} == PARAMETERS
-    assert settings.fixed_output_size is None
+def test_every_parameter_is_a_typed_setting_and_the_defaults_are_valid():
+    """NodeSettings has one field per parameter, in the same order, each typed as its default (what the node
+    declares to ROS), and the defaults pass validation."""
+    fields = dataclasses.fields(NodeSettings)
+    assert [f.name for f in fields] == list(PARAMETERS)
+    types = {"str": str, "bool": bool, "int": int, "float": float, "Tuple[str, ...]": list}
+    for f in fields:
+        assert type(PARAMETERS[f.name]) is types[f.type], (f.name, f.type, PARAMETERS[f.name])
+    assert NodeSettings.from_values({}).fixed_output_size is None
 
 
 @pytest.mark.parametrize("change, message", [

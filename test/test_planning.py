@@ -201,7 +201,7 @@ def test_scan_frame_drops_the_optical_suffix():
 def reference_voxel_grid(points, leaf):
     """Voxel (floor(p / leaf) per axis) -> centroid, with a dictionary."""
     voxels = {}
-    for point, key in zip(points.astype(np.float64), np.floor(points / np.float32(leaf)).astype(np.int64)):
+    for point, key in zip(points.astype(np.float64), np.floor(points / np.float32(leaf)).astype(np.int64), strict=True):
         voxels.setdefault(tuple(key), []).append(point)
     return {key: np.mean(members, axis=0) for key, members in voxels.items()}
 
@@ -215,7 +215,7 @@ def test_voxel_grid_equals_a_dictionary_of_voxels(leaf):
     got = voxel_downsample(torch.from_numpy(points), leaf).numpy()
     assert got.shape == (len(expected), 3)
     keys = np.floor(got / np.float32(leaf)).astype(np.int64)  # a centroid lies in its own voxel
-    for key, centroid in zip(map(tuple, keys), got):
+    for key, centroid in zip(map(tuple, keys), got, strict=True):
         np.testing.assert_allclose(centroid, expected[key], rtol=1e-5, atol=1e-6)
     assert voxel_downsample(torch.from_numpy(points), 0.0).shape == points.shape
 

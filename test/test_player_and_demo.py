@@ -12,6 +12,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e
 
 from helpers import tiny_model  # noqa: E402
 from ros_harness import ros_environment  # noqa: E402
+
 from space_clip_ros.checkpoint import checkpoint_dict  # noqa: E402
 from space_clip_ros.kitti_calib import read_kitti_calib  # noqa: E402
 from space_clip_ros.ros.player import kitti_camera_info, list_frames  # noqa: E402
@@ -98,7 +99,7 @@ def test_player_publishes_a_kitti_drive_with_its_calibration(ros, tmp_path):
     third = got["image"][2]
     assert (third.encoding, third.width, third.height, third.header.frame_id) == ("rgb8", 120, 40, "cam2")
     assert np.array_equal(np.frombuffer(bytes(third.data), np.uint8).reshape(40, 120, 3), first)
-    for image, info in zip(got["image"], got["info"]):
+    for image, info in zip(got["image"], got["info"], strict=False):
         assert image.header.stamp == info.header.stamp
     assert got["info"][0].k[0] == pytest.approx(721.5377) and (got["info"][0].width, got["info"][0].height) == (120, 40)
 

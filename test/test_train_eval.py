@@ -2,16 +2,23 @@
 
 import json
 
+import eval_kitti
+import export_gt_depth
 import numpy as np
 import pytest
 import torch
-
-import eval_kitti
-import export_gt_depth
 from kitti_tree import DATE
 from space_clip_train.data import collate, read_list
-from space_clip_train.kitti import (KittiDepth, crop_mask, kb_crop_box, project_velodyne, read_depth_png,
-                                    velodyne_depth, velodyne_to_image_matrix, write_depth_png)
+from space_clip_train.kitti import (
+    KittiDepth,
+    crop_mask,
+    kb_crop_box,
+    project_velodyne,
+    read_depth_png,
+    velodyne_depth,
+    velodyne_to_image_matrix,
+    write_depth_png,
+)
 from space_clip_train.losses import SpaceClipLoss, silog_loss, ssim_loss
 from space_clip_train.metrics import compute_errors, evaluate_image
 
@@ -286,6 +293,17 @@ def test_pred_dir_png_spaceclip_protocol_and_missing_predictions(tree, tmp_path,
     assert eval_kitti.main(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
                             "--gt-path", str(tree.gt), "--protocol", "spaceclip"]) == 2
     assert "352x704" in capsys.readouterr().err
+    # Under the paper protocol predictions of any size are resized bilinearly to 352x704, as the authors' first
+    # version resized its output: the same numbers as predictions written at 352x704 that way.
+    from space_clip_train.metrics import resize_prediction
+
+    _write_predictions(tree, tmp_path / "bilinear", lambda sparse, dense: resize_prediction(dense, (352, 704)), ".npy")
+    results = []
+    for folder in ("full", "bilinear"):
+        assert eval_kitti.main(["--pred-dir", str(tmp_path / folder), "--filenames", str(tree.test_list),
+                                "--gt-path", str(tree.gt), "--protocol", "paper", "--out", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0]["abs_rel"] == pytest.approx(results[1]["abs_rel"], rel=1e-6) and results[0]["n_images"] == 3
     # One prediction missing: counted and named; --strict makes it an error.
     missing = next((tmp_path / "full").rglob("0000000001.npy"))
     missing.unlink()
@@ -315,7 +333,6 @@ def test_rotated_crop_equals_rotating_the_whole_frame():
     """The training crop of the rotated frame, computed on the crop only, has the pixels of PIL's whole-frame rotation
     (bicubic, as the image is rotated); angle 0 is a plain crop."""
     from PIL import Image
-
     from space_clip_train.data import rotated_crop
 
     rgb = np.random.default_rng(4).integers(0, 256, (375, 1242, 3), dtype=np.uint8)
@@ -334,7 +351,6 @@ def test_opencv_rotation_backend_has_the_same_geometry_on_kitti_frames():
     from pathlib import Path
 
     from PIL import Image
-
     from space_clip_train.data import _affine_matrix, read_rgb, rotated_crop
 
     frames = sorted((Path(__file__).resolve().parents[1] / "space_clip_ros" / "data" / "kitti_sample").rglob("*.png"))

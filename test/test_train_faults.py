@@ -9,10 +9,10 @@ import time
 
 import pytest
 import torch
-
 import train_kitti
-from space_clip_ros.checkpoint import read_checkpoint
 from test_train_run import _args, _config, _steps
+
+from space_clip_ros.checkpoint import read_checkpoint
 
 
 def _wait(predicate, timeout, what):

@@ -3,19 +3,19 @@ end on a tree the tests write, and checkpoints that carry NYU's camera."""
 
 import json
 
+import eval_nyu
 import numpy as np
 import pytest
-import yaml
-
-import eval_nyu
 import train_nyu
+import yaml
 from helpers import TINY_CHANNELS, TINY_HIDDEN
 from nyu_tree import write_nyu_tree
-from space_clip_ros import DepthEstimator, load_checkpoint
 from space_clip_train import config as cfgmod
 from space_clip_train import nyu
 from space_clip_train.data import collate, read_list
 from space_clip_train.metrics import compute_errors, evaluate_image
+
+from space_clip_ros import DepthEstimator, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,15 @@
 
 import json
 
+import eval_kitti
 import numpy as np
 import pytest
 import torch
-import yaml
-
-import eval_kitti
 import train_kitti
+import yaml
 from helpers import TINY_CHANNELS, TINY_HIDDEN
 from space_clip_train import config as cfgmod
+
 from space_clip_ros import DepthEstimator, load_checkpoint
 from space_clip_ros.checkpoint import read_checkpoint
 
@@ -217,7 +217,6 @@ def test_ablate_trains_the_four_variants_and_prints_table_2(clip_tower, tree, tm
 
 def test_visualize_writes_a_grid(clip_tower, tree, tmp_path):
     import cv2
-
     import visualize
 
     out = tmp_path / "run"
@@ -277,7 +276,6 @@ def _frames_by_hand(model, tree):
     """(pixel values, ground truth at 352x704) of each test frame as the authors prepare them, written out with PIL:
     image bicubic to 352x704 then to the tower's 64x64, ground truth NEAREST to 352x704."""
     from PIL import Image
-
     from space_clip_train.data import read_list
     from space_clip_train.kitti import read_depth_png, resolve_depth_path
 
@@ -297,6 +295,7 @@ def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
     from helpers import tiny_model
     from space_clip_train.kitti import crop_mask
     from space_clip_train.metrics import compute_errors
+
     from space_clip_ros import save_checkpoint
 
     model = tiny_model(clip_tower)  # heads biased positive: depth well above the 1e-3 clamp
@@ -326,6 +325,7 @@ def test_paper_protocol_by_hand(clip_tower, tree, tmp_path):
 
     from helpers import tiny_model
     from space_clip_train.metrics import compute_errors
+
     from space_clip_ros import save_checkpoint
 
     model = tiny_model(clip_tower, architecture="paper")

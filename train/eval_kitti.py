@@ -19,12 +19,25 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-
 from space_clip_train.config import list_path
 from space_clip_train.data import Sample, SkipReport, read_list
-from space_clip_train.kitti import EIGEN_TEST, MAX_DEPTH, MIN_DEPTH, read_depth_png, resolve_depth_path
 from space_clip_train.evaluation import add_run_options
-from space_clip_train.metrics import PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json
+from space_clip_train.kitti import (
+    EIGEN_TEST,
+    KITTI_CROP_SIZE,
+    MAX_DEPTH,
+    MIN_DEPTH,
+    read_depth_png,
+    resolve_depth_path,
+)
+from space_clip_train.metrics import (
+    PROTOCOLS,
+    MetricAverager,
+    evaluate_image,
+    format_table,
+    resize_prediction,
+    write_json,
+)
 
 
 class GroundTruth:
@@ -87,6 +100,9 @@ def evaluate_predictions(pred_dir: Path, samples: List[Sample], gt: GroundTruth,
                 raise FileNotFoundError(f"line {sample.line_no}: {error} (--strict)") from None
             skips.skip(sample, str(error))
             continue
+        if protocol == "paper" and pred.shape != KITTI_CROP_SIZE:
+            # The authors' first version resized its own (224) output bilinearly to 352x704: any size goes the same way.
+            pred = resize_prediction(pred, KITTI_CROP_SIZE)
         try:
             averager.update(evaluate_image(depth, pred, protocol, crop, MIN_DEPTH, MAX_DEPTH))
         except ValueError as error:  # a prediction of the wrong size or with NaN: name the file
@@ -96,9 +112,9 @@ def evaluate_predictions(pred_dir: Path, samples: List[Sample], gt: GroundTruth,
 
 def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[str, float]:
     import torch
-
     from space_clip_train.evaluation import eval_loader, evaluate
     from space_clip_train.kitti import KittiDepth
+
     from space_clip_ros.checkpoint import load_checkpoint
     from space_clip_ros.runtime import resolve_device
 

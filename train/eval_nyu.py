@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-
 from space_clip_train.config import list_path
 from space_clip_train.data import SkipReport
 from space_clip_train.evaluation import add_run_options
@@ -61,10 +60,10 @@ def evaluate_predictions(args, dataset: NyuDepth) -> Dict[str, float]:
 
 def evaluate_checkpoint(args, dataset: NyuDepth) -> Dict[str, float]:
     import torch
+    from space_clip_train.evaluation import eval_loader, evaluate
 
     from space_clip_ros.checkpoint import load_checkpoint
     from space_clip_ros.runtime import resolve_device
-    from space_clip_train.evaluation import eval_loader, evaluate
 
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, device=device, backbone=args.backbone)

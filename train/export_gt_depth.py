@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
-
 from space_clip_train.config import list_path
 from space_clip_train.data import read_list
 from space_clip_train.kitti import EIGEN_TEST_VELODYNE, velodyne_depth

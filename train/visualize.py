@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
-
 from space_clip_train.config import list_path
 from space_clip_train.data import pil_resize
 from space_clip_train.kitti import EIGEN_TEST, KITTI_CROP_SIZE, KittiDepth
@@ -23,8 +22,8 @@ from space_clip_train.kitti import EIGEN_TEST, KITTI_CROP_SIZE, KittiDepth
 def main(argv: Optional[List[str]] = None) -> int:
     import cv2
     import torch
-
     from space_clip_train.evaluation import image_grid, predict
+
     from space_clip_ros.checkpoint import load_checkpoint
     from space_clip_ros.runtime import resolve_device
 

@@ -24,7 +24,6 @@ from ..export import export_onnx
 from ..model import SpaceClip
 from .backends import Backend, BackendUnavailableError, require_module
 
-
 LOG = logging.getLogger("space_clip_ros.inference")
 CACHE_ENV = "SPACE_CLIP_ROS_CACHE"
 EXPORT_FORMAT = 1  # bump when the exported graph changes for the same model

@@ -271,5 +271,5 @@ class SpaceClipDecoder(nn.Module):
         depth = _resize(depth, size)
         if not return_aux:
             return depth
-        aux = [_resize(head(feat), size) for head, feat in zip(self.aux_depth_heads, stages[:-1])]
+        aux = [_resize(head(feat), size) for head, feat in zip(self.aux_depth_heads, stages[:-1], strict=False)]
         return depth, aux

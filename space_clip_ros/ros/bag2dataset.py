@@ -400,8 +400,8 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
         drain()
     drain(force=True)
     flags = _val_flags([image_stamps[i] for i, _ in lines], opts)
-    train = [line for (_, line), val in zip(lines, flags) if not val]
-    val = [line for (_, line), val in zip(lines, flags) if val]
+    train = [line for (_, line), val in zip(lines, flags, strict=True) if not val]
+    val = [line for (_, line), val in zip(lines, flags, strict=True) if val]
     (out / "train.txt").write_text("".join(f"{line}\n" for line in train))
     (out / "val.txt").write_text("".join(f"{line}\n" for line in val))
     summary.train, summary.val = len(train), len(val)

@@ -33,9 +33,9 @@ from . import fastdds, messages
 from .camera_state import CameraState, LatestSlot
 from .diagnostics import camera_status, model_values
 from .frame_pipeline import FramePipeline
+from .image_subscription import ImageSubscription, sensor_qos
 from .intake import Rejected, take_frame
 from .outgoing import output_messages
-from .image_subscription import ImageSubscription, sensor_qos
 from .rclpy_compat import guard_change_state, init_without_signal_handlers, spin_until_signal
 from .settings import PARAMETERS, NodeSettings, apply_changes
 
@@ -243,7 +243,7 @@ class DepthNode(LifecycleNode):
         if not taken:
             return
         results, inference_ms = self.pipeline.run([intake.request for _, _, intake in taken], settings)
-        for (camera, header, intake), result in zip(taken, results):
+        for (camera, header, intake), result in zip(taken, results, strict=True):
             stamp, previous = messages.stamp_ns(header.stamp), camera.last_published_ns
             scan_time = (stamp - previous) / 1e9 if previous is not None and stamp > previous else 0.0
             pubs, latencies = self._pubs[camera.name], {}

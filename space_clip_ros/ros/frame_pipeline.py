@@ -131,14 +131,15 @@ class FramePipeline:
             raw = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
                                                 [f.scale for f in frames])
             scan_inputs = []
-            for frame, depth_t in zip(frames, raw):  # the scan needs depth beyond max_depth before the mask
+            # The scan needs the depth beyond max_depth, so its rows are taken before the range mask.
+            for frame, depth_t in zip(frames, raw, strict=True):
                 scan_inputs.append(self._scan_input(frame, depth_t, settings))
             for depth_t in raw:
                 mask_range(depth_t, settings.min_depth, settings.max_depth)
             downloaded = [d.cpu().numpy() for d in raw]
             inference_ms = (time.perf_counter() - start) * 1000.0
             results = [self._outputs(settings, frame, depth_t, depth, scan_input)
-                       for frame, depth_t, depth, scan_input in zip(frames, raw, downloaded, scan_inputs)]
+                       for frame, depth_t, depth, scan_input in zip(frames, raw, downloaded, scan_inputs, strict=True)]
         return results, inference_ms
 
     def _scan_input(self, frame: FrameRequest, depth_t: torch.Tensor, settings: NodeSettings):

@@ -82,7 +82,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, protocol: str
         else:
             preds = [predict(model, pixels[i:i + 1], g.shape, flip_tta, autocast_dtype)[0, 0]
                      for i, g in enumerate(gts)]
-        for i, (gt, pred) in enumerate(zip(gts, preds)):
+        for i, (gt, pred) in enumerate(zip(gts, preds, strict=True)):
             pred_np = pred.cpu().numpy()
             averager.update(evaluate_image(gt, pred_np, protocol, crop, min_depth, max_depth, dataset.name))
             if len(kept) < keep_images:

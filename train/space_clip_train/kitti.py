@@ -19,7 +19,6 @@ from space_clip_ros.kitti_calib import read_kitti_calib
 from . import data
 from .data import SPLITS, DepthDataset, PathLike, read_rgb
 
-EIGEN_TRAIN = SPLITS / "eigen_train_files_with_gt.txt"
 EIGEN_TEST = SPLITS / "eigen_test_files_with_gt.txt"  # 697 lines, 652 with annotated depth
 EIGEN_TEST_VELODYNE = SPLITS / "eigen_test_files.txt"  # the same 697 frames, monodepth2 format
 MIN_DEPTH, MAX_DEPTH = 1e-3, 80.0

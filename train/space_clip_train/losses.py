@@ -164,7 +164,7 @@ class SpaceClipLoss(torch.nn.Module):
             total = total + self.w_ssim * ssim
             out["ssim"] = ssim.detach()
         aux_total = pred.new_zeros(())
-        for weight, aux_pred in zip(self.aux_weights, aux or ()):
+        for weight, aux_pred in zip(self.aux_weights, aux or (), strict=False):
             if weight > 0:
                 aux_total = aux_total + weight * silog_loss(aux_pred, gt, mask, unbiased=paper, group=group)
         if aux:

@@ -24,7 +24,6 @@ DATASET_PROTOCOLS = {"kitti": PROTOCOLS, "nyu": ("standard", "spaceclip"), "fold
 #: Protocols whose predictions are the model's output at a fixed size (the ground truth is resized NEAREST to it).
 FIXED_SIZE = {("kitti", "spaceclip"): KITTI_CROP_SIZE, ("kitti", "paper"): KITTI_CROP_SIZE,
               ("nyu", "spaceclip"): nyu.NYU_SIZE}
-AT_352x704 = ("spaceclip", "paper")  # KITTI's fixed-size protocols
 
 
 def prediction_size(protocol: str, dataset: str = "kitti"):
@@ -144,7 +143,7 @@ class MetricAverager:
 
     def merge(self, state: Iterable[float]) -> None:
         state = list(state)
-        for key, value in zip(KEYS, state):
+        for key, value in zip(KEYS, state, strict=False):
             self.sums[key] += value
         self.count += int(round(state[-1]))
 

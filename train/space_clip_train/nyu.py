@@ -16,8 +16,6 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from space_clip_ros.model.config import NYU_CAMERA
-
 from . import data
 from .data import SPLITS, DepthDataset, PathLike, read_rgb
 
@@ -27,7 +25,6 @@ NYU_SIZE = (480, 640)  # (H, W) of every frame: the release trains and evaluates
 MIN_DEPTH, MAX_DEPTH = 1e-3, 10.0
 #: Eigen's evaluation crop for NYU (rows 45:471, columns 41:601 of 480x640), as BTS and AdaBins apply it.
 EIGEN_CROP = (slice(45, 471), slice(41, 601))
-CAMERA = NYU_CAMERA  # fx 518.8579 px at 640 px
 
 
 def folder(root: PathLike, mode: str) -> Path:

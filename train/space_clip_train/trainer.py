@@ -368,7 +368,7 @@ class Trainer:
                       f"({self.nonfinite_steps} so far, {self.consecutive_nonfinite} in a row)")
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():  # nothing of this step stays in the model, BatchNorm statistics included
-            for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before):
+            for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before, strict=False):
                 buffer.copy_(saved)
         self.step += 1
         self.scheduler.step()
