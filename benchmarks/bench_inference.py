@@ -154,8 +154,8 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
     args = parser.parse_args()
 
+    from space_clip_ros.device import resolve_device
     from space_clip_ros.inference import BackendUnavailableError
-    from space_clip_ros.runtime import resolve_device
     from space_clip_ros.synthetic import render_scene
 
     device = resolve_device(args.device)

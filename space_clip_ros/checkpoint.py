@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .device import resolve_device
 from .model import (
     BackboneUnavailableError,
     Preprocessing,
@@ -39,7 +40,6 @@ from .model import (
     load_pretrained_tower,
     tower_from_config,
 )
-from .runtime import resolve_device
 
 FORMAT = "space_clip_ros.checkpoint"
 FORMAT_VERSION = 1

@@ -42,10 +42,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from .checkpoint import CheckpointError
+    from .colormaps import colorize_depth
     from .estimator import DepthEstimator
     from .model import BackboneUnavailableError
     from .model.untrained import UNTRAINED_LABEL, build_untrained_model
-    from .visualize import colorize_depth
 
     if args.checkpoint is None and not args.untrained:
         parser.error("no model: pass --checkpoint FILE (a trained decoder; convert the authors' release with "

@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .device import resolve_device, resolve_precision
 from .inference import create_backend, to_output
 from .model import SpaceClip
-from .runtime import resolve_device, resolve_precision
 
 Image = np.ndarray
 Size = Tuple[int, int]
@@ -85,7 +85,7 @@ class DepthEstimator:
         self.model = self.backend.model
         self.input_size: Size = self.backend.input_size
         if release_weights and not self.backend.needs_torch_weights:
-            from .runtime import release_torch_weights
+            from .device import release_torch_weights
 
             release_torch_weights(self.model, f"the {self.backend.name} backend runs its own copy")
 

@@ -1,6 +1,6 @@
 """What the node makes of a depth map, as tensors on the model's device (no ROS): range mask, organized point cloud
 in PointCloud2 layout, colour map. The same code runs on CPU tensors; the numbers are those of the numpy functions
-in :mod:`space_clip_ros.geometry` and :mod:`space_clip_ros.visualize` (the tests compare them)."""
+in :mod:`space_clip_ros.geometry` and :mod:`space_clip_ros.colormaps` (the tests compare them)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .visualize import colormap_table
+from .colormaps import colormap_table
 
 
 def mask_range(depth: Tensor, min_depth: float, max_depth: float) -> Tensor:
@@ -66,7 +66,7 @@ def colormap_lut(name: str, device: torch.device) -> Tensor:
 
 def colorize(depth: Tensor, min_depth: float, max_depth: float, colormap: str = "turbo",
              invalid_rgb=(0, 0, 0)) -> Tensor:
-    """(H, W) metres -> (H, W, 3) uint8 RGB, near warm; as :func:`space_clip_ros.visualize.colorize_depth`."""
+    """(H, W) metres -> (H, W, 3) uint8 RGB, near warm; as :func:`space_clip_ros.colormaps.colorize_depth`."""
     if not max_depth > min_depth:
         raise ValueError(f"max_depth ({max_depth}) must exceed min_depth ({min_depth})")
     lut = colormap_lut(colormap, depth.device)

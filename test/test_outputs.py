@@ -1,12 +1,12 @@
-"""The node's outputs computed as tensors equal the numpy reference functions (geometry, visualize) exactly."""
+"""The node's outputs computed as tensors equal the numpy reference functions (geometry, colormaps) exactly."""
 
 import numpy as np
 import pytest
 import torch
 
+from space_clip_ros.colormaps import COLORMAPS, colorize_depth
 from space_clip_ros.geometry import depth_to_points, organized_cloud_bytes
 from space_clip_ros.outputs import cloud_buffer, colorize, mask_range, resize_rgb
-from space_clip_ros.visualize import COLORMAPS, colorize_depth
 
 
 def _depth(seed=0, shape=(37, 53)):

@@ -116,7 +116,7 @@ def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[st
     from space_clip_train.kitti import KittiDepth
 
     from space_clip_ros.checkpoint import load_checkpoint
-    from space_clip_ros.runtime import resolve_device
+    from space_clip_ros.device import resolve_device
 
     if not args.data_path:
         raise ValueError("--checkpoint needs --data-path (the KITTI raw root with the images)")

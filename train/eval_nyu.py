@@ -63,7 +63,7 @@ def evaluate_checkpoint(args, dataset: NyuDepth) -> Dict[str, float]:
     from space_clip_train.evaluation import eval_loader, evaluate
 
     from space_clip_ros.checkpoint import load_checkpoint
-    from space_clip_ros.runtime import resolve_device
+    from space_clip_ros.device import resolve_device
 
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, device=device, backbone=args.backbone)

@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from space_clip_train.evaluation import image_grid, predict
 
     from space_clip_ros.checkpoint import load_checkpoint
-    from space_clip_ros.runtime import resolve_device
+    from space_clip_ros.device import resolve_device
 
     p = argparse.ArgumentParser(prog="visualize.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

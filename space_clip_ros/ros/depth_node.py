@@ -28,7 +28,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
-from ..runtime import release_memory
+from ..device import release_memory
 from . import fastdds, messages
 from .camera_state import CameraState, LatestSlot
 from .diagnostics import camera_status, model_values
@@ -36,7 +36,7 @@ from .frame_pipeline import FramePipeline
 from .image_subscription import ImageSubscription, sensor_qos
 from .intake import Rejected, take_frame
 from .outgoing import output_messages
-from .rclpy_compat import guard_change_state, init_without_signal_handlers, spin_until_signal
+from .rclpy_compat import guard_change_state, init_without_signal_handlers, spin_until, stop_on_signals
 from .settings import PARAMETERS, NodeSettings, apply_changes
 
 LOG_THROTTLE_S = 5.0
@@ -285,8 +285,9 @@ def main(args=None) -> None:
     """Console script ``depth_node``: ``depth_node --ros-args -p checkpoint:=PATH -p device:=cpu -r __ns:=/camera``."""
     fastdds.use_shipped_profile()
     init_without_signal_handlers(args)
+    stop = stop_on_signals()  # before the node: configure and activate run in its constructor (autostart)
     node = DepthNode()
-    spin_until_signal(node, node._stop_worker)
+    spin_until(node, stop, node._stop_worker)
 
 
 if __name__ == "__main__":

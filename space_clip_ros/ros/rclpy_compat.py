@@ -46,13 +46,19 @@ def init_without_signal_handlers(args=None) -> None:
         rclpy.init(args=args)
 
 
-def spin_until_signal(node: Any, on_exit: Callable[[], None]) -> None:
-    """Spin ``node`` until SIGINT or SIGTERM (Ctrl-C, ``ros2 launch`` stopping it). The signals only set a flag that
-    the loop checks between callbacks, so the node is torn down from the main thread once no callback runs: a clean
-    exit, code 0. ``on_exit`` runs first (stop worker threads)."""
+def stop_on_signals() -> threading.Event:
+    """An event that SIGINT and SIGTERM (Ctrl-C, ``ros2 launch`` stopping the node) set, and nothing else: install
+    it before the node is built, so a signal during configure/activate ends the process cleanly too."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def spin_until(node: Any, stop: threading.Event, on_exit: Callable[[], None]) -> None:
+    """Spin ``node`` until ``stop`` is set (:func:`stop_on_signals`). The loop checks it between callbacks, so the
+    node is torn down from the main thread once no callback runs: a clean exit, code 0. ``on_exit`` runs first
+    (stop worker threads)."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

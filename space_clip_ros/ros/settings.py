@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from ..colormaps import COLORMAPS
+from ..device import PRECISIONS
 from ..inference import BACKENDS
-from ..runtime import PRECISIONS
-from ..visualize import COLORMAPS
 
 #: Every parameter with its default; config/depth.yaml holds the same values (a test keeps them equal).
 PARAMETERS: Dict[str, Any] = {

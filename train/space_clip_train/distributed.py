@@ -8,7 +8,7 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
-from space_clip_ros.runtime import resolve_device
+from space_clip_ros.device import resolve_device
 
 
 class Process:

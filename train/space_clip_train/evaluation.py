@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from space_clip_ros.visualize import colorize_depth
+from space_clip_ros.colormaps import colorize_depth
 
 from .data import DepthDataset, collate
 from .metrics import MetricAverager, evaluate_image, prediction_size
