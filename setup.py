@@ -1,16 +1,18 @@
 """space_clip_ros: an ament_python package that also installs with pip (ROS 2 Jazzy wheels as the `ros` extra)."""
 
+import re
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "space_clip_ros"
+VERSION = re.search(r'__version__ = "([^"]+)"', open(f"{PACKAGE}/version.py", encoding="utf-8").read()).group(1)
 TRAIN = ["pillow>=10", "tensorboard>=2.14", "tqdm>=4.60"]
 ONNX = ["onnx>=1.16", "onnxscript>=0.2"]
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version=VERSION,
     description="Metric depth from one camera with SPACE-CLIP (frozen CLIP + dual-pathway decoder) for ROS 2",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

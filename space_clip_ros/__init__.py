@@ -6,16 +6,15 @@
     depth_hw = DepthEstimator(model)(rgb_uint8)                       # float32 HxW metres
 """
 
-__version__ = "0.1.0"
-
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from .estimator import DepthEstimator  # noqa: E402
-from .model import (  # noqa: E402
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .estimator import DepthEstimator
+from .model import (
     BackboneUnavailableError,
     SpaceClip,
     SpaceClipConfig,
     SpaceClipDecoder,
 )
+from .version import __version__
 
 __all__ = [
     "BackboneUnavailableError",

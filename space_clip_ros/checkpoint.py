@@ -29,7 +29,6 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from . import __version__
 from .device import resolve_device
 from .model import (
     BackboneUnavailableError,
@@ -40,6 +39,7 @@ from .model import (
     load_pretrained_tower,
     tower_from_config,
 )
+from .version import __version__
 
 FORMAT = "space_clip_ros.checkpoint"
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .device import resolve_device, resolve_precision
-from .inference import create_backend, to_output
+from .inference import create_backend
 from .model import SpaceClip
 
 Image = np.ndarray
@@ -125,16 +125,19 @@ class DepthEstimator:
         """Depth (H, W) float32 tensors on the model's device, one per image, each at its output size and times its
         focal-length scale when ``scales`` is given.
 
-        Frames that share a size and an output size (a camera's stream) take the backend's whole frame path in one
-        batch; a mixed batch is preprocessed per size and runs the model once."""
-        if len({img.shape for img in images}) == 1 and len(set(output_sizes)) == 1:
-            return list(self.backend.infer(images, output_sizes[0], scales))
-        depth = self.backend.forward(self.preprocess(images))
-        out = []
-        for i, size in enumerate(output_sizes):
-            scale = None if scales is None else torch.tensor([float(scales[i])], device=depth.device)
-            out.append(to_output(depth[i:i + 1], size, scale)[0])
-        return out
+        The frame path is the backend's own (:meth:`~space_clip_ros.inference.Backend.infer`: one batch per group
+        of frames that share an input size and an output size, such as a camera's stream), so every frame takes
+        the backend's whole path, its captured CUDA graphs included; groups run one after the other."""
+        groups: Dict[Tuple[Tuple[int, ...], Tuple[int, int]], List[int]] = {}
+        for i, (img, size) in enumerate(zip(images, output_sizes, strict=True)):
+            groups.setdefault((img.shape, (int(size[0]), int(size[1]))), []).append(i)
+        out: List[Optional[torch.Tensor]] = [None] * len(images)
+        for (_, size), indices in groups.items():
+            group_scales = None if scales is None else [scales[i] for i in indices]
+            depth = self.backend.infer([images[i] for i in indices], size, group_scales)
+            for row, i in enumerate(indices):
+                out[i] = depth[row]
+        return out  # type: ignore[return-value]
 
     def predict(
         self,

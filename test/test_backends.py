@@ -123,12 +123,30 @@ def test_static_shapes_bucket_chunk_and_evict_like_eager(clip_tower):
         static.bucket(9)
 
 
+def test_mixed_sizes_take_the_backends_own_frame_path_per_group(clip_tower):
+    """DepthEstimator groups a mixed batch by (input size, output size) and sends each group through the backend's
+    frame path (the programs a CUDA-graph backend captures), keeping the frames' order; the numbers are eager's."""
+    estimator = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="eager")
+    reference = DepthEstimator(tiny_model(clip_tower), device="cpu", backend="eager")
+    estimator.backend = StaticShapeBackend(tiny_model(clip_tower), torch.device("cpu"), torch.float32)
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in
+              [(48, 80, 3), (40, 96, 3), (48, 80, 3), (48, 80, 3)]]
+    sizes = [(48, 80), (40, 96), (24, 40), (48, 80)]
+    got = estimator.predict_tensor(frames, sizes, [1.0, 2.0, 0.5, 1.5])
+    assert estimator.backend.program_keys() == [("frames", 2, 48, 80, (48, 80)), ("frames", 1, 40, 96, (40, 96)),
+                                                ("frames", 1, 48, 80, (24, 40))]
+    for i, depth in enumerate(got):
+        expected = reference.predict_tensor([frames[i]], [sizes[i]], [[1.0, 2.0, 0.5, 1.5][i]])[0]
+        torch.testing.assert_close(depth, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_auto_rule_on_the_cpu(monkeypatch):
-    from space_clip_ros.inference import backends
+    from space_clip_ros.inference import registry
 
     cpu = torch.device("cpu")
     available = {"openvino": True, "onnxruntime": True}
-    monkeypatch.setattr(backends, "module_available", lambda name: available[name])
+    monkeypatch.setattr(registry, "module_available", lambda name: available[name])
     assert choose_backend(cpu, torch.float32)[0] == "openvino"
     assert choose_backend(cpu, torch.bfloat16)[0] == "openvino"
     available["openvino"] = False

@@ -46,6 +46,9 @@ def test_nav2_example_names_only_topics_and_types_the_node_publishes():
 def test_package_xml_is_format_3_ament_python():
     root = ET.parse(ROOT / "package.xml").getroot()
     assert root.get("format") == "3" and root.findtext("name") == "space_clip_ros"
+    from space_clip_ros import __version__
+
+    assert root.findtext("version") == __version__  # space_clip_ros/version.py is the one place it is written
     assert root.find("export/build_type").text == "ament_python"
     exec_deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "python3-numpy", "python3-opencv",

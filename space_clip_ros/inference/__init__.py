@@ -1,17 +1,12 @@
-"""How the model runs: the shared frame pipeline and the backends behind :class:`space_clip_ros.DepthEstimator`."""
+"""How the model runs: the frame pipeline (:mod:`.pipeline`), the backend contract (:mod:`.base`), the backends
+(:mod:`.eager`, :mod:`.static`, :mod:`.runtimes`) and the choice between them (:mod:`.registry`), behind
+:class:`space_clip_ros.DepthEstimator`. No module imports one that imports it back."""
 
-from .backends import (
-    BACKENDS,
-    Backend,
-    BackendUnavailableError,
-    CompileBackend,
-    CudaGraphBackend,
-    EagerBackend,
-    StaticShapeBackend,
-    choose_backend,
-    create_backend,
-)
+from .base import Backend, BackendUnavailableError
+from .eager import CompileBackend, EagerBackend
 from .pipeline import to_output, to_pixel_values
+from .registry import BACKENDS, choose_backend, create_backend
+from .static import CudaGraphBackend, StaticShapeBackend
 
 __all__ = [
     "BACKENDS",

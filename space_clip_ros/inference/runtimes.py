@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..export import export_onnx
 from ..model import SpaceClip
-from .backends import Backend, BackendUnavailableError, require_module
+from .base import Backend, BackendUnavailableError, require_module
 
 LOG = logging.getLogger("space_clip_ros.inference")
 CACHE_ENV = "SPACE_CLIP_ROS_CACHE"

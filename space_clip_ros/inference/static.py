@@ -1,133 +1,31 @@
-"""The ways a SPACE-CLIP model can run behind :class:`space_clip_ros.DepthEstimator`.
-
-=============  ======================================================================================================
-``eager``      PyTorch as written (how the authors' code runs); any device and precision.
-``compile``    ``torch.compile`` of the model (CPU and CUDA); the first call compiles (about a minute for ViT-B/16
-               on 2 CPU cores).
-``cudagraph``  CUDA only: the whole frame path (upload, preprocessing, model, output resize, focal scale) captured
-               once per (batch bucket 1/2/4/8, input size, output size) and replayed; model compiled inside unless
-               ``compile=False``.
-``openvino``   CPU: the ONNX export run by OpenVINO, fp32 or bf16 (``pip install 'space_clip_ros[openvino]'``).
-``onnxruntime``  CPU: the ONNX export run by ONNX Runtime, fp32 (``pip install 'space_clip_ros[onnx]'``).
-``auto``       see :func:`choose_backend`.
-=============  ======================================================================================================
-
-Every backend takes the same frames and returns the same numbers as ``eager`` up to its precision; the tests hold
-them to it.
-"""
+"""Static shapes: the frame path as programs with fixed input buffers, one per (batch bucket, input size, output
+size); :class:`CudaGraphBackend` captures each as a CUDA graph and replays it."""
 
 from __future__ import annotations
 
-import importlib.util
-import logging
+import contextlib
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..model import SpaceClip
+from .base import LOG, Backend, BackendUnavailableError
 from .pipeline import Size, to_output, to_pixel_values
 
-LOG = logging.getLogger("space_clip_ros.inference")
 
-BACKENDS = ("auto", "eager", "compile", "cudagraph", "openvino", "onnxruntime")
-
-#: backend -> (Python module it needs, the extra that installs it)
-OPTIONAL_MODULES = {"openvino": ("openvino", "openvino"), "onnxruntime": ("onnxruntime", "onnx")}
-
-
-class BackendUnavailableError(ValueError):
-    """The asked-for backend cannot run here; the message says what to install or choose instead."""
-
-
-def require_module(backend: str) -> Any:
-    """Import the optional runtime ``backend`` needs, or raise :class:`BackendUnavailableError` naming the extra."""
-    module, extra = OPTIONAL_MODULES[backend]
+@contextlib.contextmanager
+def cudnn_benchmark():
+    """cuDNN's benchmark mode while a program is warmed and captured (static shapes: the fastest convolution is
+    picked once and baked into the graph), and the process's own setting again afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
     try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise BackendUnavailableError(
-            f"backend {backend!r} needs the Python package {module!r}, which is not installed: "
-            f"pip install 'space_clip_ros[{extra}]' (or: pip install {module}); or choose backend 'auto' or 'eager'"
-        ) from error
-
-
-def module_available(backend: str) -> bool:
-    return importlib.util.find_spec(OPTIONAL_MODULES[backend][0]) is not None
-
-
-class Backend:
-    """Runs a model on (batches of) frames. Subclasses implement :meth:`forward`; some also :meth:`infer`."""
-
-    name = "eager"
-    #: False for backends that run their own copy of the model (ONNX runtimes): the torch weights can be released.
-    needs_torch_weights = True
-
-    def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype) -> None:
-        self.device = device
-        self.dtype = dtype
-        #: dtype of the pixel values :meth:`forward` takes.
-        self.input_dtype = dtype
-        self.model = model
-        prep = model.preprocessing
-        self.input_size: Size = (int(prep.input_size[0]), int(prep.input_size[1]))
-        #: The training size frames pass through on their way to the tower (see inference/pipeline.py).
-        self.via: Size = (int(prep.output_size[0]), int(prep.output_size[1]))
-        self.mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
-
-    def describe(self) -> str:
-        return f"{self.name} on {self.device} ({_dtype_name(self.dtype)})"
-
-    # ------------------------------------------------------------------ the model alone
-    def forward(self, pixel_values: Tensor) -> Tensor:
-        """(B, 3, S, S) pixel values (``input_dtype``, on ``device``) -> (B, 1, S, S) float32 depth on ``device``."""
-        return self.model(pixel_values).float()
-
-    def warmup(self, batch: int = 1) -> None:
-        """Run the model once, so that compilation and allocation happen now rather than on the first frame."""
-        side = self.input_size
-        with torch.inference_mode():
-            self.forward(torch.zeros(batch, 3, *side, device=self.device, dtype=self.input_dtype))
-
-    # ------------------------------------------------------------------ frames of one size
-    def pixel_values(self, frames: Tensor) -> Tensor:
-        return to_pixel_values(frames.to(self.device, non_blocking=True), self.input_size, self.mean, self.std,
-                               self.input_dtype, self.via)
-
-    def infer(self, frames: Sequence[np.ndarray], output_size: Size, scales: Optional[Sequence[float]]) -> Tensor:
-        """Frames of one size (HxWx3 uint8) -> (B, H', W') float32 metres on ``device`` at ``output_size``, times
-        ``scales`` when given."""
-        batch = torch.from_numpy(np.stack(frames))
-        depth = self.forward(self.pixel_values(batch))
-        scale = None if scales is None else torch.tensor(scales, dtype=torch.float32, device=self.device)
-        return to_output(depth, output_size, scale)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
-
-
-class EagerBackend(Backend):
-    name = "eager"
-
-    def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__(model.to(device=device, dtype=dtype).eval(), device, dtype)
-
-
-class CompileBackend(Backend):
-    """``torch.compile`` of the whole model (frozen tower and decoder); same numbers as eager to float rounding."""
-
-    name = "compile"
-
-    def __init__(self, model: SpaceClip, device: torch.device, dtype: torch.dtype, mode: Optional[str] = None) -> None:
-        super().__init__(model.to(device=device, dtype=dtype).eval(), device, dtype)
-        self._compiled = torch.compile(self.model, mode=mode)
-
-    def forward(self, pixel_values: Tensor) -> Tensor:
-        return self._compiled(pixel_values).float()
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 class _Program:
@@ -273,7 +171,6 @@ class CudaGraphBackend(StaticShapeBackend):
             raise BackendUnavailableError(
                 f"backend 'cudagraph' needs a CUDA device, got {device}; on the CPU use 'auto', 'openvino', "
                 "'onnxruntime', 'compile' or 'eager'")
-        torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolution once
         super().__init__(model, device, dtype, compile=compile, max_programs=max_programs)
         self._pool = torch.cuda.graph_pool_handle()
 
@@ -281,7 +178,7 @@ class CudaGraphBackend(StaticShapeBackend):
         return super().describe() + (", compiled" if self.compiled else "")
 
     def _build(self, program: _Program) -> None:
-        with torch.cuda.device(self.device):
+        with torch.cuda.device(self.device), cudnn_benchmark():
             try:
                 self._warm(program)
             except Exception as error:  # noqa: BLE001 - torch.compile failures are many and version-specific
@@ -304,39 +201,3 @@ class CudaGraphBackend(StaticShapeBackend):
                 program.fn(*program.inputs)
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize(self.device)
-
-
-# ---------------------------------------------------------------------- choosing
-def choose_backend(device: torch.device, dtype: torch.dtype) -> Tuple[str, str]:
-    """The backend ``auto`` picks for ``device`` and ``dtype``, and why (the rule in docs/performance.md)."""
-    if device.type == "cuda":
-        return "cudagraph", "CUDA device: the whole frame path in CUDA graphs, model compiled inside"
-    if module_available("openvino"):
-        return "openvino", "CPU with openvino installed: the fastest CPU backend measured (docs/performance.md)"
-    if dtype == torch.float32 and module_available("onnxruntime"):
-        return "onnxruntime", ("CPU with onnxruntime (no openvino) installed: faster than eager fp32 on the CPU "
-                               "(docs/performance.md)")
-    return "eager", ("CPU without openvino or onnxruntime: PyTorch eager; pip install 'space_clip_ros[openvino]' "
-                     "for the faster CPU backend")
-
-
-def create_backend(name: str, model: SpaceClip, device: torch.device, dtype: torch.dtype,
-                   **options: Any) -> Tuple[Backend, str]:
-    """Build backend ``name`` (one of :data:`BACKENDS`) for ``model``; returns it and the reason it was chosen."""
-    key = (name or "auto").strip().lower()
-    if key not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    reason = "asked for"
-    if key == "auto":
-        key, reason = choose_backend(device, dtype)
-        reason = f"auto: {reason}"
-    factories: Dict[str, Callable[..., Backend]] = {
-        "eager": EagerBackend, "compile": CompileBackend, "cudagraph": CudaGraphBackend,
-    }
-    if key in OPTIONAL_MODULES:
-        from . import runtimes
-
-        factories.update(openvino=runtimes.OpenVinoBackend, onnxruntime=runtimes.OnnxRuntimeBackend)
-    backend = factories[key](model, device, dtype, **options)
-    LOG.info("backend %s (%s)", backend.describe(), reason)
-    return backend, reason
