@@ -83,12 +83,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as error:
         print(f"finetune.py: error: {error}", file=sys.stderr)
         return 2
-    try:
-        Trainer(config, resume=args.resume, init=None if args.resume else args.init).fit()
-    except FileNotFoundError as error:
-        print(f"finetune.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run("finetune.py", lambda: Trainer(config, resume=args.resume,
+                                                    init=None if args.resume else args.init).fit())
 
 
 if __name__ == "__main__":

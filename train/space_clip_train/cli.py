@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import config as cfgmod
-from .config import CONFIGS, PRECISIONS, TRAIN_DIR, ConfigError, TrainConfig
+from .config import CONFIGS, PRECISIONS, TRAIN_DIR, ConfigError, TrainConfig, TrainingError
 
 #: What each dataset's trainer needs on its command line, and its default config.
 DATASETS = {
@@ -91,9 +91,17 @@ def main(argv: Optional[List[str]] = None, dataset: str = "kitti") -> int:
     except ConfigError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    return run(prog, lambda: Trainer(config, resume=args.resume).fit())
+
+
+def run(prog: str, train) -> int:
+    """Run ``train()``; missing files return 2 with the message, and a :class:`ConfigError` or
+    :class:`TrainingError` from the library ends the process with ``prog: error: ...`` (exit status 1)."""
     try:
-        Trainer(config, resume=args.resume).fit()
+        train()
     except FileNotFoundError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except (ConfigError, TrainingError) as error:
+        raise SystemExit(f"{prog}: error: {error}") from None
     return 0

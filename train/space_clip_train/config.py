@@ -23,7 +23,12 @@ DEFAULT_CONFIG = CONFIGS / "kitti_paper.yaml"
 
 
 class ConfigError(ValueError):
-    pass
+    """A configuration, its data or its checkpoint cannot be used; the message says what to change. The library
+    raises it; the command lines print it (``error: ...``) and exit non-zero."""
+
+
+class TrainingError(RuntimeError):
+    """A run that had to stop (e.g. too many non-finite steps in a row); the message says what to do."""
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ from space_clip_ros.model.config import KITTI_CAMERA, NYU_CAMERA
 
 from . import config as cfgmod
 from . import folder
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig, TrainingError
 from .data import Augment, DepthDataset, collate
 from .distributed import Process
 from .evaluation import eval_loader, evaluate, image_grid
@@ -47,13 +47,13 @@ def build_model(config: TrainConfig) -> SpaceClip:
     model_cfg = dict(config.model)
     if any(w > 0 for w in config.aux_weights):
         if model_cfg.get("architecture", "release") == "paper":
-            raise SystemExit("error: aux_weights need the release architecture's auxiliary heads; "
+            raise ConfigError("aux_weights need the release architecture's auxiliary heads; "
                              "set model.architecture=release (--set model.architecture=release) or aux_weights=[]")
         model_cfg["use_aux_heads"] = True
     try:
         return SpaceClip.from_pretrained_backbone(SpaceClipConfig.from_dict(model_cfg))
     except BackboneUnavailableError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise ConfigError(f"{error}") from None
 
 
 
@@ -69,9 +69,9 @@ def model_from_init(path: Path, config: TrainConfig) -> SpaceClip:
         model = model_from_checkpoint_dict(ckpt, backbone if backbone != ckpt["model_config"].get("backbone")
                                            else None)
     except (CheckpointError, BackboneUnavailableError, OSError) as error:
-        raise SystemExit(f"error: --init {path}: {error}") from None
+        raise ConfigError(f"--init {path}: {error}") from None
     if model.config.to_dict() != SpaceClipConfig.from_dict(config.model).to_dict():
-        raise SystemExit(f"error: --init {path}: its model config differs from the run's config.model")
+        raise ConfigError(f"--init {path}: its model config differs from the run's config.model")
     return model.train()
 
 
@@ -87,10 +87,10 @@ class Trainer:
         if self.dtype == "auto":  # bf16 autocast on CUDA (frozen tower and decoder forward), fp32 on the CPU
             self.dtype = torch.bfloat16 if self.proc.device.type == "cuda" else None
         if self.dtype == torch.float16 and self.proc.device.type != "cuda":
-            raise SystemExit("error: precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+            raise ConfigError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         seed_everything(config.seed, self.proc.rank)
         if self.proc.world > 1 and config.batch_size % self.proc.world:
-            raise SystemExit(f"error: batch size {config.batch_size} does not divide over "
+            raise ConfigError(f"batch size {config.batch_size} does not divide over "
                              f"{self.proc.world} processes")
         self.per_process_batch = config.batch_size // self.proc.world
 
@@ -113,7 +113,7 @@ class Trainer:
             self.model.decoder.compile()
         if config.sync_batchnorm:
             if self.proc.distributed and self.proc.device.type != "cuda":
-                raise SystemExit("error: sync_batchnorm needs CUDA devices (PyTorch's "
+                raise ConfigError("sync_batchnorm needs CUDA devices (PyTorch's "
                                  "SyncBatchNorm runs on GPUs only); set sync_batchnorm=false on the CPU")
             if self.proc.distributed:  # BatchNorm statistics over the global batch, as one GPU would see it
                 self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
@@ -126,7 +126,7 @@ class Trainer:
         self.train_set = self._dataset(config.filenames, "train")
         self.eval_set = self._dataset(config.filenames_eval, "eval")
         if len(self.train_set) < config.batch_size:
-            raise SystemExit(f"error: {len(self.train_set)} training lines are fewer than one batch "
+            raise ConfigError(f"{len(self.train_set)} training lines are fewer than one batch "
                              f"of {config.batch_size}; lower --batch-size")
         self.sampler = torch.utils.data.distributed.DistributedSampler(
             self.train_set, num_replicas=self.proc.world, rank=self.proc.rank, shuffle=True, seed=config.seed,
@@ -219,10 +219,10 @@ class Trainer:
         ckpt = read_checkpoint(path)
         state = ckpt.get("training_state")
         if not state:
-            raise SystemExit(f"error: {path} has no training state (only checkpoints written by "
+            raise ConfigError(f"{path} has no training state (only checkpoints written by "
                              "train_kitti.py or train_nyu.py can be resumed)")
         if state["world_size"] != self.proc.world:
-            raise SystemExit(f"error: {path} was written by {state['world_size']} process(es); "
+            raise ConfigError(f"{path} was written by {state['world_size']} process(es); "
                              f"resume with the same number (now {self.proc.world}) so the data order matches")
         changed = {k: (state["config"].get(k), v) for k, v in self.config.to_dict().items()
                    if k not in RESUME_FREE and state["config"].get(k) != v}
@@ -376,7 +376,7 @@ class Trainer:
                         "skipped": f"non-finite {what}"})
         limit = int(self.config.max_nonfinite_steps)
         if limit and self.consecutive_nonfinite >= limit:
-            raise SystemExit(f"error: {self.consecutive_nonfinite} steps in a row had a non-finite "
+            raise TrainingError(f"{self.consecutive_nonfinite} steps in a row had a non-finite "
                              f"{what} (last: step {self.step}); the run stops. The checkpoints in {self.out} are the "
                              "last good ones: resume from last.pt with a lower lr, precision fp32 or grad_clip, or "
                              "check the data")
