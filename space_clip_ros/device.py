@@ -7,7 +7,25 @@ from typing import Union
 
 import torch
 
+#: The precisions of the project, by name: inference (DepthEstimator, the node), training and evaluation (train/
+#: adds "auto": bf16 autocast on CUDA, fp32 on the CPU).
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``fp32`` / ``fp16`` / ``bf16`` for a torch dtype (its own name otherwise)."""
+    return next((name for name, value in PRECISIONS.items() if value == dtype), str(dtype))
+
+
+def autocast_dtype(name: str, device: torch.device) -> Union[torch.dtype, None]:
+    """The autocast dtype of precision ``name`` for training or evaluation on ``device``: None for fp32 (no
+    autocast), bf16 or fp16, and ``auto``: bf16 on CUDA, None on the CPU. fp16 needs CUDA (``ValueError``)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    dtype = resolve_precision(name, device)
+    return None if dtype == torch.float32 else dtype
 
 
 def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:

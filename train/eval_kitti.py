@@ -111,12 +111,11 @@ def evaluate_predictions(pred_dir: Path, samples: List[Sample], gt: GroundTruth,
 
 
 def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[str, float]:
-    import torch
     from space_clip_train.evaluation import eval_loader, evaluate
     from space_clip_train.kitti import KittiDepth
 
     from space_clip_ros.checkpoint import load_checkpoint
-    from space_clip_ros.device import resolve_device
+    from space_clip_ros.device import autocast_dtype, resolve_device
 
     if not args.data_path:
         raise ValueError("--checkpoint needs --data-path (the KITTI raw root with the images)")
@@ -138,7 +137,7 @@ def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[st
             args.skips.skip(dataset.samples[index], str(error))
             return None
     loader = eval_loader(dataset, workers=args.workers, batch_size=args.batch_size)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    dtype = autocast_dtype(args.precision, device)
     results, _ = evaluate(model, loader, device, args.protocol, args.crop, args.flip_tta, MIN_DEPTH, MAX_DEPTH,
                           autocast_dtype=dtype, progress=True, ground_truth=by_index)
     for sample, reason in dataset.skips.skipped:

@@ -59,11 +59,10 @@ def evaluate_predictions(args, dataset: NyuDepth) -> Dict[str, float]:
 
 
 def evaluate_checkpoint(args, dataset: NyuDepth) -> Dict[str, float]:
-    import torch
     from space_clip_train.evaluation import eval_loader, evaluate
 
     from space_clip_ros.checkpoint import load_checkpoint
-    from space_clip_ros.device import resolve_device
+    from space_clip_ros.device import autocast_dtype, resolve_device
 
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint, device=device, backbone=args.backbone)
@@ -73,7 +72,7 @@ def evaluate_checkpoint(args, dataset: NyuDepth) -> Dict[str, float]:
         print(f"warning: this checkpoint was trained on {model.provenance['dataset']}, not NYU", file=sys.stderr)
     pre = model.preprocessing
     dataset.input_size, dataset.mean, dataset.std = tuple(pre.input_size), tuple(pre.mean), tuple(pre.std)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    dtype = autocast_dtype(args.precision, device)
     results, _ = evaluate(model, eval_loader(dataset, workers=args.workers, batch_size=args.batch_size), device,
                           args.protocol, args.crop, args.flip_tta, MIN_DEPTH, MAX_DEPTH, autocast_dtype=dtype,
                           progress=True)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..device import precision_name
 from ..model import SpaceClip
 from .pipeline import Size, to_output, to_pixel_values
 
@@ -46,10 +47,6 @@ def module_available(backend: str) -> bool:
     return importlib.util.find_spec(OPTIONAL_MODULES[backend][0]) is not None
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
-
-
 class Backend(abc.ABC):
     """Runs a model on (batches of) frames. Subclasses implement :meth:`forward`; some also :meth:`infer`."""
 
@@ -71,7 +68,7 @@ class Backend(abc.ABC):
         self.std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
 
     def describe(self) -> str:
-        return f"{self.name} on {self.device} ({dtype_name(self.dtype)})"
+        return f"{self.name} on {self.device} ({precision_name(self.dtype)})"
 
     # ------------------------------------------------------------------ the model alone
     @abc.abstractmethod

@@ -15,6 +15,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
+from space_clip_ros.device import PRECISIONS as DEVICE_PRECISIONS
+
 from .metrics import DATASET_PROTOCOLS
 
 TRAIN_DIR = Path(__file__).resolve().parents[1]
@@ -78,7 +80,7 @@ def set_value(config: Dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto",) + tuple(DEVICE_PRECISIONS)  # training: auto = bf16 autocast on CUDA, fp32 on the CPU
 SCHEDULERS = ("step", "cosine_warmup")
 #: Evaluation protocols (metrics.py defines them) and standard-protocol crops by dataset.
 PROTOCOLS = DATASET_PROTOCOLS

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from space_clip_ros.colormaps import colorize_depth
+from space_clip_ros.device import PRECISIONS
 
 from .data import DepthDataset, collate
 from .metrics import MetricAverager, evaluate_image, prediction_size
@@ -123,7 +124,7 @@ def add_run_options(parser) -> None:
                         help="average with the horizontally flipped input's prediction")
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     parser.add_argument("--backbone", help="local folder of the CLIP tower when the checkpoint references a hub id")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)

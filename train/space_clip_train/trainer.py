@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from space_clip_ros.checkpoint import atomic_save, checkpoint_dict, read_checkpoint
+from space_clip_ros.device import autocast_dtype
 from space_clip_ros.model import SpaceClip, SpaceClipConfig
 from space_clip_ros.model.backbone import BackboneUnavailableError
 from space_clip_ros.model.config import KITTI_CAMERA, NYU_CAMERA
@@ -36,7 +37,6 @@ from .nyu import NyuDepth
 from .optim import EMA, make_scheduler
 from .random_state import rng_state, seed_everything, set_rng_state
 
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}
 RESUME_FREE = ("out", "max_steps", "workers", "device", "log_every", "log_images")  # may change on --resume
 #: Per dataset: the dataset class and the camera its checkpoints carry (for the node's focal-length transfer).
 DATASETS = {"kitti": (KittiDepth, KITTI_CAMERA), "nyu": (NyuDepth, NYU_CAMERA)}
@@ -83,11 +83,10 @@ class Trainer:
         self.config = config
         self.proc = Process(config.device)
         self.out = Path(config.out)
-        self.dtype = AUTOCAST[config.precision]
-        if self.dtype == "auto":  # bf16 autocast on CUDA (frozen tower and decoder forward), fp32 on the CPU
-            self.dtype = torch.bfloat16 if self.proc.device.type == "cuda" else None
-        if self.dtype == torch.float16 and self.proc.device.type != "cuda":
-            raise ConfigError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        try:  # autocast of the frozen tower's and the decoder's forward; auto: bf16 on CUDA, fp32 on the CPU
+            self.dtype = autocast_dtype(config.precision, self.proc.device)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         seed_everything(config.seed, self.proc.rank)
         if self.proc.world > 1 and config.batch_size % self.proc.world:
             raise ConfigError(f"batch size {config.batch_size} does not divide over "
