@@ -372,3 +372,19 @@ def test_compile_decoder_keeps_checkpoints_loadable(clip_tower, tree, tmp_path):
     saved = read_checkpoint(out / "best.pt")["decoder"]
     assert not any("_orig_mod" in key for key in saved)
     assert sorted(load_checkpoint(out / "best.pt").decoder.state_dict()) == sorted(saved)
+
+
+def test_ablation_configs_and_ablate_py_are_the_models_variants():
+    """The four Table 2 variants are defined once (ABLATION_VARIANTS of the model's config): each
+    ablation_<name>.yaml sets exactly those flags, and ablate.py runs exactly those variants."""
+    import ablate
+
+    from space_clip_ros.model.config import ABLATION_VARIANTS
+
+    for name, flags in ABLATION_VARIANTS.items():
+        model = cfgmod.load_yaml(cfgmod.CONFIGS / f"ablation_{name}.yaml")["model"]
+        assert {key: model[key] for key in flags} == flags, name
+        assert ablate.VARIANTS[name][:2] == (flags["use_film"], flags["use_structural_pathway"])
+    assert set(ablate.VARIANTS) == set(ABLATION_VARIANTS)
+    assert sorted(p.stem for p in cfgmod.CONFIGS.glob("ablation_*.yaml")) == sorted(
+        f"ablation_{name}" for name in ABLATION_VARIANTS)

@@ -17,13 +17,15 @@ from typing import Dict, List, Optional
 
 import train_kitti
 from space_clip_train.config import CONFIGS
+from space_clip_train.protocols import PROTOCOLS
 
+from space_clip_ros.model.config import ABLATION_VARIANTS
+
+#: The paper's Table 2 AbsRel of each variant (the variants themselves: ABLATION_VARIANTS of the model's config).
+PAPER_ABS_REL = {"baseline": 0.1165, "film": 0.1142, "structural": 0.1094, "full": 0.1038}
 VARIANTS = {  # name: (FiLM, structural pathway, the paper's AbsRel in Table 2)
-    "baseline": (False, False, 0.1165),
-    "film": (True, False, 0.1142),
-    "structural": (False, True, 0.1094),
-    "full": (True, True, 0.1038),
-}
+    name: (flags["use_film"], flags["use_structural_pathway"], PAPER_ABS_REL[name])
+    for name, flags in ABLATION_VARIANTS.items()}
 
 
 def final_results(run: Path) -> Dict[str, Dict]:
@@ -51,9 +53,7 @@ def table(results: Dict[str, Dict], with_paper: bool = True) -> str:
     return "\n".join(lines)
 
 
-TITLES = {"paper": "the paper's way (352x704, no crop, per-image median scaling): compare with the paper's column",
-          "standard": "the metric way (full-resolution ground truth, Garg crop, no scaling)",
-          "spaceclip": "the release's evaluation path (352x704, Eigen crop, metric)"}
+TITLES = {name: PROTOCOLS[("kitti", name)].describe("Garg") for name in ("paper", "standard", "spaceclip")}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+from space_clip_train import protocols
 from space_clip_train.config import list_path
 from space_clip_train.data import Sample, SkipReport, read_list
 from space_clip_train.evaluation import add_run_options
@@ -156,9 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-path", type=Path, help="KITTI raw root (needed with --checkpoint)")
     p.add_argument("--gt-path", type=Path, required=True,
                    help="annotated depth root (drives under train/ and val/) or an .npz from export_gt_depth.py")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="standard",
-                   help="standard: full gt resolution, --crop, cap 80 m; spaceclip: the release's 352x704 path; "
-                        "paper: how the paper's tables were measured (352x704, no crop, per-image median scaling)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="standard", help=protocols.help_text("kitti"))
     p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg",
                    help="standard protocol crop (the spaceclip protocol always uses eigen)")
     add_run_options(p)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+from space_clip_train import protocols
 from space_clip_train.config import list_path
 from space_clip_train.data import SkipReport
 from space_clip_train.evaluation import add_run_options
@@ -90,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-path", type=Path, required=True,
                    help="NYU Depth v2 root (with official_splits/test/) or the test folder itself")
     p.add_argument("--filenames", default=str(NYU_TEST), help="test list (default: the 654-line NYU test list)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="standard",
-                   help="standard: Eigen crop (--crop), metric; spaceclip: the release's 480x640 path, no crop")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="standard", help=protocols.help_text("nyu"))
     p.add_argument("--crop", choices=("eigen", "none"), default="eigen", help="standard protocol crop")
     add_run_options(p)
     return p

@@ -11,24 +11,22 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from . import nyu
+from . import nyu, protocols
 from .data import pil_resize
-from .kitti import KITTI_CROP_SIZE, MAX_DEPTH, MIN_DEPTH, crop_mask
+from .kitti import MAX_DEPTH, MIN_DEPTH, crop_mask
 
 KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog", "log10")
 COLUMNS = (("abs_rel", "AbsRel"), ("sq_rel", "SqRel"), ("rmse", "RMSE"), ("rmse_log", "RMSE log"), ("a1", "d1"),
            ("a2", "d2"), ("a3", "d3"), ("silog", "SILog"), ("log10", "log10"))
-PROTOCOLS = ("standard", "spaceclip", "paper")
-#: The protocols of each dataset (NYU: the paper reports none; the release's and the standard one).
-DATASET_PROTOCOLS = {"kitti": PROTOCOLS, "nyu": ("standard", "spaceclip"), "folder": ("standard",)}
-#: Protocols whose predictions are the model's output at a fixed size (the ground truth is resized NEAREST to it).
-FIXED_SIZE = {("kitti", "spaceclip"): KITTI_CROP_SIZE, ("kitti", "paper"): KITTI_CROP_SIZE,
-              ("nyu", "spaceclip"): nyu.NYU_SIZE}
+#: The protocols of each dataset (protocols.py holds them: NYU has no paper protocol, the paper reports none).
+DATASET_PROTOCOLS = {dataset: protocols.names(dataset) for dataset, _ in protocols.PROTOCOLS}
+PROTOCOLS = DATASET_PROTOCOLS["kitti"]
 
 
 def prediction_size(protocol: str, dataset: str = "kitti"):
     """The (H, W) predictions must have under ``protocol``, or None: the ground truth's own size."""
-    return FIXED_SIZE.get((dataset, protocol))
+    entry = protocols.PROTOCOLS.get((dataset, protocol))
+    return entry.fixed_size if entry else None
 
 
 def compute_errors(gt: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
@@ -94,11 +92,9 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard",
                              f"{pred.shape}")
         if gt.shape != size:
             gt = pil_resize(gt, size, "nearest")
-        if dataset == "kitti":
-            crop = "eigen" if protocol == "spaceclip" else "none"
-        else:
-            crop = "none"
-    if protocol == "paper":
+    entry = protocols.protocol(dataset, protocol)
+    crop = entry.crop or crop  # the fixed-size protocols have their own crop
+    if entry.median_scaling:
         valid = (gt > min_depth) & (gt < max_depth)
         if not valid.any():
             return None

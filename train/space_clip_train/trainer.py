@@ -35,6 +35,7 @@ from .losses import GlobalBatch, SpaceClipLoss
 from .metrics import format_table
 from .nyu import NyuDepth
 from .optim import EMA, make_scheduler
+from .protocols import PROTOCOLS as PROTOCOL_TABLE
 from .random_state import rng_state, seed_everything, set_rng_state
 
 RESUME_FREE = ("out", "max_steps", "workers", "device", "log_every", "log_images")  # may change on --resume
@@ -454,15 +455,6 @@ class Trainer:
         flip = c.final_flip_tta
         best = self.out / "best.pt"
         weights = read_checkpoint(best)["decoder"] if best.is_file() else None
-        if c.dataset == "nyu":
-            meaning = {"standard": f"BTS/AdaBins protocol, {c.eval_crop} crop, 1e-3..{c.max_depth:g} m, metric",
-                       "spaceclip": "the release's 480x640 path, no crop, metric: compare with the release's README"}
-        else:
-            meaning = {
-                "paper": "352x704, no crop, per-image median scaling: compare with the paper's Tables 1-2",
-                "standard": f"full-resolution gt, {c.eval_crop} crop, metric: compare with other metric methods",
-                "spaceclip": "the release's 352x704 path, Eigen crop, metric: compare with the release's README",
-            }
         protocols = [c.eval_protocol] + [p for p in c.summary_protocols if p != c.eval_protocol]
         tables, primary = [], {}
         for protocol in protocols:
@@ -471,7 +463,8 @@ class Trainer:
                                       **{**kwargs, "protocol": protocol, "flip_tta": flip})
             if protocol == c.eval_protocol:
                 primary = results
-            tables.append(format_table(results, f"{protocol} protocol ({meaning.get(protocol, protocol)}):"))
+            about = PROTOCOL_TABLE[(c.dataset, protocol)].describe(c.eval_crop)
+            tables.append(format_table(results, f"{protocol} protocol ({about}):"))
             if self.proc.main:
                 with open(self.out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps({"final": True, "primary": protocol == c.eval_protocol,
