@@ -20,6 +20,7 @@ from typing import List, Optional
 from space_clip_train import cli, folder
 from space_clip_train import config as cfgmod
 from space_clip_train.config import CONFIGS, ConfigError
+from space_clip_train.datasets import DATASETS
 
 from space_clip_ros.checkpoint import CheckpointError, read_checkpoint
 
@@ -66,7 +67,7 @@ def resolve(args: argparse.Namespace) -> cfgmod.TrainConfig:
         args.config = args.config or CONFIGS / "finetune.yaml"
         config = cli.resolve(argparse.Namespace(**{**vars(args), "assignments": assignments}), "kitti")
     else:
-        args.config = args.config or cli.DATASETS[args.dataset]["config"]
+        args.config = args.config or CONFIGS / DATASETS[args.dataset].config
         config = cli.resolve(args, args.dataset)
     config.model = dict(model_config)  # the checkpoint's architecture and tower
     if args.backbone:

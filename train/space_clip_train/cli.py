@@ -10,26 +10,18 @@ from typing import List, Optional
 
 from . import config as cfgmod
 from .config import CONFIGS, PRECISIONS, TRAIN_DIR, ConfigError, TrainConfig, TrainingError
-
-#: What each dataset's trainer needs on its command line, and its default config.
-DATASETS = {
-    "kitti": {"config": CONFIGS / "kitti_paper.yaml", "prog": "train_kitti.py",
-              "data_path": "KITTI raw root (date folders: 2011_09_26/...)",
-              "gt_path": "annotated depth root (drives under train/ and val/)"},
-    "nyu": {"config": CONFIGS / "nyu_release.yaml", "prog": "train_nyu.py",
-            "data_path": "NYU Depth v2 root (sync/ for training, official_splits/test/ for evaluation)",
-            "gt_path": "depth root when not beside the images (default: --data-path)"},
-}
+from .datasets import DATASETS
 
 
 def build_parser(dataset: str = "kitti") -> argparse.ArgumentParser:
     about = DATASETS[dataset]
-    p = argparse.ArgumentParser(prog=about["prog"], description=f"Train SPACE-CLIP's decoder on {dataset.upper()} "
+    p = argparse.ArgumentParser(prog=about.prog, description=f"Train SPACE-CLIP's decoder on {dataset.upper()} "
                                 "over a frozen CLIP tower (one process, one GPU, or many under torchrun).")
-    p.add_argument("--config", type=Path, help=f"YAML config (default {about['config'].relative_to(TRAIN_DIR.parent)};"
-                   " its dataset key decides what is trained)")
-    p.add_argument("--data-path", help=about["data_path"])
-    p.add_argument("--gt-path", help=about["gt_path"])
+    default = (CONFIGS / about.config).relative_to(TRAIN_DIR.parent)
+    p.add_argument("--config", type=Path, help=f"YAML config (default {default}; its dataset key decides what is "
+                   "trained)")
+    p.add_argument("--data-path", help=about.data_path_help)
+    p.add_argument("--gt-path", help=about.gt_path_help)
     p.add_argument("--filenames", help="training list, BTS format (default: the config's)")
     p.add_argument("--filenames-eval", help="validation list (default: the config's)")
     p.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
@@ -56,7 +48,7 @@ def resolve(args: argparse.Namespace, dataset: str = "kitti") -> TrainConfig:
              "max_steps": args.max_steps, "backbone": args.backbone, "device": args.device, "workers": args.workers,
              "seed": args.seed, "precision": args.precision, "strict": args.strict,
              "out": str(args.out) if args.out else None}
-    config = cfgmod.resolve_config(args.config or DATASETS[dataset]["config"], args.assignments, **named)
+    config = cfgmod.resolve_config(args.config or CONFIGS / DATASETS[dataset].config, args.assignments, **named)
     if config.dataset == "kitti":
         if not config.data_path or not config.gt_path:
             raise ConfigError("set --data-path (KITTI raw root) and --gt-path (annotated depth root)")
@@ -84,7 +76,7 @@ def main(argv: Optional[List[str]] = None, dataset: str = "kitti") -> int:
     """Parse, configure and train; 2 on a configuration or data error (the message says which)."""
     from .trainer import Trainer
 
-    prog = DATASETS[dataset]["prog"]
+    prog = DATASETS[dataset].prog
     args = build_parser(dataset).parse_args(argv)
     try:
         config = resolve(args, dataset)

@@ -17,6 +17,7 @@ import yaml
 
 from space_clip_ros.device import PRECISIONS as DEVICE_PRECISIONS
 
+from .datasets import DATASETS as DATASET_TABLE
 from .metrics import DATASET_PROTOCOLS
 
 TRAIN_DIR = Path(__file__).resolve().parents[1]
@@ -84,8 +85,8 @@ PRECISIONS = ("auto",) + tuple(DEVICE_PRECISIONS)  # training: auto = bf16 autoc
 SCHEDULERS = ("step", "cosine_warmup")
 #: Evaluation protocols (metrics.py defines them) and standard-protocol crops by dataset.
 PROTOCOLS = DATASET_PROTOCOLS
-DATASETS = tuple(PROTOCOLS)
-CROPS = {"kitti": ("garg", "eigen", "none"), "nyu": ("eigen", "none"), "folder": ("none",)}
+DATASETS = tuple(DATASET_TABLE)
+CROPS = {name: dataset.crops for name, dataset in DATASET_TABLE.items()}
 
 
 @dataclass

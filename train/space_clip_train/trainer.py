@@ -22,25 +22,20 @@ from space_clip_ros.checkpoint import atomic_save, checkpoint_dict, read_checkpo
 from space_clip_ros.device import autocast_dtype
 from space_clip_ros.model import SpaceClip, SpaceClipConfig
 from space_clip_ros.model.backbone import BackboneUnavailableError
-from space_clip_ros.model.config import KITTI_CAMERA, NYU_CAMERA
 
 from . import config as cfgmod
-from . import folder
 from .config import ConfigError, TrainConfig, TrainingError
 from .data import Augment, DepthDataset, collate
+from .datasets import DATASETS
 from .distributed import Process
 from .evaluation import eval_loader, evaluate, image_grid
-from .kitti import KittiDepth
 from .losses import GlobalBatch, SpaceClipLoss
 from .metrics import format_table
-from .nyu import NyuDepth
 from .optim import EMA, make_scheduler
 from .protocols import PROTOCOLS as PROTOCOL_TABLE
 from .random_state import rng_state, seed_everything, set_rng_state
 
 RESUME_FREE = ("out", "max_steps", "workers", "device", "log_every", "log_images")  # may change on --resume
-#: Per dataset: the dataset class and the camera its checkpoints carry (for the node's focal-length transfer).
-DATASETS = {"kitti": (KittiDepth, KITTI_CAMERA), "nyu": (NyuDepth, NYU_CAMERA)}
 
 
 # ---------------------------------------------------------------------------------------------------- pieces
@@ -95,10 +90,8 @@ class Trainer:
         self.per_process_batch = config.batch_size // self.proc.world
 
         self.model = (build_model(config) if init is None else model_from_init(init, config)).to(self.proc.device)
-        if config.dataset == "folder":  # a robot's own recording: its camera and size come from the folder
-            dataset_class, camera = folder.dataset_for(config.data_path)
-        else:
-            dataset_class, camera = DATASETS[config.dataset]
+        # The reader and the camera checkpoints carry (the node's focal-length transfer); a robot's folder has its own.
+        dataset_class, camera = DATASETS[config.dataset].reader(config.data_path)
         self.dataset_class = dataset_class
         script = "finetune.py" if init is not None or config.dataset == "folder" else f"train_{config.dataset}.py"
         self.model.provenance = {"trained": True, "dataset": config.dataset, "source": f"{script} ({self.out.name})",
