@@ -1,5 +1,6 @@
 """space_clip_ros: an ament_python package that also installs with pip (ROS 2 Jazzy wheels as the `ros` extra)."""
 
+import ast
 import re
 from glob import glob
 
@@ -7,6 +8,9 @@ from setuptools import find_packages, setup
 
 PACKAGE = "space_clip_ros"
 VERSION = re.search(r'__version__ = "([^"]+)"', open(f"{PACKAGE}/version.py", encoding="utf-8").read()).group(1)
+#: The ROS executables (lib/space_clip_ros/<name> for ros2 run / launch): written once, in space_clip_ros/ament.py.
+ROS_EXECUTABLES = ast.literal_eval(re.search(r"^EXECUTABLES = (\{.*?\})$", open(f"{PACKAGE}/ament.py", encoding="utf-8")
+                                             .read(), re.M | re.S).group(1))
 TRAIN = ["pillow>=10", "tensorboard>=2.14", "tqdm>=4.60"]
 ONNX = ["onnx>=1.16", "onnxscript>=0.2"]
 
@@ -73,8 +77,6 @@ setup(
             "space-clip-demo = space_clip_ros.ros.demo:main",
             "space-clip-player = space_clip_ros.ros.player:main",
             "space-clip-record = space_clip_ros.ros.recorder:main",
-            "depth_node = space_clip_ros.ros.depth_node:main",
-            "image_player = space_clip_ros.ros.player:main",
-        ],
+        ] + [f"{name} = {module}:main" for name, module in ROS_EXECUTABLES.items()],
     },
 )

@@ -28,25 +28,32 @@ def autocast_dtype(name: str, device: torch.device) -> Union[torch.dtype, None]:
     return None if dtype == torch.float32 else dtype
 
 
+DEVICE_SYNTAX = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_spec(spec: Union[str, torch.device, None]) -> str:
+    """``spec`` normalised (lower case, stripped) when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, else a
+    ``ValueError`` saying so; whether that device exists is :func:`resolve_device`'s question."""
+    text = str(spec if spec is not None else "auto").strip().lower()
+    if not DEVICE_SYNTAX.fullmatch(text):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+    return text
+
+
 def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if isinstance(spec, torch.device):
-        spec = str(spec)
-    spec = (spec or "auto").strip().lower()
+    spec = check_device_spec(str(spec) if isinstance(spec, torch.device) else (spec or "auto"))
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
         return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
-    if not match:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
     if not torch.cuda.is_available():
         raise ValueError(
             f"device {spec!r} was requested but CUDA is not available to this torch "
             f"({torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use device 'cpu' or 'auto', "
             "or install a CUDA build of torch (docs/training.md, GPU)"
         )
-    index = int(match.group(1) or 0)
+    index = int(spec.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
         raise ValueError(f"device {spec!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device("cuda", index)

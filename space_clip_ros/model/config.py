@@ -16,6 +16,8 @@ DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 #: CLIP's image statistics (RGB in [0, 1]).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: KITTI's training crop and the decoder's output size in the authors' recipes (H, W).
+KITTI_OUTPUT_SIZE = (352, 704)
 #: SigLIP normalises to [-1, 1].
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -167,7 +169,7 @@ class Preprocessing:
     input_size: Tuple[int, int] = (224, 224)
     mean: Tuple[float, ...] = CLIP_MEAN
     std: Tuple[float, ...] = CLIP_STD
-    output_size: Tuple[int, int] = (352, 704)
+    output_size: Tuple[int, int] = KITTI_OUTPUT_SIZE
 
     def __post_init__(self) -> None:
         self.input_size = tuple(int(v) for v in self.input_size)
@@ -207,7 +209,7 @@ class TrainingCamera:
 
 
 #: The training cameras of the datasets the authors used.
-KITTI_CAMERA = TrainingCamera(fx=721.5377, width=1242)
+KITTI_CAMERA = TrainingCamera()  # fx 721.5377 px at 1242 px: the defaults above
 NYU_CAMERA = TrainingCamera(fx=518.8579, width=640)
 
 
@@ -220,6 +222,7 @@ __all__ = [
     "SIGLIP_MEAN",
     "SIGLIP_STD",
     "KITTI_CAMERA",
+    "KITTI_OUTPUT_SIZE",
     "NYU_CAMERA",
     "Preprocessing",
     "SpaceClipConfig",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..colormaps import COLORMAPS
-from ..device import PRECISIONS
+from ..device import PRECISIONS, check_device_spec
 from ..inference import BACKENDS
 
 #: Every parameter with its default; config/depth.yaml holds the same values (a test keeps them equal).
@@ -175,8 +175,7 @@ class NodeSettings:
             raise ValueError(f"camera_info_cache must be >= 1, got {self.camera_info_cache}")
         if not self.diagnostics_period > 0:
             raise ValueError(f"diagnostics_period must be > 0 seconds, got {self.diagnostics_period}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device).strip().lower()):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        check_device_spec(self.device)
         if str(self.precision).strip().lower() not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if str(self.backend).strip().lower() not in BACKENDS:

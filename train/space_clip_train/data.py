@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from space_clip_ros.model.config import CLIP_MEAN, CLIP_STD, KITTI_OUTPUT_SIZE
+
 PathLike = Union[str, Path]
 SPLITS = Path(__file__).resolve().parents[1] / "splits"
 
@@ -127,7 +129,7 @@ def clip_input(rgb01: np.ndarray, input_size: Tuple[int, int], mean: Sequence[fl
 class Augment:
     """Training augmentation of the paper and the release."""
 
-    crop: Tuple[int, int] = (352, 704)  # (H, W); KITTI's, the release's NYU crop is 480x640
+    crop: Tuple[int, int] = KITTI_OUTPUT_SIZE  # (H, W); KITTI's, the release's NYU crop is 480x640
     rotate_degrees: float = 1.0
     flip: bool = True
     color: bool = True  # gamma, brightness and per-channel colour in [0.9, 1.1], with p = 0.5
@@ -206,13 +208,13 @@ class DepthDataset:
 
     name = "dataset"
     #: The evaluation input size (and the model's output size under the release's protocol), (H, W).
-    eval_size: Tuple[int, int] = (352, 704)
+    eval_size: Tuple[int, int] = KITTI_OUTPUT_SIZE
     #: What --data-path must be, for error messages.
     data_root_help = "the dataset root"
 
     def __init__(self, list_path: PathLike, data_root: PathLike, gt_root: Optional[PathLike], mode: str,
-                 input_size: Tuple[int, int] = (224, 224), mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
-                 std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711), augment: Optional[Augment] = None,
+                 input_size: Tuple[int, int] = (224, 224), mean: Sequence[float] = CLIP_MEAN,
+                 std: Sequence[float] = CLIP_STD, augment: Optional[Augment] = None,
                  strict: bool = False, require_depth: bool = True):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be train or eval, got {mode!r}")

@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from space_clip_ros.kitti_calib import read_kitti_calib
+from space_clip_ros.model.config import KITTI_OUTPUT_SIZE
 
 from . import data
 from .data import SPLITS, DepthDataset, PathLike, read_rgb
@@ -22,7 +23,7 @@ from .data import SPLITS, DepthDataset, PathLike, read_rgb
 EIGEN_TEST = SPLITS / "eigen_test_files_with_gt.txt"  # 697 lines, 652 with annotated depth
 EIGEN_TEST_VELODYNE = SPLITS / "eigen_test_files.txt"  # the same 697 frames, monodepth2 format
 MIN_DEPTH, MAX_DEPTH = 1e-3, 80.0
-KITTI_CROP_SIZE = (352, 704)  # the random training crop and the authors' evaluation size
+KITTI_CROP_SIZE = KITTI_OUTPUT_SIZE  # the random training crop and the authors' evaluation size
 
 
 def resolve_depth_path(gt_root: PathLike, rel: str) -> Optional[Path]:
