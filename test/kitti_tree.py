@@ -3,11 +3,11 @@ rendered from the synthetic street scene with a known camera, plus BTS- and mono
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from space_clip_ros.synthetic import kitti_calib_text, render_scene
+from space_clip_ros.synthetic import KITTI_K, KITTI_SIZE, render_scene
 
 DATE = "2011_09_26"
 # Velodyne -> camera: x forward, y left, z up  ->  x right, y down, z forward, plus an offset (metres).
@@ -89,3 +89,47 @@ def write_tree(root: Path, drives: Dict[int, int], test_drive: int, size=(96, 28
     tree.test_list.write_text("\n".join(test_lines) + "\n")
     tree.velodyne_list.write_text("\n".join(velo_lines) + "\n")
     return tree
+
+
+def kitti_calib_text(size: Tuple[int, int] = KITTI_SIZE, intrinsics: Sequence[float] = KITTI_K) -> str:
+    """A calib_cam_to_cam.txt for camera 02 in KITTI's layout (rectified, no distortion)."""
+    fx, fy, cx, cy = intrinsics
+    height, width = size
+
+    def row(values):
+        return " ".join(f"{v:.6e}" for v in values)
+
+    p = [fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0]
+    return "\n".join([
+        "calib_time: synthetic",
+        f"S_02: {row([width, height])}",
+        f"K_02: {row([fx, 0, cx, 0, fy, cy, 0, 0, 1])}",
+        f"D_02: {row([0, 0, 0, 0, 0])}",
+        f"R_02: {row([1, 0, 0, 0, 1, 0, 0, 0, 1])}",
+        f"S_rect_02: {row([width, height])}",
+        f"R_rect_00: {row([1, 0, 0, 0, 1, 0, 0, 0, 1])}",
+        f"R_rect_02: {row([1, 0, 0, 0, 1, 0, 0, 0, 1])}",
+        f"P_rect_02: {row(p)}",
+        "",
+    ])
+
+
+def write_kitti_drive(root, date: str = "2011_09_26", drive: int = 1, frames: int = 3, step_m: float = 2.0,
+                      size: Tuple[int, int] = KITTI_SIZE) -> "list":
+    """Write synthetic frames as a KITTI raw drive: ``root/date/calib_cam_to_cam.txt`` and
+    ``root/date/date_drive_NNNN_sync/image_02/data/%010d.png``. Returns the image paths."""
+    from pathlib import Path
+
+    import cv2
+
+    date_dir = Path(root) / date
+    image_dir = date_dir / f"{date}_drive_{drive:04d}_sync" / "image_02" / "data"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    (date_dir / "calib_cam_to_cam.txt").write_text(kitti_calib_text(size))
+    paths = []
+    for i in range(frames):
+        rgb, _ = render_scene(size=size, forward=i * step_m)
+        path = image_dir / f"{i:010d}.png"
+        cv2.imwrite(str(path), rgb[..., ::-1])
+        paths.append(path)
+    return paths

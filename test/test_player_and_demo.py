@@ -11,12 +11,12 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
 
 from helpers import tiny_model  # noqa: E402
+from kitti_tree import write_kitti_drive  # noqa: E402
 from ros_harness import ros_environment  # noqa: E402
 
 from space_clip_ros.checkpoint import checkpoint_dict  # noqa: E402
 from space_clip_ros.kitti_calib import read_kitti_calib  # noqa: E402
 from space_clip_ros.ros.player import kitti_camera_info, list_frames  # noqa: E402
-from space_clip_ros.synthetic import write_kitti_drive  # noqa: E402
 
 # Camera 02 of the 2011_09_26 drives, as published in KITTI's calib_cam_to_cam.txt (P_rect_02 has a baseline term).
 REAL_CALIB = """calib_time: 09-Jan-2012 13:57:47
