@@ -89,55 +89,9 @@ class Trainer:
                              f"{self.proc.world} processes")
         self.per_process_batch = config.batch_size // self.proc.world
 
-        self.model = (build_model(config) if init is None else model_from_init(init, config)).to(self.proc.device)
-        # The reader and the camera checkpoints carry (the node's focal-length transfer); a robot's folder has its own.
-        dataset_class, camera = DATASETS[config.dataset].reader(config.data_path)
-        self.dataset_class = dataset_class
-        script = "finetune.py" if init is not None or config.dataset == "folder" else f"train_{config.dataset}.py"
-        self.model.provenance = {"trained": True, "dataset": config.dataset, "source": f"{script} ({self.out.name})",
-                                 **({"initialised_from": str(init)} if init is not None else {})}
-        # The checkpoint carries the training camera (the node rescales depth to its own camera by fx/width) and the
-        # size the decoder was trained to produce (the node's first resize step goes through it).
-        self.model.training_camera = camera
-        self.model.preprocessing.output_size = tuple(dataset_class.eval_size)
-        if config.channels_last and self.proc.device.type == "cuda":  # the decoder's convolutions in NHWC on GPUs
-            self.model.decoder.to(memory_format=torch.channels_last)
-        if config.compile_decoder:  # in place: the state_dict keys (and so the checkpoints) stay the same
-            self.model.decoder.compile()
-        if config.sync_batchnorm:
-            if self.proc.distributed and self.proc.device.type != "cuda":
-                raise ConfigError("sync_batchnorm needs CUDA devices (PyTorch's "
-                                 "SyncBatchNorm runs on GPUs only); set sync_batchnorm=false on the CPU")
-            if self.proc.distributed:  # BatchNorm statistics over the global batch, as one GPU would see it
-                self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
-        decoder = self.model.decoder
-        self.net = self.model
-        if self.proc.distributed:
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.proc.device.index] if self.proc.device.type == "cuda" else None,
-                find_unused_parameters=any(w <= 0 for w in config.aux_weights))  # a zero-weight aux head
-        self.train_set = self._dataset(config.filenames, "train")
-        self.eval_set = self._dataset(config.filenames_eval, "eval")
-        if len(self.train_set) < config.batch_size:
-            raise ConfigError(f"{len(self.train_set)} training lines are fewer than one batch "
-                             f"of {config.batch_size}; lower --batch-size")
-        self.sampler = torch.utils.data.distributed.DistributedSampler(
-            self.train_set, num_replicas=self.proc.world, rank=self.proc.rank, shuffle=True, seed=config.seed,
-            drop_last=True)
-        self.loader = torch.utils.data.DataLoader(
-            self.train_set, batch_size=self.per_process_batch, sampler=self.sampler, drop_last=True,
-            num_workers=config.workers, collate_fn=collate, pin_memory=self.proc.device.type == "cuda",
-            persistent_workers=False)
-        self.steps_per_epoch = len(self.loader)
-        self.optimizer = torch.optim.AdamW(list(self.model.trainable_parameters()), lr=config.lr,
-                                           weight_decay=config.weight_decay,
-                                           fused=True if self.proc.device.type == "cuda" else None)
-        self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
-        self.ema = EMA(decoder, config.ema_decay) if config.ema_decay > 0 else None
-        self.criterion = SpaceClipLoss(config.w_ssim, config.aux_weights, config.min_depth,
-                                       config.max_depth, version=config.loss_version,
-                                       group=GlobalBatch() if self.proc.distributed else None)
+        self._build_model(init)
+        self._build_data()
+        self._build_optimisation()
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.best = math.inf
         self.epoch_rng: Optional[Dict[str, Any]] = None
@@ -156,6 +110,67 @@ class Trainer:
             cfgmod.dump(config, self.out / "config.yaml")
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if resume else None)
+
+    def _build_model(self, init: Optional[Path]) -> None:
+        """The model (from the config, or from ``init`` to fine-tune), what its checkpoints will carry, its memory
+        layout and compilation, and its distributed wrapper (``self.net``)."""
+        config = self.config
+        self.model = (build_model(config) if init is None else model_from_init(init, config)).to(self.proc.device)
+        # The reader and the camera checkpoints carry (the node's focal-length transfer); a robot's folder has its own.
+        dataset_class, camera = DATASETS[config.dataset].reader(config.data_path)
+        self.dataset_class = dataset_class
+        script = "finetune.py" if init is not None or config.dataset == "folder" else f"train_{config.dataset}.py"
+        self.model.provenance = {"trained": True, "dataset": config.dataset, "source": f"{script} ({self.out.name})",
+                                 **({"initialised_from": str(init)} if init is not None else {})}
+        # The checkpoint carries the training camera (the node rescales depth to its own camera by fx/width) and the
+        # size the decoder was trained to produce (the node's first resize step goes through it).
+        self.model.training_camera = camera
+        self.model.preprocessing.output_size = tuple(dataset_class.eval_size)
+        if config.channels_last and self.proc.device.type == "cuda":  # the decoder's convolutions in NHWC on GPUs
+            self.model.decoder.to(memory_format=torch.channels_last)
+        if config.compile_decoder:  # in place: the state_dict keys (and so the checkpoints) stay the same
+            self.model.decoder.compile()
+        if config.sync_batchnorm:
+            if self.proc.distributed and self.proc.device.type != "cuda":
+                raise ConfigError("sync_batchnorm needs CUDA devices (PyTorch's "
+                                  "SyncBatchNorm runs on GPUs only); set sync_batchnorm=false on the CPU")
+            if self.proc.distributed:  # BatchNorm statistics over the global batch, as one GPU would see it
+                self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
+        self.net = self.model
+        if self.proc.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.proc.device.index] if self.proc.device.type == "cuda" else None,
+                find_unused_parameters=any(w <= 0 for w in config.aux_weights))  # a zero-weight aux head
+
+    def _build_data(self) -> None:
+        """The training and validation sets, the distributed sampler and the training loader."""
+        config = self.config
+        self.train_set = self._dataset(config.filenames, "train")
+        self.eval_set = self._dataset(config.filenames_eval, "eval")
+        if len(self.train_set) < config.batch_size:
+            raise ConfigError(f"{len(self.train_set)} training lines are fewer than one batch "
+                              f"of {config.batch_size}; lower --batch-size")
+        self.sampler = torch.utils.data.distributed.DistributedSampler(
+            self.train_set, num_replicas=self.proc.world, rank=self.proc.rank, shuffle=True, seed=config.seed,
+            drop_last=True)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=self.per_process_batch, sampler=self.sampler, drop_last=True,
+            num_workers=config.workers, collate_fn=collate, pin_memory=self.proc.device.type == "cuda",
+            persistent_workers=False)
+        self.steps_per_epoch = len(self.loader)
+
+    def _build_optimisation(self) -> None:
+        """Optimizer (fused AdamW on GPUs), schedule, gradient scaler (fp16), EMA of the decoder and the loss."""
+        config = self.config
+        self.optimizer = torch.optim.AdamW(list(self.model.trainable_parameters()), lr=config.lr,
+                                           weight_decay=config.weight_decay,
+                                           fused=True if self.proc.device.type == "cuda" else None)
+        self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.ema = EMA(self.model.decoder, config.ema_decay) if config.ema_decay > 0 else None
+        self.criterion = SpaceClipLoss(config.w_ssim, config.aux_weights, config.min_depth,
+                                       config.max_depth, version=config.loss_version,
+                                       group=GlobalBatch() if self.proc.distributed else None)
 
     def _remove_partial_checkpoints(self) -> None:
         """Checkpoints are written to a temporary file and renamed; a run killed while writing leaves the temporary
@@ -391,43 +406,20 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- validation
     def _validate(self, final: bool) -> Dict[str, float]:
-        """Validate the live (and EMA) weights without the final flip TTA, write last.pt and best.pt (lowest AbsRel);
-        after the last epoch, report best.pt as :meth:`_final_report` says."""
+        """Validate the live (and EMA) weights without the final flip TTA, log the better, write last.pt and best.pt
+        (lowest AbsRel); after the last epoch, report best.pt as :meth:`_final_report` says."""
         c = self.config
-        flip = c.eval_flip_tta  # selection never sees the final TTA (as the release selects its best)
         loader = eval_loader(self.eval_set, workers=min(c.workers, 4))
-        kwargs = dict(protocol=c.eval_protocol, crop=c.eval_crop, flip_tta=flip, min_depth=c.min_depth,
-                      max_depth=c.max_depth, autocast_dtype=self.dtype)
-        raw, pictures = evaluate(self.model, loader, self.proc.device, keep_images=c.log_images, **kwargs)
-        chosen, source, ema_state = raw, "raw", None
-        if self.ema:
-            with self._decoder_weights(self.ema.shadow):
-                ema_results, ema_pictures = evaluate(self.model, loader, self.proc.device,
-                                                     keep_images=c.log_images, **kwargs)
-            if ema_results["abs_rel"] < raw["abs_rel"]:
-                chosen, source, pictures, ema_state = ema_results, "ema", ema_pictures, self.ema.shadow
-        skipped_eval, = self.proc.all_sum([float(len(self.eval_set.skips.skipped))])
+        kwargs = dict(protocol=c.eval_protocol, crop=c.eval_crop, flip_tta=c.eval_flip_tta, min_depth=c.min_depth,
+                      max_depth=c.max_depth, autocast_dtype=self.dtype)  # selection never sees the final TTA
+        chosen, source, ema_state, pictures, note = self._evaluate_weights(loader, kwargs)
         is_best = chosen["abs_rel"] < self.best
         if is_best:
             self.best = chosen["abs_rel"]
         state = self._training_state()  # collective under torchrun (gathers every process's RNG state)
+        skipped_eval, = self.proc.all_sum([float(len(self.eval_set.skips.skipped))])
         if self.proc.main:
-            tag = f"epoch {self.epoch} step {self.step}" + (" (last)" if final else "")
-            print(format_table(chosen, f"validation, {tag}, {c.eval_protocol} protocol, {source} weights:"))
-            if self.ema:
-                print(f"raw AbsRel {raw['abs_rel']:.4f}, EMA AbsRel {ema_results['abs_rel']:.4f}")
-            if skipped_eval:
-                print(f"{int(skipped_eval)} validation line(s) skipped; " + self.eval_set.skips.summary())
-            for key, value in chosen.items():
-                self.writer.add_scalar(f"val/{key}", value, self.step)
-            if pictures:
-                self.writer.add_image("val/rgb_gt_pred", image_grid(pictures, c.max_depth), self.step,
-                                      dataformats="HWC")
-            self.writer.flush()
-            record = {"epoch": self.epoch, "step": self.step, "source": source, "last": final, "flip_tta": flip,
-                      "skipped_train_lines": self.skipped, **chosen}
-            with open(self.out / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            self._log_validation(chosen, source, pictures, note, int(skipped_eval), final)
             extra = {"abs_rel": chosen["abs_rel"], "weights": source, "eval_protocol": c.eval_protocol}
             self._save("last.pt", state, extra=extra)
             if is_best:
@@ -439,6 +431,40 @@ class Trainer:
         if final:
             return self._final_report(loader, kwargs)
         return chosen
+
+    def _evaluate_weights(self, loader, kwargs):
+        """The live weights' metrics, and the EMA's when there is one: (the better results, "raw" or "ema", the EMA
+        state when it won, its pictures, a line comparing the two)."""
+        keep = self.config.log_images
+        raw, pictures = evaluate(self.model, loader, self.proc.device, keep_images=keep, **kwargs)
+        if not self.ema:
+            return raw, "raw", None, pictures, ""
+        with self._decoder_weights(self.ema.shadow):
+            ema, ema_pictures = evaluate(self.model, loader, self.proc.device, keep_images=keep, **kwargs)
+        note = f"raw AbsRel {raw['abs_rel']:.4f}, EMA AbsRel {ema['abs_rel']:.4f}"
+        if ema["abs_rel"] < raw["abs_rel"]:
+            return ema, "ema", self.ema.shadow, ema_pictures, note
+        return raw, "raw", None, pictures, note
+
+    def _log_validation(self, chosen: Dict[str, float], source: str, pictures, note: str, skipped_eval: int,
+                        final: bool) -> None:
+        """The validation's table on stdout, TensorBoard scalars and images, and its metrics.jsonl record."""
+        c = self.config
+        tag = f"epoch {self.epoch} step {self.step}" + (" (last)" if final else "")
+        print(format_table(chosen, f"validation, {tag}, {c.eval_protocol} protocol, {source} weights:"))
+        if note:
+            print(note)
+        if skipped_eval:
+            print(f"{skipped_eval} validation line(s) skipped; " + self.eval_set.skips.summary())
+        for key, value in chosen.items():
+            self.writer.add_scalar(f"val/{key}", value, self.step)
+        if pictures:
+            self.writer.add_image("val/rgb_gt_pred", image_grid(pictures, c.max_depth), self.step, dataformats="HWC")
+        self.writer.flush()
+        record = {"epoch": self.epoch, "step": self.step, "source": source, "last": final,
+                  "flip_tta": c.eval_flip_tta, "skipped_train_lines": self.skipped, **chosen}
+        with open(self.out / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     def _final_report(self, loader, kwargs) -> Dict[str, float]:
         """best.pt (the weights selected without TTA) evaluated with ``final_flip_tta`` under every protocol of
