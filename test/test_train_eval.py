@@ -397,3 +397,15 @@ def test_colour_jitter_by_table_equals_the_authors_per_pixel_arithmetic():
         assert got.dtype == np.float32 and got.flags.c_contiguous
         np.testing.assert_array_equal(got, image)
     np.testing.assert_array_equal(colour_jitter(rgb, False), rgb.astype(np.float32) / 255.0)
+
+
+def test_evaluate_py_is_the_one_entry_and_names_the_missing_dataset(capsys):
+    import eval_kitti
+    import evaluate
+
+    assert evaluate.COMMANDS["kitti"] is not None and set(evaluate.COMMANDS) == {"kitti", "nyu"}
+    with pytest.raises(SystemExit):
+        evaluate.main(["--checkpoint", "x.pt"])
+    assert "--dataset kitti|nyu is required" in capsys.readouterr().err
+    assert eval_kitti.main(["--pred-dir", "nowhere", "--gt-path", "nowhere"]) == 2  # the alias reaches KITTI's
+    assert "evaluate.py: error: --gt-path nowhere is neither" in capsys.readouterr().err

@@ -358,7 +358,7 @@ def test_train_is_a_package_and_its_scripts_run_from_any_folder(tmp_path):
     for path in sorted(train_dir.rglob("*.py")):
         assert "sys.path" not in path.read_text(), f"{path} edits sys.path"
     for script in ("train_kitti.py", "train_nyu.py", "eval_kitti.py", "eval_nyu.py", "ablate.py", "visualize.py",
-                   "export_gt_depth.py", "finetune.py"):
+                   "export_gt_depth.py", "finetune.py", "evaluate.py"):
         result = subprocess.run([sys.executable, str(train_dir / script), "--help"], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage:" in result.stdout, (script, result.stderr[-2000:])
