@@ -23,7 +23,7 @@ import numpy as np
 from . import protocols
 from .config import list_path
 from .data import Sample, SkipReport, read_list
-from .evaluation import add_run_options
+from .evaluation import add_run_options, evaluation_parser
 from .kitti import (
     EIGEN_TEST,
     KITTI_CROP_SIZE,
@@ -148,11 +148,7 @@ def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", type=Path, help="a space_clip_ros checkpoint to run")
-    what.add_argument("--pred-dir", type=Path, help="saved predictions of any method (see above)")
+    p = evaluation_parser(__doc__)
     p.add_argument("--filenames", default=str(EIGEN_TEST), help="list (BTS or monodepth2 format); default the Eigen "
                    "test list (697 lines, 652 with annotated depth)")
     p.add_argument("--data-path", type=Path, help="KITTI raw root (needed with --checkpoint)")

@@ -23,7 +23,7 @@ import numpy as np
 from . import protocols
 from .config import list_path
 from .data import SkipReport
-from .evaluation import add_run_options
+from .evaluation import add_run_options, evaluation_parser
 from .metrics import DATASET_PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json
 from .nyu import MAX_DEPTH, MIN_DEPTH, NYU_TEST, NyuDepth, read_depth_png
 
@@ -84,11 +84,7 @@ def evaluate_checkpoint(args, dataset: NyuDepth) -> Dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", type=Path, help="a space_clip_ros checkpoint to run")
-    what.add_argument("--pred-dir", type=Path, help="saved predictions of any method (see above)")
+    p = evaluation_parser(__doc__)
     p.add_argument("--data-path", type=Path, required=True,
                    help="NYU Depth v2 root (with official_splits/test/) or the test folder itself")
     p.add_argument("--filenames", default=str(NYU_TEST), help="test list (default: the 654-line NYU test list)")

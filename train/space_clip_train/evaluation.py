@@ -5,6 +5,8 @@ Shared by the trainer (validation each epoch) and eval_kitti.py / eval_nyu.py, s
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -114,6 +116,16 @@ def image_grid(triples: List[tuple], max_depth: float = 80.0, width: int = 704) 
             panels.append(cv2.resize(coloured, (width, height), interpolation=cv2.INTER_NEAREST))
         rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0) if rows else np.zeros((1, 3 * width, 3), np.uint8)
+
+
+def evaluation_parser(doc: str) -> argparse.ArgumentParser:
+    """The evaluation commands' parser: what to evaluate (a checkpoint, or saved predictions of any method)."""
+    p = argparse.ArgumentParser(prog="evaluate.py", description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", type=Path, help="a space_clip_ros checkpoint to run")
+    what.add_argument("--pred-dir", type=Path, help="saved predictions of any method (see above)")
+    return p
 
 
 def add_run_options(parser) -> None:
