@@ -97,10 +97,7 @@ def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, p
     u, v = np.round(uv[:, 0]), np.round(uv[:, 1])
     inside = (u >= 0) & (v >= 0) & (u < width) & (v < height)
     pixel = v[inside].astype(np.int64) * width + u[inside].astype(np.int64)
-    depth = depth[inside]
-    order = np.argsort(depth, kind="stable")  # nearest first: the first of each pixel wins
-    pixel, depth = pixel[order], depth[order]
-    first = np.unique(pixel, return_index=True)[1]
-    out = np.zeros(height * width, dtype=dtype)
-    out[pixel[first]] = depth[first]
-    return out.reshape(height, width)
+    nearest = np.full(height * width, np.inf)
+    np.minimum.at(nearest, pixel, depth[inside])  # the nearest point of each pixel
+    nearest[np.isinf(nearest)] = 0.0
+    return nearest.astype(dtype, copy=False).reshape(height, width)

@@ -138,6 +138,18 @@ def depth_image_points(msg: Any, info: Any) -> np.ndarray:
     return np.concatenate([normalised * z[:, None], z[:, None]], axis=1)
 
 
+def png_options(row_filter: str) -> List[int]:
+    """Fast PNG writing: zlib level 1 and one row filter instead of OpenCV's default of trying all five per row
+    (3x faster at the same size: ``UP`` for camera frames, ``NONE`` for sparse depth); OpenCV without the filter
+    option (before 4.10) gets level 1 alone."""
+    import cv2
+
+    options = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        options += [cv2.IMWRITE_PNG_FILTER, getattr(cv2, f"IMWRITE_PNG_FILTER_{row_filter}")]
+    return options
+
+
 def camera_yaml(info: Any, frame_id: str) -> Dict[str, Any]:
     """camera_info as camera_calibration's YAML (what camera_info_manager reads), with the frame."""
     def matrix(values, rows, cols):
@@ -364,9 +376,9 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
             summary.skipped["no_depth_in_view"] += 1
             return
         name = f"{summary.written:06d}.png"
-        cv2.imwrite(str(out / "images" / name), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        cv2.imwrite(str(out / "images" / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), png_options("UP"))
         cv2.imwrite(str(out / "depth" / name), np.minimum(np.round(depth * 256.0), 65535).astype(np.uint16),
-                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                    png_options("NONE"))
         lines.append((i, f"images/{name} depth/{name} {fx:.4f}"))
         summary.written += 1
         summary.densities.append(density)
