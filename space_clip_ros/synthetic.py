@@ -12,10 +12,12 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
+from .model.config import KITTI_CAMERA
+
 CAMERA_HEIGHT = 1.65
 #: KITTI's left colour camera (2011_09_26), at full resolution.
 KITTI_SIZE = (375, 1242)
-KITTI_K = (721.5377, 721.5377, 609.5593, 172.854)
+KITTI_K = (KITTI_CAMERA.fx, KITTI_CAMERA.fx, 609.5593, 172.854)
 
 
 @dataclass(frozen=True)

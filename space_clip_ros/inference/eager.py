@@ -25,7 +25,7 @@ class EagerBackend(Backend):
 
 class CompileBackend(EagerBackend):
     """``torch.compile`` of the whole model (frozen tower and decoder); the same numbers as eager to float rounding.
-    The first call compiles (about a minute for ViT-B/16 on 2 CPU cores)."""
+    The first call compiles (docs/performance.md says how long it took)."""
 
     name = "compile"
 

@@ -2,8 +2,7 @@
 
 =============  ======================================================================================================
 ``eager``      PyTorch as written (how the authors' code runs); any device and precision.
-``compile``    ``torch.compile`` of the model (CPU and CUDA); the first call compiles (about a minute for ViT-B/16
-               on 2 CPU cores).
+``compile``    ``torch.compile`` of the model (CPU and CUDA); the first call compiles (docs/performance.md).
 ``cudagraph``  CUDA only: the whole frame path (upload, preprocessing, model, output resize, focal scale) captured
                once per (batch bucket 1/2/4/8, input size, output size) and replayed; model compiled inside unless
                ``compile=False``.

@@ -1,4 +1,5 @@
-"""train/: KITTI files, Velodyne projection, crops, metrics, losses and eval_kitti.py on a tree the tests write."""
+"""train/ on KITTI: files, Velodyne projection, crops, metrics, losses, the data pipeline and the evaluation
+commands, on a tree the tests write."""
 
 import json
 
