@@ -62,21 +62,23 @@ def organized_cloud_bytes(points: np.ndarray, rgb: Optional[np.ndarray] = None) 
     return buffer.tobytes(), step
 
 
-def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, p: Optional[np.ndarray] = None,
-                     d: Optional[np.ndarray] = None, distortion_model: str = "plumb_bob", min_depth: float = 0.1,
-                     max_depth: float = float("inf"), dtype=np.float32) -> np.ndarray:
-    """Sparse (H, W) ``dtype`` depth (0 = none) of 3D points (N, 3) in a camera's optical frame, as a camera_info
-    describes it: a rectified image (all-zero ``d``) through P (3x4; its translation column shifts a stereo
-    camera's points, and depth is P's third row, as KITTI's P_rect) or K when P is unset; a raw image through K and
-    its distortion. Pixel ``(round(u), round(v))``, pixel centres at integer coordinates (image_geometry); points
-    behind the camera or outside [min_depth, max_depth] dropped; the nearest point wins a pixel."""
+def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray] = None,
+                     distortion_model: str = "plumb_bob", min_depth: float = 0.1, max_depth: float = float("inf"),
+                     dtype=np.float32) -> np.ndarray:
+    """Sparse (H, W) ``dtype`` depth (0 = none) of 3D points (N, 3) in the image's optical frame, through its
+    camera_info's K: ``u = fx x / z + cx``, ``v = fy y / z + cy`` for a rectified image (all-zero ``d``), K and the
+    distortion ``d`` for a raw one; depth is z. Pixel ``(round(u), round(v))``, pixel centres at integer coordinates
+    (image_geometry); points behind the camera or outside [min_depth, max_depth] dropped; the nearest point wins a
+    pixel. (A stereo camera's P carries a baseline for points in the first camera's frame; here points are in the
+    image's own frame, where tf put them, so P is not used.)"""
     height, width = size
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)
     d = np.zeros(0) if d is None else np.asarray(d, dtype=np.float64).ravel()
+    z = points[:, 2]
+    points = points[(z > 0) & (z >= min_depth) & (z <= max_depth)]
+    depth = points[:, 2]
     if np.any(d):
-        z = points[:, 2]
-        points = points[(z > 0) & (z >= min_depth) & (z <= max_depth)]
         import cv2
 
         zeros = np.zeros(3)
@@ -84,16 +86,9 @@ def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, p
             uv, _ = cv2.fisheye.projectPoints(points.reshape(-1, 1, 3), zeros, zeros, k, d[:4])
         else:
             uv, _ = cv2.projectPoints(points.reshape(-1, 1, 3), zeros, zeros, k, d)
-        uv, depth = uv.reshape(-1, 2), points[:, 2]
+        uv = uv.reshape(-1, 2)
     else:
-        p = np.asarray(p, dtype=np.float64).reshape(3, 4) if p is not None else None
-        if p is None or p[0, 0] == 0:
-            p = np.hstack([k, np.zeros((3, 1))])
-        homogeneous = points @ p[:, :3].T + p[:, 3]
-        depth = homogeneous[:, 2]
-        keep = (points[:, 2] > 0) & (depth > 0) & (depth >= min_depth) & (depth <= max_depth)
-        homogeneous, depth = homogeneous[keep], depth[keep]
-        uv = homogeneous[:, :2] / depth[:, None]
+        uv = np.stack([k[0, 0] * points[:, 0] / depth + k[0, 2], k[1, 1] * points[:, 1] / depth + k[1, 2]], axis=1)
     u, v = np.round(uv[:, 0]), np.round(uv[:, 1])
     inside = (u >= 0) & (v >= 0) & (u < width) & (v < height)
     pixel = v[inside].astype(np.int64) * width + u[inside].astype(np.int64)

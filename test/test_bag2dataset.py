@@ -50,15 +50,17 @@ def kitti_calibration():
     return p2, rect @ _rigid(rb.orthonormal(VELO_R), VELO_T), (height, width)
 
 
-def kitti_bag(path: Path, points: np.ndarray, frames=3):
-    """The shipped KITTI frames (image_02) as a robot's recording: the image's frame is KITTI's rectified camera
-    frame (camera_info P = P_rect_02, whose Tx carries camera 2's offset), the lidar in velo_link, tf
-    base_link -> velo_link and base_link -> camera_link -> camera_color_left (static)."""
+def kitti_bag(path: Path, points: np.ndarray, frames=3, d=(0.0, 0.0, 0.0, 0.0, 0.0)):
+    """The shipped KITTI frames (image_02) as a robot's recording: the image's frame is camera 2's own optical
+    frame (KITTI's rectified frame moved by P_rect_02's translation, K^-1 P_rect_02[:, 3]), camera_info K =
+    P_rect_02[:, :3] and P = P_rect_02, the lidar in velo_link, tf base_link -> velo_link and base_link ->
+    camera_link -> camera_color_left (static)."""
     p2, rect_from_velo, size = kitti_calibration()
+    cam2_from_velo = _rigid(np.eye(3), np.linalg.solve(p2[:, :3], p2[:, 3])) @ rect_from_velo
     base_from_velo = _rigid(_rot_z(0.3), [0.8, -0.1, 1.73])
     camera_link_from_optical = np.linalg.inv(OPTICAL)  # optical axes expressed in camera_link
-    # base <- camera_link chosen so that optical <- velo is KITTI's rect <- velo.
-    base_from_camera_link = base_from_velo @ np.linalg.inv(rect_from_velo) @ np.linalg.inv(camera_link_from_optical)
+    # base <- camera_link chosen so that optical <- velo is camera 2's <- velo.
+    base_from_camera_link = base_from_velo @ np.linalg.inv(cam2_from_velo) @ np.linalg.inv(camera_link_from_optical)
     static = rb.tf_message([rb.transform(0, "base_link", "velo_link", base_from_velo),
                             rb.transform(0, "base_link", "camera_link", base_from_camera_link),
                             rb.transform(0, "camera_link", "camera_color_left", camera_link_from_optical)])
@@ -67,7 +69,7 @@ def kitti_bag(path: Path, points: np.ndarray, frames=3):
         t = (10 + i) * S // 10
         rgb = cv2.imread(str(SAMPLE / "2011_09_26_drive_0001_sync" / "image_02" / "data" / f"{i:010d}.png"))[..., ::-1]
         messages += [("/kitti/camera_color_left/camera_info", t, rb.camera_info(t, "camera_color_left", size,
-                                                                                  p2[:, :3], p2)),
+                                                                                  p2[:, :3], p2, d)),
                      ("/kitti/camera_color_left/image_raw", t, rb.image(t, "camera_color_left", rgb)),
                      ("/kitti/velo/pointcloud", t + 2_000_000, rb.cloud(t + 2_000_000, "velo_link", points[i]))]
     return rb.write_bag(path, messages)
@@ -345,7 +347,7 @@ def test_a_raw_image_projects_through_its_distortion():
     rng = np.random.default_rng(5)
     points = np.stack([rng.uniform(-4, 4, 5000), rng.uniform(-3, 3, 5000), rng.uniform(2, 20, 5000)], 1)
     points = np.concatenate([points, points[:50] * [1, 1, 1.5]])  # farther points behind the first 50: hidden
-    depth = project_to_depth(points, (480, 640), k, None, d, "plumb_bob", 0.1, 80.0, np.float64)
+    depth = project_to_depth(points, (480, 640), k, d, "plumb_bob", 0.1, 80.0, np.float64)
     x, y = points[:, 0] / points[:, 2], points[:, 1] / points[:, 2]
     r2 = x * x + y * y
     radial = 1 + d[0] * r2 + d[1] * r2 ** 2 + d[4] * r2 ** 3
@@ -358,3 +360,18 @@ def test_a_raw_image_projects_through_its_distortion():
     expected[np.isinf(expected)] = 0
     assert (expected > 0).sum() > 3000
     np.testing.assert_allclose(depth, expected, rtol=1e-12)
+
+
+def test_rectified_frames_with_a_raw_calibrations_distortion(tmp_path):
+    """KITTI's synced frames are rectified, but converters often copy the raw camera's D into camera_info: the depth
+    then lands where a raw image's pixels would be, unless --ignore-distortion says the frames are rectified."""
+    scans = lidar_scans(1, 20_000)
+    d_02 = (-3.691481e-01, 1.968681e-01, 1.353473e-03, 5.677587e-04, -6.770705e-02)  # KITTI 2011_09_26's raw D_02
+    kitti_bag(tmp_path / "bag", scans, frames=1, d=d_02)
+    p2, rect_from_velo, size = kitti_calibration()
+    expected = np.round(devkit_depth(scans[0], p2, rect_from_velo, size) * 256.0).astype(np.uint16)
+    for ignore, equal in ((False, False), (True, True)):
+        out = tmp_path / f"set_{ignore}"
+        convert(tmp_path / "bag", out, _opts(val_fraction=0.0, ignore_distortion=ignore))
+        written = cv2.imread(str(out / "depth" / "000000.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(written, expected) is equal

@@ -9,7 +9,8 @@ message nearest in stamp within ``--max-dt``. The depth source is a ``PointCloud
 or a depth ``Image`` (16UC1 mm, 32FC1 m) with its own camera_info; its points are moved into the image's frame with
 the recording's tf (``/tf_static``, ``/tf``; composed along the tree, dynamic transforms interpolated, at the depth
 message's stamp) and projected with the image's camera_info (:func:`space_clip_ros.geometry.project_to_depth`:
-P for a rectified image, K and the distortion for a raw one; pixel (round(u), round(v)); the nearest point wins).
+``u = fx x / z + cx`` with K for a rectified image, K and the distortion for a raw one; pixel (round(u), round(v));
+the nearest point wins).
 
 Written, in train/'s formats: DIR/images/NNNNNN.png (rgb), DIR/depth/NNNNNN.png (uint16, metres x 256, 0 = no
 measurement, the image's size), DIR/train.txt and DIR/val.txt (``image depth fx`` relative to DIR; val = whole blocks
@@ -60,6 +61,7 @@ class Options:
     fixed_frame: str = ""
     val_fraction: float = 0.1
     val_block_s: float = 10.0
+    ignore_distortion: bool = False
 
 
 @dataclass
@@ -160,13 +162,6 @@ def camera_yaml(info: Any, frame_id: str) -> Dict[str, Any]:
             "distortion_model": str(info.distortion_model) or "plumb_bob",
             "distortion_coefficients": matrix(info.d, 1, len(info.d)), "rectification_matrix": matrix(info.r, 3, 3),
             "projection_matrix": matrix(info.p, 3, 4)}
-
-
-def training_fx(info: Any) -> float:
-    """The focal length the depth was projected with: P's (rectified image with P set) else K's."""
-    if not np.any(np.asarray(info.d)) and info.p[0] != 0:
-        return float(info.p[0])
-    return float(info.k[0])
 
 
 # ---------------------------------------------------------------------------- reading the recording
@@ -322,8 +317,9 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(parents=True, exist_ok=True)
     size = (int(info.height), int(info.width))
-    k, p, d = np.asarray(info.k).reshape(3, 3), np.asarray(info.p).reshape(3, 4), np.asarray(info.d)
-    fx = training_fx(info)
+    k = np.asarray(info.k).reshape(3, 3)
+    d = np.zeros(0) if opts.ignore_distortion else np.asarray(info.d)
+    fx = float(k[0, 0])
     lines: List[Tuple[int, str]] = []
     cache: Dict[int, Tuple[str, np.ndarray]] = {}  # depth index -> (frame, points)
     pending: collections.deque = collections.deque()  # (image index, raw) waiting for their depth
@@ -369,7 +365,7 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
         if not clouds:
             summary.skipped[f"undecodable_depth ({failed[wanted[i][0]]})"] += 1
             return
-        depth = project_to_depth(np.concatenate(clouds), size, k, p, d, str(info.distortion_model), opts.min_depth,
+        depth = project_to_depth(np.concatenate(clouds), size, k, d, str(info.distortion_model), opts.min_depth,
                                  opts.max_depth, np.float64)  # quantised from float64: as exact as the devkit
         density = float((depth > 0).mean())
         if density == 0:
@@ -441,12 +437,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--fixed-frame", default="", help="frame fixed in the world for --accumulate, e.g. odom")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of time blocks for val.txt")
     parser.add_argument("--val-block-s", type=float, default=10.0, help="length of a validation block, s")
+    parser.add_argument("--ignore-distortion", action="store_true",
+                        help="the images are rectified whatever the camera_info's D says (e.g. KITTI's synced frames "
+                             "converted with their raw calibration): project with K alone")
     args = parser.parse_args(argv)
     if args.every < 1 or args.accumulate < 0 or not 0 <= args.val_fraction < 1 or args.max_dt < 0:
         parser.error("need --every >= 1, --accumulate >= 0, 0 <= --val-fraction < 1, --max-dt >= 0")
     opts = Options(args.image_topic, args.camera_info_topic, args.depth_topic, args.depth_camera_info_topic,
                    args.max_dt, args.every, args.min_depth, args.max_depth, args.accumulate, args.fixed_frame,
-                   args.val_fraction, args.val_block_s)
+                   args.val_fraction, args.val_block_s, args.ignore_distortion)
     try:
         summary = convert(args.bag, args.out, opts)
     except BagError as error:

@@ -25,7 +25,7 @@ from .data import DepthDataset, PathLike, read_rgb
 
 def read_camera(folder: PathLike) -> Tuple[TrainingCamera, Tuple[int, int]]:
     """(the camera the set was recorded with: fx and width, as the node's focal transfer wants it; (H, W)) from
-    DIR/camera.yaml. fx is P's for a rectified camera (no distortion), else K's, as bag2dataset projected."""
+    DIR/camera.yaml. fx is K's, as bag2dataset projected with."""
     path = Path(folder) / "camera.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: a training folder needs its camera.yaml (written by "
@@ -33,13 +33,10 @@ def read_camera(folder: PathLike) -> Tuple[TrainingCamera, Tuple[int, int]]:
     info = yaml.safe_load(path.read_text()) or {}
     try:
         width, height = int(info["image_width"]), int(info["image_height"])
-        k = [float(v) for v in info["camera_matrix"]["data"]]
-        p = [float(v) for v in info.get("projection_matrix", {}).get("data", [0.0] * 12)]
-        d = [float(v) for v in info.get("distortion_coefficients", {}).get("data", [])]
+        fx = float(info["camera_matrix"]["data"][0])
     except (KeyError, TypeError, ValueError) as error:
         raise FileNotFoundError(f"{path} is not a camera_calibration YAML (image_width, image_height, "
                                 f"camera_matrix.data): {error}") from None
-    fx = p[0] if p[0] > 0 and not any(d) else k[0]
     return TrainingCamera(fx=fx, width=width), (height, width)
 
 
