@@ -12,7 +12,9 @@ time; latency p50/p99 against the bare model's forward in this process; output r
   - the node runs to the end (no crash) and every lifecycle transition succeeds;
   - RSS grows by at most 20 MB from the end of the warm-up (the first 10% of frames) to the end;
   - no queueing: stamp->depth p99 stays within 3 bare forwards + 250 ms, and the last third's p50 is not above the
-    first third's by more than one bare forward;
+    first third's by more than one bare forward or half the first third's p50, whichever is more (frames queueing
+    at these rates would add seconds per second; with a tiny model's 20 ms forward, DDS delivery at 130 frames/s
+    on two cores alone moves the p50 of a third by 15-25 ms between runs);
   - the lifecycle cycles leave threads and fds as they were and RSS within 20 MB of after the first cycle.
 
 Exit status 1 when a check fails.
@@ -183,7 +185,7 @@ def checks(r: Dict) -> List[str]:
     bound = 3 * r["bare_ms"] + 250.0
     if r["p99"] > bound:
         failures.append(f"latency p99 {r['p99']:.0f} ms above {bound:.0f} ms (3 bare forwards + 250 ms): queueing")
-    if r["p50_last"] > r["p50_first"] + r["bare_ms"]:
+    if r["p50_last"] > r["p50_first"] + max(r["bare_ms"], 0.5 * r["p50_first"]):
         failures.append(f"latency grew: p50 {r['p50_first']:.0f} ms in the first third, {r['p50_last']:.0f} ms in "
                         "the last")
     if r.get("cycles"):

@@ -26,3 +26,4 @@ def test_short_soak_holds_the_checks(checkpoint, tmp_path):
     # The checks can fail: a node that queued frames would break the latency bound.
     assert soak_node.checks({**result, "p99": 3 * result["bare_ms"] + 251.0})
     assert soak_node.checks({**result, "rss_growth": 21.0})
+    assert soak_node.checks({**result, "p50_last": 1.5 * result["p50_first"] + result["bare_ms"] + 1.0})
