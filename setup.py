@@ -70,7 +70,7 @@ setup(
         "console_scripts": [
             "space-clip-ament = space_clip_ros.ament:main",
             "space-clip-convert = space_clip_ros.convert:main",
-            "space-clip-datasets = space_clip_ros.datasets:main",
+            "space-clip-datasets = space_clip_ros.dataset_download:main",
             "space-clip-bag2dataset = space_clip_ros.ros.bag2dataset:main",
             "space-clip-depth = space_clip_ros.cli:main",
             "space-clip-export = space_clip_ros.export:main",

@@ -7,13 +7,22 @@ from typing import Optional, Tuple
 import numpy as np
 
 
+def camera_intrinsics(k, p) -> Tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of a camera_info's K (9 values) and P (12): P's (rectified), K's when P is unset (fx 0)."""
+    if p[0] != 0:
+        return float(p[0]), float(p[5]), float(p[2]), float(p[6])
+    return float(k[0]), float(k[4]), float(k[2]), float(k[5])
+
+
 def scale_intrinsics(k: np.ndarray, p: np.ndarray, scale_x: float, scale_y: float) -> Tuple[np.ndarray, np.ndarray]:
     """K (3x3) and P (3x4) of an image resized by (scale_x, scale_y): rows 0 and 1 scale by x and y, as
-    image_proc's resize does. Returns new arrays."""
+    image_proc's resize does; an unset P (fx 0) stays all zeros. Returns new arrays."""
     k = np.array(k, dtype=np.float64).reshape(3, 3).copy()
     p = np.array(p, dtype=np.float64).reshape(3, 4).copy()
     k[0, :] *= scale_x
     k[1, :] *= scale_y
+    if p[0, 0] == 0:  # keep "P unset" unset
+        p[:] = 0.0
     p[0, :] *= scale_x
     p[1, :] *= scale_y
     return k, p

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..geometry import project_to_depth
 from ..tf_tree import TfError, TfTree
+from .camera_state import stamp_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 DEPTH_TYPES = ("sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/Image")
@@ -227,8 +228,8 @@ def read_tf(bag: Bag, tree: TfTree) -> int:
     for topic, raw in bag.messages(topics):
         for ts in bag.decode(raw, bag.topics[topic]).transforms:
             tr, q = ts.transform.translation, ts.transform.rotation
-            tree.add(ts.header.frame_id, ts.child_frame_id, ts.header.stamp.sec * 1_000_000_000
-                     + ts.header.stamp.nanosec, (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w), topic == "/tf_static")
+            tree.add(ts.header.frame_id, ts.child_frame_id, stamp_ns(ts.header.stamp), (tr.x, tr.y, tr.z),
+                     (q.x, q.y, q.z, q.w), topic == "/tf_static")
             n += 1
     return n
 

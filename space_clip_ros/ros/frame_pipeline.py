@@ -14,7 +14,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..geometry import scale_intrinsics
+from ..geometry import camera_intrinsics, scale_intrinsics
 from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
 from ..planning import ScanGeometry, filtered_points, laser_scan, scan_geometry, scan_rows
 from .settings import NodeSettings
@@ -45,18 +45,13 @@ class CameraModel:
     @property
     def intrinsics(self) -> Tuple[float, float, float, float]:
         """(fx, fy, cx, cy) from P, or from K when P is unset."""
-        p, k = self.p, self.k
-        if p[0] != 0:
-            return p[0], p[5], p[2], p[6]
-        return k[0], k[4], k[2], k[5]
+        return camera_intrinsics(self.k, self.p)
 
     def resized(self, width: int, height: int) -> "CameraModel":
         """The model of this camera's image resized to ``width`` x ``height`` (K and P rows scaled)."""
         if (width, height) == (self.width, self.height):
             return self
         k, p = scale_intrinsics(np.asarray(self.k), np.asarray(self.p), width / self.width, height / self.height)
-        if self.p[0] == 0:
-            p[:] = 0.0
         return CameraModel(int(width), int(height), tuple(k.ravel().tolist()), tuple(p.ravel().tolist()), self.d,
                            self.r, self.distortion_model)
 
@@ -130,32 +125,33 @@ class FramePipeline:
             start = time.perf_counter()
             raw = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
                                                 [f.scale for f in frames])
-            scan_inputs = []
-            # The scan needs the depth beyond max_depth, so its rows are taken before the range mask.
-            for frame, depth_t in zip(frames, raw, strict=True):
-                scan_inputs.append(self._scan_input(frame, depth_t, settings))
+            # Each camera model at its output size; the scan needs the depth beyond max_depth, so its rows are
+            # taken before the range mask.
+            models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
+            scan_inputs = [self._scan_input(frame, model, depth_t, settings)
+                           for frame, model, depth_t in zip(frames, models, raw, strict=True)]
             for depth_t in raw:
                 mask_range(depth_t, settings.min_depth, settings.max_depth)
             downloaded = [d.cpu().numpy() for d in raw]
             inference_ms = (time.perf_counter() - start) * 1000.0
-            results = [self._outputs(settings, frame, depth_t, depth, scan_input)
-                       for frame, depth_t, depth, scan_input in zip(frames, raw, downloaded, scan_inputs, strict=True)]
+            results = [self._outputs(settings, frame, model, depth_t, depth, scan_input)
+                       for frame, model, depth_t, depth, scan_input
+                       in zip(frames, models, raw, downloaded, scan_inputs, strict=True)]
         return results, inference_ms
 
-    def _scan_input(self, frame: FrameRequest, depth_t: torch.Tensor, settings: NodeSettings):
-        if "scan" not in frame.wants or frame.model is None:
+    def _scan_input(self, frame: FrameRequest, model: Optional[CameraModel], depth_t: torch.Tensor,
+                    settings: NodeSettings):
+        if "scan" not in frame.wants or model is None:
             return None
-        out_h, out_w = frame.size
         try:
-            geometry, index = self._scan_geometry(frame.model.resized(out_w, out_h), settings.scan_height)
+            geometry, index = self._scan_geometry(model, settings.scan_height)
         except ValueError as error:
             return str(error)
         return geometry, index, scan_rows(depth_t, geometry, settings.min_depth, settings.max_depth)
 
-    def _outputs(self, settings: NodeSettings, frame: FrameRequest, depth_t: torch.Tensor, depth: np.ndarray,
-                 scan_input) -> FrameResult:
+    def _outputs(self, settings: NodeSettings, frame: FrameRequest, model: Optional[CameraModel],
+                 depth_t: torch.Tensor, depth: np.ndarray, scan_input) -> FrameResult:
         out_h, out_w = frame.size
-        model = frame.model.resized(out_w, out_h) if frame.model is not None else None
         result = FrameResult(depth=depth, model=model)
         wants = frame.wants
         if "colored" in wants:

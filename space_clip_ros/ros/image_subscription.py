@@ -17,6 +17,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
+from .camera_state import stamp_ns
+
 #: When the subscription switches reliability, the old one is destroyed once the new one matched, or after this.
 RETIRE_S = 5.0
 
@@ -58,10 +60,8 @@ class ImageSubscription:
         self._subscribe(wanted)
 
     def _on_msg(self, msg: Any) -> None:
-        if self.retiring is not None:  # the same frame through both subscriptions while switching
-            stamp = msg.header.stamp
-            if self._seen(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)):
-                return
+        if self.retiring is not None and self._seen(stamp_ns(msg.header.stamp)):
+            return  # the same frame through both subscriptions while switching
         self._callback(msg)
 
     def _subscribe(self, reliability: str) -> None:

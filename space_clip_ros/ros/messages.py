@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
 
-from ..geometry import organized_cloud_bytes, scale_intrinsics
+from ..geometry import camera_intrinsics, organized_cloud_bytes, scale_intrinsics
 from .camera_state import format_ns, stamp_ns  # noqa: F401  (re-exported: the stamp helpers of every ROS module)
 
 #: encoding -> (channels, numpy scalar type, channel order of colour encodings)
@@ -168,9 +168,7 @@ def image_to_depth(msg: Image) -> np.ndarray:
 def check_camera_info(info: CameraInfo) -> None:
     """Raise :class:`InputRejected` unless the intrinsics can be used: finite, positive focal lengths in P (or K when
     P is unset) and a non-zero size."""
-    p = np.asarray(info.p, dtype=np.float64)
-    k = np.asarray(info.k, dtype=np.float64)
-    fx, fy = (p[0], p[5]) if p[0] != 0 else (k[0], k[4])
+    fx, fy = camera_intrinsics(info.k, info.p)[:2]
     where = f"camera_info has unusable focal lengths fx={fx}, fy={fy} (P and K)"
     if not np.isfinite([fx, fy]).all():
         raise InputRejected("info_non_finite_focal", f"{where}: not finite")
@@ -184,19 +182,13 @@ def check_camera_info(info: CameraInfo) -> None:
 
 def intrinsics(info: CameraInfo) -> Tuple[float, float, float, float]:
     """(fx, fy, cx, cy) from P (rectified), falling back to K when P is unset."""
-    p = info.p
-    if p[0] != 0:
-        return float(p[0]), float(p[5]), float(p[2]), float(p[6])
-    k = info.k
-    return float(k[0]), float(k[4]), float(k[2]), float(k[5])
+    return camera_intrinsics(info.k, info.p)
 
 
 def scale_camera_info(info: CameraInfo, width: int, height: int, header=None) -> CameraInfo:
     """The CameraInfo of ``info``'s image resized to width x height: K, P and ROI scaled, size replaced."""
     sx, sy = width / float(info.width), height / float(info.height)
     k, p = scale_intrinsics(np.asarray(info.k), np.asarray(info.p), sx, sy)
-    if info.p[0] == 0:  # keep "P unset" unset
-        p[:] = 0.0
     out = CameraInfo()
     out.header = header if header is not None else info.header
     out.width, out.height = int(width), int(height)

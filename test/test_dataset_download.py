@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from space_clip_ros import datasets
-from space_clip_ros.datasets import DatasetError, download, kitti_archives, list_drives
+from space_clip_ros import dataset_download as datasets
+from space_clip_ros.dataset_download import DatasetError, download, kitti_archives, list_drives
 
 DRIVES = ["2011_09_26_drive_0001", "2011_09_26_drive_0002"]
 
