@@ -160,3 +160,12 @@ def test_cloud_layout_matches_depth_image_proc(with_rgb):
         assert packed[2, 3] == (int(colour[2, 3, 0]) << 16) | (int(colour[2, 3, 1]) << 8) | int(colour[2, 3, 2])
     with pytest.raises(ValueError, match="cloud rows must be"):
         messages.cloud_message(np.zeros((2, 2, 3), np.float32), Image().header)
+
+
+def test_empty_clouds_make_messages():
+    """A filtered cloud with every point dropped (or an empty reference) is a message of width 0, not an error."""
+    from std_msgs.msg import Header
+
+    msg = messages.cloud_message(np.zeros((0, 3), np.float32), Header(frame_id="cam"))
+    assert (msg.width, msg.height, len(msg.data)) == (0, 1, 0)
+    assert len(messages.message_data(np.zeros((0, 1, 4), np.float32))) == 0

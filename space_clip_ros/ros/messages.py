@@ -133,7 +133,7 @@ def message_data(values: np.ndarray) -> "array.array[int]":
     """The bytes of a numpy array as the ``array.array('B')`` that rosidl messages hold: one copy, no per-byte
     checks (assigning ``bytes`` to a message field makes a second copy)."""
     out = array.array("B")
-    out.frombytes(memoryview(np.ascontiguousarray(values)).cast("B"))
+    out.frombytes(memoryview(np.ascontiguousarray(values).reshape(-1).view(np.uint8)))  # also when empty
     return out
 
 
