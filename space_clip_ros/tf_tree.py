@@ -3,14 +3,17 @@ of the tree at a time, composed along the tree (up from each frame to their comm
 interpolated as tf2 does (linear in translation, slerp in rotation) and no extrapolation beyond their samples.
 
 Transforms are 4x4 float64 matrices that map points in ``source`` coordinates to ``target`` coordinates, as
-``tf2::Buffer::lookupTransform(target, source, time)`` returns them.
+``tf2::Buffer::lookupTransform(target, source, time)`` returns them. One tree serves a recording (every sample kept)
+and the live node (``cache_s``: dynamic samples older than that behind an edge's newest are dropped, as tf2's
+buffer does; thread-safe, since the node's subscriptions add while its worker looks up).
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -75,12 +78,20 @@ class _Edge:
 class TfTree:
     """Transforms added as (parent, child, time, translation, rotation); each child has one parent."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_s: Optional[float] = None) -> None:
         self._edges: Dict[str, _Edge] = {}
+        self._cache_ns = None if cache_s is None else int(cache_s * 1e9)
+        self._lock = threading.RLock()
+        self.received = 0  # transforms added
 
     def add(self, parent: str, child: str, stamp_ns: int, translation: Sequence[float], rotation: Sequence[float],
             static: bool = False) -> None:
-        parent, child = parent.lstrip("/"), child.lstrip("/")
+        with self._lock:
+            self._add(parent.lstrip("/"), child.lstrip("/"), stamp_ns, translation, rotation, static)
+
+    def _add(self, parent: str, child: str, stamp_ns: int, translation: Sequence[float],
+             rotation: Sequence[float], static: bool) -> None:
+        self.received += 1
         edge = self._edges.get(child)
         if edge is None or edge.parent != parent or edge.static != static:
             edge = self._edges[child] = _Edge(parent, static)
@@ -96,9 +107,14 @@ class TfTree:
             edge.times.insert(i, stamp_ns)
             edge.translations.insert(i, t)
             edge.rotations.insert(i, q)
+        if self._cache_ns is not None:
+            old = bisect.bisect_left(edge.times, edge.times[-1] - self._cache_ns)
+            if old:
+                del edge.times[:old], edge.translations[:old], edge.rotations[:old]
 
     def frames(self) -> List[str]:
-        return sorted(set(self._edges) | {e.parent for e in self._edges.values()})
+        with self._lock:
+            return sorted(set(self._edges) | {e.parent for e in self._edges.values()})
 
     def _chain(self, frame: str) -> List[str]:
         chain = [frame]
@@ -119,6 +135,10 @@ class TfTree:
         target, source = target.lstrip("/"), source.lstrip("/")
         if target == source:
             return np.eye(4)
+        with self._lock:
+            return self._lookup(target, source, stamp_ns)
+
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         up_source, up_target = self._chain(source), self._chain(target)
         common = next((f for f in up_source if f in set(up_target)), None)
         if common is None:
@@ -128,7 +148,18 @@ class TfTree:
         root_from_target = self._to_ancestor(up_target, common, stamp_ns)
         return np.linalg.inv(root_from_target) @ root_from_source
 
+    def lookup_full(self, target: str, target_ns: int, source: str, source_ns: int,
+                    fixed_frame: str = "") -> np.ndarray:
+        """4x4 ``target`` at ``target_ns`` <- ``source`` at ``source_ns`` through ``fixed_frame`` (a frame fixed in
+        the world, e.g. odom), as tf2's lookupTransform(target, target_time, source, source_time, fixed_frame): a
+        sensor's points of one moment in a camera's frame of another while the robot moves. Without
+        ``fixed_frame``: the lookup at ``source_ns``."""
+        if not fixed_frame:
+            return self.lookup(target, source, source_ns)
+        return self.lookup(target, fixed_frame, target_ns) @ self.lookup(fixed_frame, source, source_ns)
+
     def has_dynamic(self, target: str, source: str) -> bool:
         """Whether the path between the two frames has a dynamic edge."""
-        chains = self._chain(source.lstrip("/")) + self._chain(target.lstrip("/"))
-        return any(not self._edges[f].static for f in chains if f in self._edges)
+        with self._lock:
+            chains = self._chain(source.lstrip("/")) + self._chain(target.lstrip("/"))
+            return any(not self._edges[f].static for f in chains if f in self._edges)
