@@ -54,12 +54,13 @@ class Harness:
         self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", qos)
         self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", qos)
         self.received = {"depth": [], "info": [], "points": [], "colored": [], "scan": [], "points_filtered": [],
-                         "diagnostics": []}
+                         "confidence": [], "diagnostics": []}
         self.arrival = {key: [] for key in self.received}  # wall-clock receive time of each message
         self._subs = {}
         self._types = {"depth": (Image, "depth/image"), "info": (CameraInfo, "depth/camera_info"),
                        "points": (PointCloud2, "depth/points"), "colored": (Image, "depth/colored"),
-                       "scan": (LaserScan, "depth/scan"), "points_filtered": (PointCloud2, "depth/points_filtered")}
+                       "scan": (LaserScan, "depth/scan"), "points_filtered": (PointCloud2, "depth/points_filtered"),
+                       "confidence": (Image, "depth/confidence")}
         self._qos = qos
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keep("diagnostics"), 50)
         self.executor = SingleThreadedExecutor()

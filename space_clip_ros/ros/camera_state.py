@@ -145,6 +145,13 @@ class CameraState:
         self.delivery = DeliveryEstimate()
         self.stats = FrameStats()
         self.last_published_ns: Optional[int] = None  # stamp of the last published frame (scan_time)
+        # Scale alignment and temporal fusion (set up by the node when enabled): the reference messages, the
+        # camera's aligner and fusion state, the last frame's alignment (diagnostics) and why tf gave no pose.
+        self.reference: Optional[Any] = None
+        self.aligner: Optional[Any] = None
+        self.fusion: Optional[Any] = None
+        self.last_fit: Optional[Any] = None
+        self.pose_problem = ""
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative

@@ -6,9 +6,11 @@ model's device), diagnostics (:mod:`.diagnostics`), parameters (:mod:`.settings`
 reliability (:mod:`.image_subscription`) and rclpy workarounds (:mod:`.rclpy_compat`). Topics are relative (remap
 them at launch):
 
-    in:  image (sensor_msgs/Image) or image/compressed (input_transport: compressed), camera_info
+    in:  image (sensor_msgs/Image) or image/compressed (input_transport: compressed), camera_info;
+         with scale_reference: scale_reference/points (PointCloud2) or scale_reference/depth (Image) +
+         scale_reference/camera_info; with a reference or temporal_filter: /tf, /tf_static
     out: depth/image (32FC1 m, NaN unknown), depth/camera_info, depth/points, depth/points_filtered,
-         depth/scan (sensor_msgs/LaserScan), depth/colored (rgb8), /diagnostics
+         depth/scan (sensor_msgs/LaserScan), depth/colored (rgb8), depth/confidence (32FC1 0..1), /diagnostics
 
 With ``cameras: [front, left]`` every topic above is per camera (``front/image``, ``front/depth/image``, ...), and the
 latest frame of every camera that has one goes through one batched forward of the one model. Latest frame only: a
@@ -28,7 +30,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
+from ..alignment import ScaleAligner
 from ..device import release_memory
+from ..temporal import TemporalFusion
+from ..tf_tree import TfTree
 from . import fastdds, messages
 from .camera_state import CameraState, LatestSlot
 from .diagnostics import camera_status, model_values
@@ -37,7 +42,9 @@ from .image_subscription import ImageSubscription, sensor_qos
 from .intake import Rejected, take_frame
 from .outgoing import output_messages
 from .rclpy_compat import guard_change_state, init_without_signal_handlers, spin_until, stop_on_signals
+from .reference import REFERENCE_TOPICS, ReferenceQueue, ReferenceRefused, prepare_frame
 from .settings import PARAMETERS, NodeSettings, apply_changes
+from .tf_listener import TF_CACHE_S, subscribe_tf
 
 LOG_THROTTLE_S = 5.0
 #: How often each image subscription checks its publishers' reliability (image_reliability auto).
@@ -45,7 +52,8 @@ FOLLOW_PERIOD_S = 0.5
 #: key, type, relative topic of every output; all but depth and info are computed only while subscribed.
 OUTPUTS = (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
            ("points", PointCloud2, "depth/points"), ("points_filtered", PointCloud2, "depth/points_filtered"),
-           ("scan", LaserScan, "depth/scan"), ("colored", Image, "depth/colored"))
+           ("scan", LaserScan, "depth/scan"), ("colored", Image, "depth/colored"),
+           ("confidence", Image, "depth/confidence"))
 
 
 class DepthNode(LifecycleNode):
@@ -65,6 +73,9 @@ class DepthNode(LifecycleNode):
         self._pubs: Dict[str, Dict[str, Any]] = {}  # camera name -> output key -> publisher
         self._subs: Dict[str, List[Any]] = {}  # camera name -> camera_info subscription
         self._images: Dict[str, ImageSubscription] = {}
+        self.tf = TfTree(TF_CACHE_S)
+        self._tf_subs: List[Any] = []
+        self._tf_problem = "not used (no scale_reference, temporal_filter off)"
         self._slot = LatestSlot()
         self._worker: Optional[threading.Thread] = None
         self._last_log: Dict[str, float] = {}
@@ -155,6 +166,13 @@ class DepthNode(LifecycleNode):
             self._subs[camera.name] = [self.create_subscription(
                 CameraInfo, camera.topic("camera_info"), lambda msg, c=camera: c.saw_info(msg, time.monotonic()),
                 sensor_qos(), qos_overriding_options=overrides)]
+            self._subs[camera.name] += self._subscribe_refinements(camera, overrides)
+        if self.settings.uses_tf:
+            self.tf = TfTree(TF_CACHE_S)
+            self._tf_subs, self._tf_problem = subscribe_tf(self, self.tf)
+            if self._tf_problem:
+                self.get_logger().error(f"no tf: {self._tf_problem}; scale references in other frames and temporal "
+                                        "fusion cannot work")
         self._slot.start()
         self._worker = threading.Thread(target=self._work, name="space_clip_inference", daemon=True)
         self._worker.start()
@@ -163,6 +181,32 @@ class DepthNode(LifecycleNode):
         info = ", ".join(sub.topic_name for subs in self._subs.values() for sub in subs)
         self.get_logger().info(f"active: subscribed to {topics}, {info}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _subscribe_refinements(self, camera: CameraState, overrides) -> List[Any]:
+        """The camera's scale reference subscriptions and its aligner and fusion state, as the settings ask."""
+        settings, subs = self.settings, []
+        camera.aligner = camera.fusion = camera.reference = camera.last_fit = None
+        if settings.scale_reference:
+            camera.reference = ReferenceQueue(settings.scale_reference)
+            camera.aligner = ScaleAligner()
+            msg_type = PointCloud2 if settings.scale_reference == "points" else Image
+            subs.append(self.create_subscription(
+                msg_type, camera.topic(REFERENCE_TOPICS[settings.scale_reference]),
+                lambda msg, c=camera: self._on_reference(c, msg), sensor_qos(), qos_overriding_options=overrides))
+            if settings.scale_reference == "depth":
+                subs.append(self.create_subscription(
+                    CameraInfo, camera.topic("scale_reference/camera_info"),
+                    lambda msg, c=camera: c.reference.add_info(msg), sensor_qos(),
+                    qos_overriding_options=overrides))
+        if settings.temporal_filter != "off":
+            camera.fusion = TemporalFusion(settings.temporal_gate, settings.temporal_max_frames)
+        return subs
+
+    def _on_reference(self, camera: CameraState, msg: Any) -> None:
+        try:
+            camera.reference.add(msg)
+        except ReferenceRefused as refused:
+            self._reject(camera, "scale_reference", str(refused), refused.reason)
 
     def _follow_publishers(self) -> None:
         """image_reliability auto: each image subscription follows its publishers (see :mod:`.image_subscription`)."""
@@ -177,10 +221,11 @@ class DepthNode(LifecycleNode):
         self._stop_worker()
         for image in self._images.values():
             image.destroy()
-        for sub in (s for subs in self._subs.values() for s in subs):
+        for sub in [s for subs in self._subs.values() for s in subs] + self._tf_subs:
             self.destroy_subscription(sub)
         self._images.clear()
         self._subs.clear()
+        self._tf_subs = []
         self._slot.clear(self.cameras)
         self._status = "inactive"
         return TransitionCallbackReturn.SUCCESS
@@ -239,6 +284,12 @@ class DepthNode(LifecycleNode):
                 continue
             for key, text, level in intake.notes:
                 self._log_throttled(key, text, level)
+            intake.request.stamp_ns = messages.stamp_ns(msg.header.stamp)
+            if camera.aligner is not None or camera.fusion is not None:
+                if camera.fusion is not None:
+                    camera.fusion.gate, camera.fusion.max_frames = settings.temporal_gate, settings.temporal_max_frames
+                intake.request.prepare = (lambda r, c=camera, f=msg.header.frame_id:
+                                          prepare_frame(r, c, settings, self.tf, f))
             taken.append((camera, msg.header, intake))
         if not taken:
             return
@@ -255,6 +306,8 @@ class DepthNode(LifecycleNode):
                     camera.stats.count(f"{output}_skipped")
                     self._log_throttled(f"skip_{camera.name}_{output}", f"depth/{output} not published: {problem}")
             camera.last_published_ns = stamp
+            if result.alignment is not None:
+                camera.last_fit = result.alignment
             camera.stats.published(time.monotonic(), inference_ms, latencies["depth"], latencies.get("points"),
                                    len(taken))
 
@@ -271,6 +324,8 @@ class DepthNode(LifecycleNode):
             image = self._images.get(camera.name)
             subscription = image.values() if image is not None else {"image_reliability": "n/a"}
             subscription.update({f"subscribers.{k}": str(n) for k, n in self._listeners(camera).items()})
+            if self.settings is not None and self.settings.uses_tf:
+                subscription["tf"] = self._tf_problem or f"{self.tf.received} transforms received"
             status = camera_status(self.get_fully_qualified_name(), self._status, self.estimator, camera, now, model,
                                    subscription)
             statuses.append(DiagnosticStatus(

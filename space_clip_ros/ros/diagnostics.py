@@ -45,6 +45,10 @@ def camera_status(node_name: str, state: str, estimator: Optional[Any], camera: 
         level, message = OK, state
     camera.delivery.settle(now)
     values = {"state": state, **camera.stats.values(now), **camera.delivery.values(), **subscription, **model}
+    if camera.aligner is not None:  # scale alignment: the last frame's fit and accuracy on held-out pixels
+        values.update(camera.last_fit.values() if camera.last_fit is not None else {"scale_state": "no frame yet"})
+    if camera.fusion is not None:
+        values["temporal_filter"] = camera.pose_problem or "fusing"
     if camera.name:
         values["camera"] = camera.name
     name = f"{node_name}: depth" + (f" {camera.name}" if camera.name else "")

@@ -1,6 +1,8 @@
 """The depth node's frame path without ROS: decoded frames and their camera models in, every output as arrays out
-(depth, colour, organized cloud, LaserScan ranges, filtered cloud). One batched forward of the model; every output
-is computed on the model's device and downloaded once.
+(depth, colour, organized cloud, LaserScan ranges, filtered cloud, confidence). One batched forward of the model;
+then per frame, on the model's device: scale alignment to the camera's range reference
+(:mod:`space_clip_ros.alignment`), temporal fusion (:mod:`space_clip_ros.temporal`), confidence, and every output
+from that depth, each downloaded once.
 
 The node turns a :class:`FrameResult` into messages; tests call :meth:`FramePipeline.run` directly.
 """
@@ -9,18 +11,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..alignment import ScaleAligner, ScaleFit
 from ..geometry import camera_intrinsics, scale_intrinsics
 from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
 from ..planning import ScanGeometry, filtered_points, laser_scan, scan_geometry, scan_rows
+from ..temporal import TemporalFusion, confidence
 from .settings import NodeSettings
 
 #: Outputs beyond depth/image and depth/camera_info, computed only when asked for (someone subscribes).
-OPTIONAL_OUTPUTS = ("colored", "points", "scan", "points_filtered")
+OPTIONAL_OUTPUTS = ("colored", "points", "scan", "points_filtered", "confidence")
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,24 @@ class CameraModel:
 class FrameRequest:
     """One decoded frame: ``rgb`` (H, W, 3) uint8, the output ``size`` (h, w), the focal-length ``scale`` of its
     camera, its camera ``model`` at the input size (None without camera_info: no cloud, scan or filtered cloud) and
-    the optional outputs wanted (:data:`OPTIONAL_OUTPUTS`)."""
+    the optional outputs wanted (:data:`OPTIONAL_OUTPUTS`). With scale alignment: the camera's ``aligner`` and this
+    frame's sparse ``reference`` depth at the output size (0 = none; None with ``reference_reason``); with temporal
+    fusion: the camera's ``fusion`` and its ``pose`` (4x4 fixed <- optical frame at ``stamp_ns``, None without
+    tf). ``prepare`` (optional) fills those in after the forward, so the tf of the image's moment has had the
+    forward's time to arrive."""
 
     rgb: np.ndarray
     size: Tuple[int, int]
     scale: float = 1.0
     model: Optional[CameraModel] = None
     wants: FrozenSet[str] = frozenset()
+    stamp_ns: int = 0
+    aligner: Optional[ScaleAligner] = None
+    reference: Optional[np.ndarray] = None
+    reference_reason: str = ""
+    fusion: Optional[TemporalFusion] = None
+    pose: Optional[np.ndarray] = None
+    prepare: Optional[Callable[["FrameRequest"], None]] = None
 
 
 @dataclass
@@ -78,6 +93,8 @@ class FrameResult:
     scan: Optional[np.ndarray] = None  # (w,) float32 ranges
     scan_geometry: Optional[ScanGeometry] = None
     points_filtered: Optional[np.ndarray] = None  # (N, 3) float32
+    confidence: Optional[np.ndarray] = None  # (h, w) float32 0..1
+    alignment: Optional[ScaleFit] = None
     problems: Dict[str, str] = field(default_factory=dict)  # output -> why it was not computed
 
 
@@ -128,32 +145,67 @@ class FramePipeline:
             # Each camera model at its output size; the scan needs the depth beyond max_depth, so its rows are
             # taken before the range mask.
             models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
-            scan_inputs = [self._scan_input(frame, model, depth_t, settings)
-                           for frame, model, depth_t in zip(frames, models, raw, strict=True)]
-            for depth_t in raw:
+            for frame in frames:
+                if frame.prepare is not None:
+                    frame.prepare(frame)
+            refined = [self._refine(frame, model, depth_t, settings)
+                       for frame, model, depth_t in zip(frames, models, raw, strict=True)]
+            scan_inputs = [self._scan_input(frame, model, depth_t, settings, trust)
+                           for frame, model, depth_t, (_, trust) in zip(frames, models, raw, refined, strict=True)]
+            for depth_t, (_, trust) in zip(raw, refined, strict=True):
                 mask_range(depth_t, settings.min_depth, settings.max_depth)
+                if trust is not None:  # no confidence where nothing is published
+                    trust.masked_fill_(torch.isnan(depth_t), 0.0)
             downloaded = [d.cpu().numpy() for d in raw]
             inference_ms = (time.perf_counter() - start) * 1000.0
-            results = [self._outputs(settings, frame, model, depth_t, depth, scan_input)
-                       for frame, model, depth_t, depth, scan_input
-                       in zip(frames, models, raw, downloaded, scan_inputs, strict=True)]
+            results = [self._outputs(settings, frame, model, depth_t, depth, scan_input, fit, trust)
+                       for frame, model, depth_t, depth, scan_input, (fit, trust)
+                       in zip(frames, models, raw, downloaded, scan_inputs, refined, strict=True)]
         return results, inference_ms
 
+    @staticmethod
+    def _needs_confidence(frame: FrameRequest, settings: NodeSettings) -> bool:
+        return ("confidence" in frame.wants or ("scan" in frame.wants and settings.scan_min_confidence > 0)
+                or ("points_filtered" in frame.wants and settings.points_filtered_min_confidence > 0))
+
+    def _refine(self, frame: FrameRequest, model: Optional[CameraModel], depth_t: torch.Tensor,
+                settings: NodeSettings) -> Tuple[Optional[ScaleFit], Optional[torch.Tensor]]:
+        """Scale alignment and temporal fusion of ``depth_t`` in place (before the range mask); (the alignment, the
+        confidence when some output needs it)."""
+        fit = None
+        if frame.aligner is not None:
+            reference = torch.from_numpy(frame.reference) if frame.reference is not None else None
+            fit = frame.aligner.align(depth_t, reference, frame.stamp_ns, frame.reference_reason)
+        temporal = None
+        if frame.fusion is not None and model is not None:
+            temporal = frame.fusion.fuse(depth_t, model.intrinsics, frame.pose, frame.stamp_ns)
+        trust = None
+        if self._needs_confidence(frame, settings):
+            trust = confidence(depth_t, temporal, settings.points_filtered_edge_threshold)
+        return fit, trust
+
     def _scan_input(self, frame: FrameRequest, model: Optional[CameraModel], depth_t: torch.Tensor,
-                    settings: NodeSettings):
+                    settings: NodeSettings, trust: Optional[torch.Tensor]):
         if "scan" not in frame.wants or model is None:
             return None
         try:
             geometry, index = self._scan_geometry(model, settings.scan_height)
         except ValueError as error:
             return str(error)
-        return geometry, index, scan_rows(depth_t, geometry, settings.min_depth, settings.max_depth)
+        rows = scan_rows(depth_t, geometry, settings.min_depth, settings.max_depth)
+        if trust is not None and settings.scan_min_confidence > 0:  # untrusted pixels measure nothing
+            low = trust[geometry.first_row:geometry.first_row + geometry.rows] < settings.scan_min_confidence
+            rows = rows.masked_fill(low, float("nan"))
+        return geometry, index, rows
 
     def _outputs(self, settings: NodeSettings, frame: FrameRequest, model: Optional[CameraModel],
-                 depth_t: torch.Tensor, depth: np.ndarray, scan_input) -> FrameResult:
+                 depth_t: torch.Tensor, depth: np.ndarray, scan_input, fit: Optional[ScaleFit] = None,
+                 trust: Optional[torch.Tensor] = None) -> FrameResult:
         out_h, out_w = frame.size
-        result = FrameResult(depth=depth, model=model)
+        result = FrameResult(depth=depth, model=model, alignment=fit)
         wants = frame.wants
+        if "confidence" in wants and trust is not None:
+            result.confidence = trust.cpu().numpy()
         if "colored" in wants:
             colour = colorize(depth_t, settings.colored_min_depth, settings.colored_max_depth, settings.colormap)
             result.colored = colour.cpu().numpy()
@@ -176,6 +228,8 @@ class FramePipeline:
             ranges = laser_scan(rows, geometry, settings.scan_range_min, settings.scan_range_max, index)
             result.scan, result.scan_geometry = ranges.cpu().numpy(), geometry
         if "points_filtered" in wants:
+            if trust is not None and settings.points_filtered_min_confidence > 0:
+                depth_t = depth_t.masked_fill(trust < settings.points_filtered_min_confidence, float("nan"))
             kept = filtered_points(depth_t, fx, fy, cx, cy, settings.points_filtered_min_range,
                                    settings.points_filtered_max_range, settings.points_filtered_edge_threshold,
                                    settings.points_filtered_voxel, int(settings.points_filtered_stride))

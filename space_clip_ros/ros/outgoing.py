@@ -1,5 +1,6 @@
 """A frame's outputs (:class:`~.frame_pipeline.FrameResult`) as the messages the node publishes, without
-publishers: depth/image, depth/camera_info, depth/colored, depth/points, depth/points_filtered, depth/scan."""
+publishers: depth/image, depth/camera_info, depth/colored, depth/points, depth/points_filtered, depth/scan,
+depth/confidence."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def output_messages(result: FrameResult, header: Any, info: Optional[Any], setti
         out["info"] = messages.scale_camera_info(info, out_w, out_h, header)
     if result.colored is not None:
         out["colored"] = messages.rgb_to_image(result.colored, header)
+    if result.confidence is not None:  # 32FC1 as the depth (0..1, not metres), the same pixels and frame
+        out["confidence"] = messages.depth_to_image(result.confidence, header)
     if result.points is not None:
         out["points"] = messages.cloud_message(result.points, header)
     if result.points_filtered is not None:

@@ -43,6 +43,18 @@ PARAMETERS: Dict[str, Any] = {
     "points_filtered_edge_threshold": 0.1,
     "points_filtered_voxel": 0.05,
     "points_filtered_stride": 1,
+    "points_filtered_min_confidence": 0.0,
+    "scan_min_confidence": 0.0,
+    "scale_reference": "",
+    "scale_max_dt": 0.1,
+    "scale_time_constant": 2.0,
+    "scale_hold_s": 5.0,
+    "scale_holdout": 0.2,
+    "scale_min_points": 50,
+    "temporal_filter": "off",
+    "temporal_gate": 0.15,
+    "temporal_max_frames": 8,
+    "odom_frame": "odom",
     "input_transport": "raw",
     "image_reliability": "auto",
     "camera_info_cache": 30,
@@ -56,7 +68,10 @@ RELOAD_PARAMETERS = frozenset({"checkpoint", "backbone", "untrained_demo", "devi
 #: Changing these changes the node's topics: refused while the node is configured.
 TOPIC_PARAMETERS = frozenset({"cameras"})
 #: Changing these means subscribing again: refused while the node is active.
-RESUBSCRIBE_PARAMETERS = frozenset({"input_transport", "image_reliability"})
+RESUBSCRIBE_PARAMETERS = frozenset({"input_transport", "image_reliability", "scale_reference", "temporal_filter"})
+#: scale_reference values: none, a PointCloud2 (lidar, ToF) or a depth Image with its camera_info (RGB-D).
+SCALE_REFERENCES = ("", "points", "depth")
+TEMPORAL_FILTERS = ("off", "odom")
 #: image_reliability values: auto follows the camera's publishers (reliable when all of them are, so large frames
 #: lost on the way are sent again; best effort otherwise, which matches every publisher).
 IMAGE_RELIABILITY = ("auto", "reliable", "best_effort")
@@ -108,6 +123,18 @@ class NodeSettings:
     points_filtered_edge_threshold: float
     points_filtered_voxel: float
     points_filtered_stride: int
+    points_filtered_min_confidence: float
+    scan_min_confidence: float
+    scale_reference: str
+    scale_max_dt: float
+    scale_time_constant: float
+    scale_hold_s: float
+    scale_holdout: float
+    scale_min_points: int
+    temporal_filter: str
+    temporal_gate: float
+    temporal_max_frames: int
+    odom_frame: str
     input_transport: str
     image_reliability: str
     camera_info_cache: int
@@ -171,6 +198,33 @@ class NodeSettings:
                              f"{self.points_filtered_voxel}")
         if int(self.points_filtered_stride) < 1:
             raise ValueError(f"points_filtered_stride must be >= 1, got {self.points_filtered_stride}")
+        for name in ("points_filtered_min_confidence", "scan_min_confidence"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be within 0..1 (0 keeps every pixel), got {getattr(self, name)}")
+        if self.scale_reference not in SCALE_REFERENCES:
+            raise ValueError(f"scale_reference must be '' (none), 'points' (a PointCloud2 on "
+                             f"scale_reference/points) or 'depth' (an Image on scale_reference/depth with "
+                             f"scale_reference/camera_info), got {self.scale_reference!r}")
+        for name in ("scale_max_dt", "scale_time_constant", "scale_hold_s"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if not 0 <= self.scale_holdout < 1:
+            raise ValueError("scale_holdout must be within 0..1 (the share of reference pixels kept out of the fit "
+                             f"to measure accuracy), got {self.scale_holdout}")
+        if int(self.scale_min_points) < 1:
+            raise ValueError(f"scale_min_points must be >= 1, got {self.scale_min_points}")
+        if self.temporal_filter not in TEMPORAL_FILTERS:
+            raise ValueError(f"temporal_filter must be one of {TEMPORAL_FILTERS}, got {self.temporal_filter!r}")
+        if not 0 < self.temporal_gate < float("inf"):
+            raise ValueError(f"temporal_gate must be > 0 (a relative inverse-depth difference), got "
+                             f"{self.temporal_gate}")
+        if int(self.temporal_max_frames) < 1:
+            raise ValueError(f"temporal_max_frames must be >= 1, got {self.temporal_max_frames}")
+        if self.odom_frame.startswith("/") or self.odom_frame != self.odom_frame.strip():
+            raise ValueError(f"odom_frame must be a tf2 frame id without a leading '/' or spaces, got "
+                             f"{self.odom_frame!r}")
+        if self.temporal_filter == "odom" and not self.odom_frame:
+            raise ValueError("temporal_filter odom needs odom_frame (the fixed frame of the robot's odometry)")
         if int(self.camera_info_cache) < 1:
             raise ValueError(f"camera_info_cache must be >= 1, got {self.camera_info_cache}")
         if not self.diagnostics_period > 0:
@@ -186,6 +240,11 @@ class NodeSettings:
                                  "between parts, starting with a letter), e.g. 'front' or 'stereo/left'")
         if len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"camera names must be unique, got {list(self.cameras)}")
+
+    @property
+    def uses_tf(self) -> bool:
+        """Whether the node needs /tf and /tf_static (a scale reference, or temporal fusion)."""
+        return bool(self.scale_reference) or self.temporal_filter != "off"
 
     @property
     def fixed_output_size(self) -> Optional[Tuple[int, int]]:

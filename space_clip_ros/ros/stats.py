@@ -107,5 +107,8 @@ class FrameStats:
                 out[names.get(key, key)] = str(self._counts.get(key, 0))
             for reason, n in sorted(self._reasons.items()):  # one key per reason seen: rejected.unknown_encoding
                 out[f"rejected.{reason}"] = str(n)
+            for key, n in sorted(self._counts.items()):  # counters by reason: unaligned.reference_old
+                if "." in key:
+                    out[key] = str(n)
             out["last_rejection"] = self.last_rejection
         return out

@@ -1,0 +1,169 @@
+"""One camera's range reference for scale alignment, without ROS: the recent reference messages (a PointCloud2, or a
+depth Image with its camera_info), the one paired with an image by stamp (within ``scale_max_dt``), its points moved
+into the camera's optical frame through tf (at the image's stamp and the reference's, through ``odom_frame`` while
+the robot moves) and projected into the image at the output size with the code space-clip-bag2dataset uses
+(:func:`space_clip_ros.geometry.project_to_depth`). Messages are read duck-typed.
+
+Broken messages are refused when they arrive (:class:`~space_clip_ros.ros.intake.Rejected`, counted by reason);
+a frame without a usable reference gets its reason (``scale_reason`` in diagnostics) and the held scale.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Deque, Optional, Tuple
+
+import numpy as np
+
+from ..geometry import project_to_depth
+from ..tf_tree import TfError, TfTree
+from .camera_state import format_ns, stamp_ns
+from .range_data import FIELD_TYPES, cloud_points, depth_image_points
+
+#: Larger clouds are refused (a 128-beam lidar sends about 260k points; 4M is a broken or merged-map message).
+MAX_REFERENCE_POINTS = 4_000_000
+#: Reference messages kept per camera, newest last.
+REFERENCE_QUEUE = 10
+#: What the scale_reference parameter selects: its topic (relative to the camera) and message kind.
+REFERENCE_TOPICS = {"points": "scale_reference/points", "depth": "scale_reference/depth"}
+
+
+class ReferenceRefused(ValueError):
+    """A reference message that cannot be used; ``reason``: a stable name for the diagnostics' counters."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_cloud(msg: Any) -> None:
+    """Refuse a PointCloud2 that cannot serve as a reference before keeping it: no x/y/z, no points, too many,
+    data shorter than its rows."""
+    names = {f.name: f for f in msg.fields}
+    if any(n not in names for n in "xyz") or any(names[n].datatype not in FIELD_TYPES for n in "xyz"):
+        raise ReferenceRefused("reference_malformed", "the reference PointCloud2 needs FLOAT32/FLOAT64 x, y, z "
+                               f"fields (it has {sorted(names)})")
+    count = int(msg.width) * int(msg.height)
+    if count == 0:
+        raise ReferenceRefused("reference_empty", "the reference PointCloud2 holds no points")
+    if count > MAX_REFERENCE_POINTS:
+        raise ReferenceRefused("reference_too_large", f"the reference PointCloud2 holds {count} points, more than "
+                               f"{MAX_REFERENCE_POINTS} (a merged map? send the sensor's own scans)")
+    if int(msg.row_step) * int(msg.height) > len(msg.data) or int(msg.point_step) * int(msg.width) > msg.row_step:
+        raise ReferenceRefused("reference_malformed", f"the reference PointCloud2 holds {len(msg.data)} bytes, "
+                               f"less than its {msg.height} rows of {msg.row_step}")
+
+
+def check_depth_image(msg: Any) -> None:
+    if msg.encoding not in ("16UC1", "mono16", "32FC1"):
+        raise ReferenceRefused("reference_malformed", f"reference depth image encoding {msg.encoding!r}: expected "
+                               "16UC1 (mm) or 32FC1 (m)")
+    if int(msg.width) * int(msg.height) == 0:
+        raise ReferenceRefused("reference_empty", "the reference depth image is empty")
+    if int(msg.step) * int(msg.height) > len(msg.data):
+        raise ReferenceRefused("reference_malformed", f"the reference depth image holds {len(msg.data)} bytes, less "
+                               f"than step*height = {int(msg.step) * int(msg.height)}")
+
+
+class ReferenceQueue:
+    """The camera's recent reference messages and (for a depth image) their camera_infos."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.messages: Deque[Any] = collections.deque(maxlen=REFERENCE_QUEUE)
+        self.infos: Deque[Any] = collections.deque(maxlen=REFERENCE_QUEUE)
+
+    def add(self, msg: Any) -> None:
+        """Keep ``msg`` (raises :class:`ReferenceRefused` for a broken one)."""
+        (check_cloud if self.kind == "points" else check_depth_image)(msg)
+        self.messages.append(msg)
+
+    def add_info(self, info: Any) -> None:
+        self.infos.append(info)
+
+    def nearest(self, stamp: int, max_dt_ns: int) -> Any:
+        """The reference message nearest to ``stamp`` (ns) within ``max_dt_ns``; :class:`ReferenceRefused` says why
+        there is none (none yet, too old, only newer ones)."""
+        messages = list(self.messages)
+        if not messages:
+            raise ReferenceRefused("reference_none", "no reference message received yet")
+        best = min(messages, key=lambda m: abs(stamp_ns(m.header.stamp) - stamp))
+        dt = stamp_ns(best.header.stamp) - stamp
+        if abs(dt) > max_dt_ns:
+            kind = "reference_old" if dt < 0 else "reference_future"
+            raise ReferenceRefused(kind, f"the nearest reference ({format_ns(stamp_ns(best.header.stamp))}) is "
+                                   f"{abs(dt) / 1e9:.3f} s {'older' if dt < 0 else 'newer'} than the image "
+                                   f"({format_ns(stamp)}), more than scale_max_dt {max_dt_ns / 1e9:g} s")
+        return best
+
+    def info_for(self, msg: Any) -> Any:
+        infos = list(self.infos)
+        if not infos:
+            raise ReferenceRefused("reference_no_camera_info", "no camera_info for the reference depth image yet "
+                                   "(scale_reference/camera_info)")
+        key = stamp_ns(msg.header.stamp)
+        return next((i for i in reversed(infos) if stamp_ns(i.header.stamp) == key), infos[-1])
+
+
+def reference_points(queue: ReferenceQueue, msg: Any) -> np.ndarray:
+    """(N, 3) points of the reference message ``msg`` in its own frame; NaN points dropped."""
+    info = queue.info_for(msg) if queue.kind == "depth" else None
+    try:
+        points = cloud_points(msg) if info is None else depth_image_points(msg, info)
+    except ValueError as error:
+        raise ReferenceRefused("reference_malformed", str(error)) from None
+    if points.shape[0] == 0:
+        raise ReferenceRefused("reference_empty", "the reference holds no finite points")
+    return points
+
+
+def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
+                    size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray], distortion_model: str,
+                    max_dt_ns: int, odom_frame: str, min_depth: float, max_depth: float) -> np.ndarray:
+    """Sparse (H, W) float32 depth of the camera's reference at ``image_stamp`` (0 = none), projected with the
+    camera model (``k``, ``d`` at the output ``size``). The points move into ``camera_frame`` through tf: at the
+    reference's stamp, and through ``odom_frame`` to the camera at the image's stamp when the path between the two
+    frames moves. Raises :class:`ReferenceRefused`."""
+    msg = queue.nearest(image_stamp, max_dt_ns)
+    points = reference_points(queue, msg)
+    source, source_ns = msg.header.frame_id, stamp_ns(msg.header.stamp)
+    try:
+        moving = bool(odom_frame) and tree.has_dynamic(camera_frame, source)
+        to_camera = tree.lookup_full(camera_frame, image_stamp, source, source_ns, odom_frame if moving else "")
+    except TfError as error:
+        raise ReferenceRefused("reference_no_tf", f"no tf from the reference's frame to the camera's: {error}") \
+            from None
+    camera_points = points @ to_camera[:3, :3].T + to_camera[:3, 3]
+    return project_to_depth(camera_points, size, k, d, distortion_model, min_depth, max_depth)
+
+
+def prepare_frame(request: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
+    """Give ``request`` (a FrameRequest at ``request.stamp_ns``) what the camera's alignment and fusion need: the
+    sparse reference depth at the output size (or the reason there is none, also counted as
+    ``unaligned.<reason>``) and the camera's pose in ``odom_frame`` (or None, the reason in
+    ``camera.pose_problem``)."""
+    stamp = request.stamp_ns
+    model = request.model.resized(request.size[1], request.size[0]) if request.model is not None else None
+    if camera.aligner is not None:
+        camera.aligner.configure(settings.scale_holdout, settings.scale_min_points, settings.scale_time_constant,
+                                 settings.scale_hold_s, settings.min_depth, settings.max_depth)
+        request.aligner = camera.aligner
+        try:
+            if model is None:
+                raise ReferenceRefused("no_camera_info", "no camera_info: the reference cannot be projected")
+            fx, fy, cx, cy = model.intrinsics  # the node's own back-projection: the image taken as rectified
+            k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+            request.reference = reference_depth(camera.reference, tree, frame_id, stamp, request.size, k, None,
+                                                model.distortion_model, int(settings.scale_max_dt * 1e9),
+                                                settings.odom_frame, settings.min_depth, settings.max_depth)
+        except ReferenceRefused as refused:
+            request.reference_reason = f"{refused.reason}: {refused}"
+            camera.stats.count(f"unaligned.{refused.reason}")
+    if camera.fusion is not None:
+        request.fusion = camera.fusion
+        try:
+            request.pose = tree.lookup(settings.odom_frame, frame_id, stamp)
+            camera.pose_problem = ""
+        except TfError as error:
+            camera.pose_problem = f"no pose in {settings.odom_frame}, history reset: {error}"
+            camera.stats.count("temporal_reset.no_tf")

@@ -1,0 +1,42 @@
+"""/tf and /tf_static into a :class:`space_clip_ros.tf_tree.TfTree` (the tree space-clip-bag2dataset reads
+recordings into), with tf2's QoS: /tf_static reliable and transient local (late joiners get every static
+transform), /tf reliable, depth 100. Dynamic samples older than ``cache_s`` behind an edge's newest are dropped.
+
+Without the tf2_msgs package (a pip install without the ROS tf2_msgs wheel), :func:`subscribe_tf` returns the
+reason; the node logs it and reports it in /diagnostics (``tf``), and only frames that need no transform work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ..tf_tree import TfTree
+from .camera_state import stamp_ns
+
+#: Seconds of dynamic transforms kept (tf2's buffer keeps 10 s).
+TF_CACHE_S = 10.0
+
+
+def subscribe_tf(node: Any, tree: TfTree) -> Tuple[List[Any], str]:
+    """(the subscriptions, "") or ([], why there is no tf)."""
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError as error:
+        return [], (f"tf2_msgs is not installed ({error}): on a ROS 2 install, source it (it ships tf2_msgs); "
+                    "with pip, install the ROS tf2_msgs wheel into the same environment as rclpy")
+
+    def keep(static: bool):
+        def callback(msg: Any) -> None:
+            for ts in msg.transforms:
+                tr, q = ts.transform.translation, ts.transform.rotation
+                tree.add(ts.header.frame_id, ts.child_frame_id, stamp_ns(ts.header.stamp), (tr.x, tr.y, tr.z),
+                         (q.x, q.y, q.z, q.w), static)
+        return callback
+
+    dynamic = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+    static = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return [node.create_subscription(TFMessage, "/tf", keep(False), dynamic),
+            node.create_subscription(TFMessage, "/tf_static", keep(True), static)], ""
