@@ -404,9 +404,11 @@ def test_evaluate_py_is_the_one_entry_and_names_the_missing_dataset(capsys):
     import eval_kitti
     import evaluate
 
-    assert evaluate.COMMANDS["kitti"] is not None and set(evaluate.COMMANDS) == {"kitti", "nyu"}
+    from space_clip_train.datasets import DATASETS
+
+    assert evaluate.COMMANDS["kitti"] is not None and set(evaluate.COMMANDS) == set(DATASETS)  # every dataset
     with pytest.raises(SystemExit):
         evaluate.main(["--checkpoint", "x.pt"])
-    assert "--dataset kitti|nyu is required" in capsys.readouterr().err
+    assert "--dataset kitti|nyu|folder is required" in capsys.readouterr().err
     assert eval_kitti.main(["--pred-dir", "nowhere", "--gt-path", "nowhere"]) == 2  # the alias reaches KITTI's
     assert "evaluate.py: error: --gt-path nowhere is neither" in capsys.readouterr().err

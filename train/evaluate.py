@@ -4,6 +4,7 @@ table in space_clip_train/protocols.py; docs/evaluation.md says which numbers to
     python train/evaluate.py --dataset kitti --checkpoint runs/kitti_paper/best.pt --data-path RAW --gt-path DEPTH
     python train/evaluate.py --dataset kitti --pred-dir PREDS --gt-path DEPTH --protocol paper
     python train/evaluate.py --dataset nyu --checkpoint runs/nyu/best.pt --data-path NYU_ROOT [--protocol spaceclip]
+    python train/evaluate.py --dataset folder --data DIR --checkpoint CKPT [--align none|median|scale] [--csv F]
 
 ``python train/evaluate.py --dataset kitti --help`` lists that dataset's options. eval_kitti.py and eval_nyu.py are
 the same commands with the dataset given.
@@ -13,13 +14,14 @@ import argparse
 import sys
 from typing import List, Optional
 
-from space_clip_train import evaluate_kitti, evaluate_nyu
+from space_clip_train import evaluate_folder, evaluate_kitti, evaluate_nyu
 
-COMMANDS = {"kitti": evaluate_kitti.main, "nyu": evaluate_nyu.main}
+COMMANDS = {"kitti": evaluate_kitti.main, "nyu": evaluate_nyu.main, "folder": evaluate_folder.main}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0], add_help=False,
+                                     allow_abbrev=False,  # --data (folder) is not --dataset
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--dataset", choices=tuple(COMMANDS), help="the dataset (its options: --dataset D --help)")
     args, rest = parser.parse_known_args(argv if argv is not None else sys.argv[1:])
@@ -27,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if {"-h", "--help"} & set(rest):
             parser.print_help()
             return 0
-        parser.error("--dataset kitti|nyu is required")
+        parser.error("--dataset kitti|nyu|folder is required")
     return COMMANDS[args.dataset](rest)
 
 
