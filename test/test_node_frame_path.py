@@ -181,3 +181,62 @@ def test_pipeline_without_camera_info_or_with_a_scan_too_tall(pipeline):
     [tall], _ = pipeline.run([FrameRequest(_frame(5), (H // 2, W // 2), 1.0, model, frozenset({"scan"}))], settings)
     assert tall.scan is None and "too large for the image height" in tall.problems["scan"]
     assert tall.model.width == W // 2 and tall.model.intrinsics[3] == pytest.approx(12.0)
+
+
+def test_pipeline_aligns_fuses_and_drops_untrusted_pixels(pipeline):
+    """With an aligner and fusion: every output comes from the aligned depth; depth/confidence is the flying-pixel
+    test times the temporal term; scan_min_confidence / points_filtered_min_confidence drop untrusted pixels."""
+    from space_clip_ros.alignment import ScaleAligner
+    from space_clip_ros.planning import edge_mask
+    from space_clip_ros.temporal import TemporalFusion
+
+    info = camera_info_msg(_stamp_msg(6), W, H, fx=100.0, fy=100.0, cx=80.0, cy=24.0)
+    model = CameraModel.from_info(info)
+    rgb = _frame(6)
+    raw = pipeline.estimator.predict_tensor([rgb], [(H, W)], [1.0])[0]
+    reference = np.where(np.arange(H * W).reshape(H, W) % 3 == 0, raw.numpy() * 2.0, 0.0).astype(np.float32)
+    wants = frozenset({"scan", "points_filtered", "confidence"})
+    aligner, fusion = ScaleAligner(min_points=10, time_constant_s=0.0), TemporalFusion(max_frames=4)
+    results = []
+    for i, (threshold, edge) in enumerate(((0.0, 0.1), (0.0, 0.1), (0.6, 0.1))):
+        settings = NodeSettings.from_values({"scan_min_confidence": threshold, "points_filtered_edge_threshold": edge,
+                                             "points_filtered_min_confidence": threshold, "temporal_filter": "odom",
+                                             "points_filtered_voxel": 0.0})
+        request = FrameRequest(rgb, (H, W), 1.0, model, wants, stamp_ns=(i + 1) * 100_000_000, aligner=aligner,
+                               reference=reference, fusion=fusion, pose=np.eye(4))
+        [result], _ = pipeline.run([request], settings)
+        results.append(result)
+    aligned = raw * 2.0
+    expected = aligned.clone().masked_fill_((aligned < 0.1) | (aligned > 80.0), float("nan"))
+    for result in results:  # the same frame again: fusion keeps the depth, alignment doubles it
+        assert result.alignment.fitted == pytest.approx(2.0, rel=1e-5) and result.alignment.state == "aligned"
+        np.testing.assert_allclose(result.depth, expected.numpy(), rtol=1e-5, equal_nan=True)
+    flying = edge_mask(aligned, 0.1).numpy()
+    valid = np.isfinite(expected.numpy()) & ~flying
+    for n, result in enumerate(results, 1):  # n agreeing frames of at most 4
+        np.testing.assert_allclose(result.confidence[valid], n / 4)
+        assert np.all(result.confidence[~valid] == 0)
+    loose, strict = results[1], results[2]  # 3/4 >= 0.6: every pixel stays but the flying ones, dropped anyway
+    assert len(strict.points_filtered) == len(loose.points_filtered)
+    settings = NodeSettings.from_values({"points_filtered_min_confidence": 0.9, "scan_min_confidence": 0.9,
+                                         "temporal_filter": "odom", "points_filtered_voxel": 0.0})
+    request = FrameRequest(rgb, (H, W), 1.0, model, wants, stamp_ns=400_000_000, aligner=aligner,
+                           reference=reference, fusion=fusion, pose=np.eye(4))
+    [trusted], _ = pipeline.run([request], settings)  # 4/4 = 1.0: flying pixels (0) go, the rest stays
+    kept = filtered_points(expected, 100.0, 100.0, 80.0, 24.0, 0.3, 10.0, 0.1, 0.0)
+    np.testing.assert_allclose(trusted.points_filtered, kept.numpy(), rtol=1e-5)
+    request.stamp_ns, request.pose = 500_000_000, None  # no pose: history restarts at 1/4 < 0.9: nothing trusted
+    [untrusted], _ = pipeline.run([request], settings)
+    assert len(untrusted.points_filtered) == 0 and np.isnan(untrusted.scan).all()
+    assert np.isfinite(trusted.scan).any()
+
+
+def test_without_tf2_msgs_the_node_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from space_clip_ros.ros.tf_listener import subscribe_tf
+    from space_clip_ros.tf_tree import TfTree
+
+    monkeypatch.setitem(sys.modules, "tf2_msgs.msg", None)  # as if the package were not installed
+    subs, problem = subscribe_tf(None, TfTree())
+    assert subs == [] and "tf2_msgs is not installed" in problem and "ROS tf2_msgs wheel" in problem
