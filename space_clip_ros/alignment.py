@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,6 +59,16 @@ class ScaleFit:
         if self.reason:
             out["scale_reason"] = self.reason
         return out
+
+
+def sparse(reference: Union[Tensor, np.ndarray]) -> Tuple[Tensor, Tensor]:
+    """(flat pixel indices, depths) of the measured pixels (> 0) of a sparse (H, W) depth image."""
+    if isinstance(reference, np.ndarray):
+        pixels = np.flatnonzero(reference)
+        return torch.from_numpy(pixels), torch.from_numpy(reference.reshape(-1)[pixels])
+    flat = reference.reshape(-1)
+    pixels = (flat > 0).nonzero(as_tuple=True)[0]
+    return pixels, flat[pixels]
 
 
 def holdout_mask(pixels: Tensor, share: float, seed: int) -> Tensor:
@@ -141,12 +152,16 @@ class ScaleAligner:
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.tracker.time_constant_s, self.tracker.hold_s = float(time_constant_s), float(hold_s)
 
-    def align(self, depth: Tensor, reference: Optional[Tensor], stamp_ns: int, reason: str = "") -> ScaleFit:
+    def align(self, depth: Tensor, reference: Union[None, Tensor, Tuple[Tensor, Tensor]], stamp_ns: int,
+              reason: str = "") -> ScaleFit:
         """Scale ``depth`` (H, W, the model's metres, on its device) in place by the filtered scale after fitting
-        this frame's ``reference`` (H, W, 0 = none; None when there is none: ``reason`` says why)."""
+        this frame's ``reference``: (H, W) depth with 0 = none, or its (flat pixel indices, depths) (what
+        :func:`sparse` makes: only those go to the device); None when there is none: ``reason`` says why."""
         fitted, fit = None, ScaleFit(None, 1.0, "unaligned", reason=reason)
         if reference is not None:
-            fit, fitted = self._fit(depth, reference.to(depth.device, non_blocking=True), stamp_ns)
+            pixels, values = sparse(reference) if isinstance(reference, Tensor) else reference
+            fit, fitted = self._fit(depth, torch.as_tensor(pixels).to(depth.device, non_blocking=True),
+                                    torch.as_tensor(values).to(depth.device, non_blocking=True), stamp_ns)
         scale, fit.state = self.tracker.update(stamp_ns, fitted)
         fit.applied = scale
         if scale != 1.0:
@@ -156,21 +171,20 @@ class ScaleAligner:
         self._held_pred = self._held_ref = None
         return fit
 
-    def _fit(self, depth: Tensor, reference: Tensor, stamp_ns: int) -> Tuple[ScaleFit, Optional[float]]:
-        pred = depth.reshape(-1).float()
-        ref = reference.reshape(-1).float()
-        valid = (ref >= self.min_depth) & (ref <= self.max_depth) & torch.isfinite(pred) & (pred > 0)
-        pixels = valid.nonzero(as_tuple=True)[0]
+    def _fit(self, depth: Tensor, pixels: Tensor, ref: Tensor, stamp_ns: int) -> Tuple[ScaleFit, Optional[float]]:
+        pred = depth.reshape(-1)[pixels].float()
+        ref = ref.float()
+        usable = torch.isfinite(pred) & (pred > 0) & (ref >= self.min_depth) & (ref <= self.max_depth)
+        pixels, pred, ref = pixels[usable], pred[usable], ref[usable]
         held = holdout_mask(pixels, self.holdout, stamp_ns)
-        fit_pixels, held_pixels = pixels[~held], pixels[held]
-        fit = ScaleFit(None, 1.0, "unaligned", points=int(fit_pixels.numel()), held_out=int(held_pixels.numel()))
-        self._held_pred, self._held_ref = pred[held_pixels], ref[held_pixels]
+        fit = ScaleFit(None, 1.0, "unaligned", points=int((~held).sum()), held_out=int(held.sum()))
+        self._held_pred, self._held_ref = pred[held], ref[held]
         if fit.held_out:
             fit.abs_rel_before, _ = accuracy(self._held_pred, self._held_ref)
         if fit.points < self.min_points:
             fit.reason = f"{fit.points} reference points in the image, fewer than scale_min_points {self.min_points}"
             return fit, None
-        log_ratio = torch.log(ref[fit_pixels]) - torch.log(pred[fit_pixels])
+        log_ratio = torch.log(ref[~held]) - torch.log(pred[~held])
         log_scale, inliers = robust_log_scale(log_ratio)
         fit.inlier_fraction = float(inliers.float().mean())
         fit.fitted = math.exp(log_scale)

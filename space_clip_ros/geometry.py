@@ -101,7 +101,8 @@ def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, d
     u, v = np.round(uv[:, 0]), np.round(uv[:, 1])
     inside = (u >= 0) & (v >= 0) & (u < width) & (v < height)
     pixel = v[inside].astype(np.int64) * width + u[inside].astype(np.int64)
-    nearest = np.full(height * width, np.inf)
-    np.minimum.at(nearest, pixel, depth[inside])  # the nearest point of each pixel
-    nearest[np.isinf(nearest)] = 0.0
-    return nearest.astype(dtype, copy=False).reshape(height, width)
+    # The nearest point of each pixel, in ``dtype`` (rounding to it keeps the order, so the minimum is the same).
+    nearest = np.full(height * width, np.inf, dtype=dtype)
+    np.minimum.at(nearest, pixel, depth[inside].astype(dtype, copy=False))
+    nearest[nearest == np.inf] = 0.0
+    return nearest.reshape(height, width)

@@ -403,7 +403,6 @@ def test_colour_jitter_by_table_equals_the_authors_per_pixel_arithmetic():
 def test_evaluate_py_is_the_one_entry_and_names_the_missing_dataset(capsys):
     import eval_kitti
     import evaluate
-
     from space_clip_train.datasets import DATASETS
 
     assert evaluate.COMMANDS["kitti"] is not None and set(evaluate.COMMANDS) == set(DATASETS)  # every dataset

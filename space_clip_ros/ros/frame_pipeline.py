@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tup
 import numpy as np
 import torch
 
-from ..alignment import ScaleAligner, ScaleFit
+from ..alignment import ScaleAligner, ScaleFit, sparse
 from ..geometry import camera_intrinsics, scale_intrinsics
 from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
 from ..planning import ScanGeometry, filtered_points, laser_scan, scan_geometry, scan_rows
@@ -174,7 +174,7 @@ class FramePipeline:
         confidence when some output needs it)."""
         fit = None
         if frame.aligner is not None:
-            reference = torch.from_numpy(frame.reference) if frame.reference is not None else None
+            reference = sparse(frame.reference) if frame.reference is not None else None  # measured pixels only
             fit = frame.aligner.align(depth_t, reference, frame.stamp_ns, frame.reference_reason)
         temporal = None
         if frame.fusion is not None and model is not None:

@@ -37,9 +37,16 @@ def cloud_points(msg: Any) -> np.ndarray:
         raise ValueError(f"PointCloud2 data holds {len(data)} bytes, less than its {msg.height} rows of "
                          f"{msg.row_step}")
     rows = data[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, : msg.point_step * msg.width]
-    points = np.ascontiguousarray(rows).view(dtype).reshape(count)
-    xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
-    return xyz[np.isfinite(xyz).all(axis=1)]
+    offsets = [fields[n].offset for n in "xyz"]
+    if (all(fields[n].datatype == 7 for n in "xyz") and offsets == [offsets[0], offsets[0] + 4, offsets[0] + 8]
+            and offsets[0] % 4 == 0 and msg.point_step % 4 == 0):  # the usual layout: x, y, z float32 side by side
+        floats = np.ascontiguousarray(rows).view(order + "f4").reshape(count, msg.point_step // 4)
+        xyz = floats[:, offsets[0] // 4:offsets[0] // 4 + 3].astype(np.float64)
+    else:
+        points = np.ascontiguousarray(rows).view(dtype).reshape(count)
+        xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
+    finite = np.isfinite(xyz.sum(axis=1))  # a NaN or inf coordinate makes the sum non-finite
+    return xyz if finite.all() else xyz[finite]
 
 
 def depth_image_points(msg: Any, info: Any) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from ..colormaps import COLORMAPS
 from ..device import PRECISIONS, check_device_spec
 from ..inference import BACKENDS
+from ..temporal import MAX_FRAMES_LIMIT
 
 #: Every parameter with its default; config/depth.yaml holds the same values (a test keeps them equal).
 PARAMETERS: Dict[str, Any] = {
@@ -218,8 +219,9 @@ class NodeSettings:
         if not 0 < self.temporal_gate < float("inf"):
             raise ValueError(f"temporal_gate must be > 0 (a relative inverse-depth difference), got "
                              f"{self.temporal_gate}")
-        if int(self.temporal_max_frames) < 1:
-            raise ValueError(f"temporal_max_frames must be >= 1, got {self.temporal_max_frames}")
+        if not 1 <= int(self.temporal_max_frames) <= MAX_FRAMES_LIMIT:
+            raise ValueError(f"temporal_max_frames must be within 1..{MAX_FRAMES_LIMIT}, got "
+                             f"{self.temporal_max_frames}")
         if self.odom_frame.startswith("/") or self.odom_frame != self.odom_frame.strip():
             raise ValueError(f"odom_frame must be a tf2 frame id without a leading '/' or spaces, got "
                              f"{self.odom_frame!r}")
