@@ -82,9 +82,8 @@ def cloud_message(points, frame, stamp_ns):
 def rig():
     """tf: base_link -> velodyne (KITTI's), base_link -> camera optical frame; returns (tree, velodyne <- camera)."""
     from kitti_tree import VELO_R, VELO_T
-    from robot_bag import matrix_quaternion
 
-    from space_clip_ros.tf_tree import TfTree
+    from space_clip_ros.tf_tree import TfTree, matrix_quaternion
 
     camera_from_velo = np.eye(4)
     camera_from_velo[:3, :3], camera_from_velo[:3, 3] = VELO_R, VELO_T

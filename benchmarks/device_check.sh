@@ -27,7 +27,7 @@ echo "results in $OUT"
 status=0
 # CUDA tests (they skip without a GPU; here they must run): backends against eager fp32, graph capture, export.
 timeout 120 python3 -m pytest -q -p no:cacheprovider -rs test/test_backends.py test/test_export.py \
-  test/test_outputs.py test/test_planning.py test/test_estimator.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
+  test/test_outputs.py test/test_planning.py test/test_estimator.py test/test_alignment.py 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 
 # One table: eager fp32 (how the authors' code runs) against every backend and precision, on the GPU.
 timeout 150 python3 benchmarks/bench_inference.py --device cuda --iters 30 --json "$OUT/bench_inference.json" \
@@ -41,6 +41,9 @@ timeout 130 python3 benchmarks/bench_train.py --device cuda --batch 64 --steps 8
 # The planner outputs on the GPU: scan and filtered cloud per frame against the forward (target <= 0.3 ms).
 timeout 60 python3 benchmarks/bench_node.py --device cuda --outputs-only --frames 30 2>&1 \
   | tee "$OUT/bench_outputs.log" || status=1
+
+# Scale alignment and temporal fusion on the GPU: accuracy and cost per frame against the forward.
+timeout 90 python3 benchmarks/bench_alignment.py --device cuda 2>&1 | tee "$OUT/bench_alignment.log" || status=1
 
 # The node on the GPU, 1 and 8 cameras (needs rclpy: carry the wheels of benchmarks/device_wheels.sh).
 if python3 -c "import rclpy" 2>/dev/null; then

@@ -8,26 +8,10 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from space_clip_ros.tf_tree import matrix_quaternion  # noqa: F401 (the tests' bags use it from here)
+
 TS = get_typestore(Stores.ROS2_JAZZY)
 T = TS.types
-
-
-def matrix_quaternion(r: np.ndarray) -> Tuple[float, float, float, float]:
-    """(x, y, z, w) of a rotation matrix (orthonormal)."""
-    m = np.asarray(r, dtype=np.float64)
-    trace = np.trace(m)
-    if trace > 0:
-        s = 2.0 * np.sqrt(trace + 1.0)
-        return ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s)
-    i = int(np.argmax(np.diag(m)))
-    j, k = (i + 1) % 3, (i + 2) % 3
-    s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
-    q = np.zeros(4)
-    q[i] = 0.25 * s
-    q[j] = (m[j, i] + m[i, j]) / s
-    q[k] = (m[k, i] + m[i, k]) / s
-    q[3] = (m[k, j] - m[j, k]) / s
-    return tuple(q)
 
 
 def orthonormal(r: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from space_clip_ros.geometry import depth_to_points, project_to_depth
 from space_clip_ros.ros.reference import ReferenceQueue, ReferenceRefused, check_cloud, reference_depth
 from space_clip_ros.synthetic import render_scene
 from space_clip_ros.temporal import TemporalFusion, confidence, warp_depth
-from space_clip_ros.tf_tree import TfTree
+from space_clip_ros.tf_tree import TfTree, matrix_quaternion
 
 H, W = 120, 400
 K4 = (240.0, 240.0, 199.5, 59.5)  # fx, fy, cx, cy
@@ -198,8 +198,6 @@ def _lidar_rig():
     camera[:3, :3] = np.array([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])  # optical: z forward, x right, y down
     camera[:3, 3] = (0.5, 0.0, 1.0)
     for child, m in (("lidar", lidar), ("camera_optical", camera)):
-        from robot_bag import matrix_quaternion
-
         tree.add("base_link", child, 0, m[:3, 3], matrix_quaternion(m[:3, :3]), static=True)
     return tree, lidar, camera
 
@@ -303,3 +301,29 @@ def test_moving_robot_reference_goes_through_the_odom_frame():
     static_path = reference_depth(queue, tree, "camera_optical", 550_000_000, (H, W), K, None, "plumb_bob",
                                   100_000_000, "", 0.1, 80.0)
     assert np.median(static_path[static_path > 0]) == pytest.approx(10.0, abs=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_alignment_and_fusion_on_cuda_match_the_cpu(scene):
+    """The node runs both on the model's device: the same fit, scale, fused depth and confidence as on the CPU."""
+    truth = torch.from_numpy(scene).float()
+    model = torch.where(truth > 0, truth / 1.6, torch.full_like(truth, 30.0))
+    reference = torch.from_numpy(_sparse_reference(scene))
+    fits, fused = {}, {}
+    for device in ("cpu", "cuda"):
+        aligner = ScaleAligner(time_constant_s=0.0)
+        depth = model.clone().to(device)
+        fits[device] = aligner.align(depth, reference, 1_000_000_000)
+        fusion = TemporalFusion()
+        outs = []
+        for i, (_, noisy, pose) in enumerate(_noisy_sequence(scene, 4, 0.05, step=0.5)):
+            current = torch.from_numpy(noisy.copy()).to(device)
+            term = fusion.fuse(current, K4, pose, i + 1)
+            outs.append((current.cpu(), confidence(current, term, 0.1).cpu()))
+        fused[device] = outs
+    assert fits["cuda"].fitted == pytest.approx(fits["cpu"].fitted, rel=1e-5)
+    assert fits["cuda"].abs_rel_after == pytest.approx(fits["cpu"].abs_rel_after, abs=1e-5)
+    for (cpu_depth, cpu_conf), (gpu_depth, gpu_conf) in zip(fused["cpu"], fused["cuda"], strict=True):
+        close = torch.isclose(cpu_depth, gpu_depth, rtol=1e-4, equal_nan=True)
+        assert close.float().mean() > 0.999  # a z-buffer tie may go either way on a handful of pixels
+        assert (cpu_conf == gpu_conf).float().mean() > 0.999

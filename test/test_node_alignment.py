@@ -16,6 +16,7 @@ from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # n
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
 from space_clip_ros.geometry import depth_to_points  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
+from space_clip_ros.tf_tree import matrix_quaternion  # noqa: E402
 
 W, H = 160, 48
 FX, CX, CY = 100.0, 80.0, 24.0
@@ -26,19 +27,13 @@ LIDAR_POSE = np.array([[math.cos(0.17), -math.sin(0.17), 0, 0.3], [math.sin(0.17
 CAMERA_POSE = np.array([[0, 0, 1.0, 0.5], [-1, 0, 0, 0], [0, -1, 0, 1.0], [0, 0, 0, 1.0]])
 
 
-def _quaternion(r):
-    from robot_bag import matrix_quaternion
-
-    return matrix_quaternion(r)
-
-
 def _transform(parent, child, matrix, stamp):
     from geometry_msgs.msg import TransformStamped
 
     t = TransformStamped()
     t.header.frame_id, t.header.stamp, t.child_frame_id = parent, stamp, child
     t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, matrix[:3, 3])
-    q = _quaternion(matrix[:3, :3])
+    q = matrix_quaternion(matrix[:3, :3])
     t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = map(float, q)
     return t
 
