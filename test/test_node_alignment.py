@@ -14,7 +14,7 @@ pytest.importorskip("tf2_msgs", reason="tf2_msgs not installed: pip install ../s
 from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
-from space_clip_ros.geometry import depth_to_points  # noqa: E402
+from space_clip_ros.geometry import depth_to_points, project_to_depth  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
 from space_clip_ros.tf_tree import matrix_quaternion  # noqa: E402
 
@@ -197,3 +197,65 @@ def test_confidence_grows_with_agreeing_frames_of_a_static_camera(robot, expecte
     steps = [float(np.median(c[valid])) for c in confidences]
     assert steps[1] > steps[0] and steps[2] == pytest.approx(steps[1] + 1 / 8)
     assert np.all((confidences[-1] >= 0) & (confidences[-1] <= 1))
+
+
+def test_rgbd_reference_on_a_named_camera(ros, checkpoint, expected, tmp_path):
+    """cameras [front], scale_reference depth: an RGB-D camera's 16UC1 image + camera_info on
+    front/scale_reference/depth, 5 cm beside the colour camera (tf_static), aligns front's depth."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from tf2_msgs.msg import TFMessage
+
+    rgb, depth = expected
+    proc = start_node(ros, "/rgbd", {"checkpoint": str(checkpoint), "device": "cpu", "cameras": "front",
+                                     "scale_reference": "depth", "scale_time_constant": 0.0,
+                                     "scale_min_points": 20}, tmp_path / "node.log")
+    h = Harness("/rgbd/front", node_namespace="/rgbd", camera="front")
+    try:
+        reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+        depth_pub = h.node.create_publisher(Image, "scale_reference/depth", reliable)
+        info_pub = h.node.create_publisher(CameraInfo, "scale_reference/camera_info", reliable)
+        static = h.node.create_publisher(TFMessage, "/tf_static", QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        beside = np.eye(4)
+        beside[0, 3] = 0.05  # the depth camera 5 cm to the right of the colour camera, same orientation
+        static.publish(TFMessage(transforms=[_transform("cam_optical", "depth_optical", beside, h.stamp(0))]))
+        h.subscribe_outputs(("depth",))
+        h.wait_for_node()
+        h.spin_until(lambda: depth_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0, 60,
+                     "the node's reference subscriptions")
+        # What the depth camera measures: the model's depth x SCALE, seen from 5 cm to the right (a fronto-
+        # parallel shift: the same depth, u moved by fx * 0.05 / z), in millimetres; 0 where nothing lands.
+        truth = np.nan_to_num(depth * SCALE, nan=0.0)
+        points = depth_to_points(truth, FX, FX, CX, CY).reshape(-1, 3)
+        points = points[points[:, 2] > 0] - np.array([0.05, 0.0, 0.0], np.float32)
+        k = np.array([[FX, 0, CX], [0, FX, CY], [0, 0, 1.0]])
+        seen = project_to_depth(points, (H, W), k, None, "plumb_bob", 0.1, 80.0)
+        millimetres = np.round(seen * 1000).astype(np.uint16)
+        for i in range(1, 10):
+            stamp = h.stamp(i)
+            image = Image(height=H, width=W, encoding="16UC1", is_bigendian=0, step=2 * W)
+            image.header.stamp, image.header.frame_id = stamp, "depth_optical"
+            image.data = millimetres.tobytes()
+            info = camera_info_msg(stamp, W, H, fx=FX, fy=FX, cx=CX, cy=CY, frame_id="depth_optical")
+            info_pub.publish(info)
+            depth_pub.publish(image)
+            h.info_pub.publish(camera_info_msg(stamp, W, H, fx=FX, fy=FX, cx=CX, cy=CY))
+            h.image_pub.publish(rgb_image_msg(rgb, stamp))
+            h.spin_until(lambda s=stamp: any(m.header.stamp == s for m in h.received["depth"]), 60, "depth")
+            got = messages.image_to_depth(next(m for m in h.received["depth"] if m.header.stamp == stamp))
+            if np.nanmedian(got / depth) > 1.2:
+                break
+        else:
+            raise AssertionError("the node never aligned to the RGB-D reference")
+        # Millimetre rounding and the shifted resampling: the fitted scale within 1%.
+        np.testing.assert_allclose(np.nanmedian(got / depth), SCALE, rtol=0.01)
+        status = h.fresh_status(lambda s: s.get("scale_state") == "aligned")
+        assert status["camera"] == "front" and float(status["scale"]) == pytest.approx(SCALE, rel=0.01)
+        assert float(status["abs_rel_after"]) < 0.02
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(2)
+            proc.wait(timeout=20)
+        h.destroy()
