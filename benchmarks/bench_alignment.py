@@ -113,8 +113,11 @@ def accuracy(depth, intrinsics, outliers, seed=0):
     queue.add(cloud_message(velo, "velodyne", 1_000_000_000))
     fx, fy, cx, cy = intrinsics
     k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    sparse = reference_depth(queue, tree, "camera_optical", 1_000_000_000, depth.shape, k, None, "plumb_bob",
-                             50_000_000, "", 0.1, 80.0)
+    pixels, values = reference_depth(queue, tree, "camera_optical", 1_000_000_000, depth.shape, k, None, "plumb_bob",
+                                     50_000_000, "", 0.1, 80.0)
+    sparse = np.zeros(depth.size, np.float32)
+    sparse[pixels.numpy()] = values.numpy()
+    sparse = sparse.reshape(depth.shape)
     noise = 1 + rng.normal(0, 0.05, depth.shape)
     model = torch.from_numpy(np.where(depth > 0, depth / TRUE_SCALE * noise, 100.0).astype(np.float32))
     aligner = ScaleAligner(holdout=0.2, min_points=50, time_constant_s=0.0)
@@ -174,7 +177,6 @@ def main() -> int:
 
     from space_clip_ros import DepthEstimator
     from space_clip_ros.alignment import ScaleAligner
-    from space_clip_ros.alignment import sparse as measured
     from space_clip_ros.ros.reference import ReferenceQueue, reference_depth
     from space_clip_ros.synthetic import KITTI_K, render_scene
     from space_clip_ros.temporal import TemporalFusion, confidence
@@ -208,9 +210,9 @@ def main() -> int:
     aligner = ScaleAligner()
 
     def align():
-        sparse = reference_depth(queue, tree, "camera_optical", 1_000_000_000, (height, width), k, None, "plumb_bob",
-                                 50_000_000, "", 0.1, 80.0)
-        aligner.align(model.clone(), measured(sparse), 1_000_000_000)
+        pairs = reference_depth(queue, tree, "camera_optical", 1_000_000_000, (height, width), k, None, "plumb_bob",
+                                50_000_000, "", 0.1, 80.0, device)
+        aligner.align(model.clone(), pairs, 1_000_000_000)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

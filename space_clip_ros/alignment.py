@@ -94,11 +94,12 @@ def robust_log_scale(log_ratio: Tensor) -> Tuple[float, Tensor]:
     return float(center), inliers
 
 
-def accuracy(depth: Tensor, reference: Tensor) -> Tuple[float, float]:
-    """(AbsRel, delta1) of ``depth`` against ``reference`` (same shape, all valid)."""
-    ratio = depth / reference
-    abs_rel = ((depth - reference).abs() / reference).mean()
-    delta1 = (torch.maximum(ratio, 1.0 / ratio) < 1.25).float().mean()
+def accuracy(log_ratio: Tensor, log_scale: float = 0.0) -> Tuple[float, float]:
+    """(AbsRel, delta1) of depth x exp(``log_scale``) against the reference, from ``log_ratio`` = log(reference /
+    depth) per pixel: the depth's ratio to the reference is exp(log_scale - log_ratio)."""
+    shifted = log_scale - log_ratio
+    abs_rel = (torch.exp(shifted) - 1.0).abs().mean()
+    delta1 = (shifted.abs() < math.log(1.25)).float().mean()
     return float(abs_rel), float(delta1)
 
 
@@ -142,8 +143,7 @@ class ScaleAligner:
         self.holdout, self.min_points = float(holdout), int(min_points)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.tracker = ScaleTracker(time_constant_s, hold_s)
-        self._held_pred: Optional[Tensor] = None  # this frame's held-out pixels: prediction and reference
-        self._held_ref: Optional[Tensor] = None
+        self._held: Optional[Tensor] = None  # this frame's held-out pixels: log(reference / depth)
 
     def configure(self, holdout: float, min_points: int, time_constant_s: float, hold_s: float, min_depth: float,
                   max_depth: float) -> None:
@@ -167,25 +167,25 @@ class ScaleAligner:
         if scale != 1.0:
             depth.mul_(scale)
         if fit.held_out:
-            fit.abs_rel_after, fit.delta1_after = accuracy(self._held_pred * scale, self._held_ref)
-        self._held_pred = self._held_ref = None
+            fit.abs_rel_after, fit.delta1_after = accuracy(self._held, math.log(scale))
+        self._held = None
         return fit
 
     def _fit(self, depth: Tensor, pixels: Tensor, ref: Tensor, stamp_ns: int) -> Tuple[ScaleFit, Optional[float]]:
         pred = depth.reshape(-1)[pixels].float()
         ref = ref.float()
-        usable = torch.isfinite(pred) & (pred > 0) & (ref >= self.min_depth) & (ref <= self.max_depth)
-        pixels, pred, ref = pixels[usable], pred[usable], ref[usable]
+        usable = (pred > 0) & (pred < math.inf) & (ref >= self.min_depth) & (ref <= self.max_depth)  # NaN fails
+        pixels = pixels[usable]
+        log_ratio = torch.log(ref[usable]) - torch.log(pred[usable])
         held = holdout_mask(pixels, self.holdout, stamp_ns)
-        fit = ScaleFit(None, 1.0, "unaligned", points=int((~held).sum()), held_out=int(held.sum()))
-        self._held_pred, self._held_ref = pred[held], ref[held]
+        fit_ratio, self._held = log_ratio[~held], log_ratio[held]
+        fit = ScaleFit(None, 1.0, "unaligned", points=int(fit_ratio.numel()), held_out=int(self._held.numel()))
         if fit.held_out:
-            fit.abs_rel_before, _ = accuracy(self._held_pred, self._held_ref)
+            fit.abs_rel_before, _ = accuracy(self._held)
         if fit.points < self.min_points:
             fit.reason = f"{fit.points} reference points in the image, fewer than scale_min_points {self.min_points}"
             return fit, None
-        log_ratio = torch.log(ref[~held]) - torch.log(pred[~held])
-        log_scale, inliers = robust_log_scale(log_ratio)
+        log_scale, inliers = robust_log_scale(fit_ratio)
         fit.inlier_fraction = float(inliers.float().mean())
         fit.fitted = math.exp(log_scale)
         return fit, log_scale

@@ -71,17 +71,20 @@ def organized_cloud_bytes(points: np.ndarray, rgb: Optional[np.ndarray] = None) 
     return buffer.tobytes(), step
 
 
-def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray] = None,
-                     distortion_model: str = "plumb_bob", min_depth: float = 0.1, max_depth: float = float("inf"),
-                     dtype=np.float32) -> np.ndarray:
-    """Sparse (H, W) ``dtype`` depth (0 = none) of 3D points (N, 3) in the image's optical frame, through its
-    camera_info's K: ``u = fx x / z + cx``, ``v = fy y / z + cy`` for a rectified image (all-zero ``d``), K and the
-    distortion ``d`` for a raw one; depth is z. Pixel ``(round(u), round(v))``, pixel centres at integer coordinates
-    (image_geometry); points behind the camera or outside [min_depth, max_depth] dropped; the nearest point wins a
-    pixel. (A stereo camera's P carries a baseline for points in the first camera's frame; here points are in the
-    image's own frame, where tf put them, so P is not used.)"""
+def project_points(points, size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray] = None,
+                   distortion_model: str = "plumb_bob", min_depth: float = 0.1, max_depth: float = float("inf")):
+    """The sparse depth image of 3D points (N, 3) in the image's optical frame, as (flat pixel indices int64,
+    depths), one per pixel that a point reaches, in the points' dtype and on their device (a torch tensor; numpy is
+    taken on the CPU). Through the camera_info's K: ``u = fx x / z + cx``, ``v = fy y / z + cy`` for a rectified
+    image (all-zero ``d``), K and the distortion ``d`` for a raw one (OpenCV, on the CPU); depth is z. Pixel
+    ``(round(u), round(v))``, pixel centres at integer coordinates (image_geometry); points behind the camera or
+    outside [min_depth, max_depth] dropped; the nearest point wins a pixel. (A stereo camera's P carries a
+    baseline for points in the first camera's frame; here points are in the image's own frame, where tf put them,
+    so P is not used.)"""
+    import torch
+
     height, width = size
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    points = torch.as_tensor(points).reshape(-1, 3)
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)
     d = np.zeros(0) if d is None else np.asarray(d, dtype=np.float64).ravel()
     z = points[:, 2]
@@ -91,18 +94,33 @@ def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, d
         import cv2
 
         zeros = np.zeros(3)
+        cpu = points.cpu().numpy().astype(np.float64).reshape(-1, 1, 3)
         if distortion_model == "equidistant":
-            uv, _ = cv2.fisheye.projectPoints(points.reshape(-1, 1, 3), zeros, zeros, k, d[:4])
+            uv, _ = cv2.fisheye.projectPoints(cpu, zeros, zeros, k, d[:4])
         else:
-            uv, _ = cv2.projectPoints(points.reshape(-1, 1, 3), zeros, zeros, k, d)
-        uv = uv.reshape(-1, 2)
+            uv, _ = cv2.projectPoints(cpu, zeros, zeros, k, d)
+        uv = torch.from_numpy(uv.reshape(-1, 2)).to(points.device, points.dtype)
+        u, v = uv[:, 0], uv[:, 1]
     else:
-        uv = np.stack([k[0, 0] * points[:, 0] / depth + k[0, 2], k[1, 1] * points[:, 1] / depth + k[1, 2]], axis=1)
-    u, v = np.round(uv[:, 0]), np.round(uv[:, 1])
+        u = k[0, 0] * points[:, 0] / depth + k[0, 2]
+        v = k[1, 1] * points[:, 1] / depth + k[1, 2]
+    u, v = torch.round(u), torch.round(v)
     inside = (u >= 0) & (v >= 0) & (u < width) & (v < height)
-    pixel = v[inside].astype(np.int64) * width + u[inside].astype(np.int64)
-    # The nearest point of each pixel, in ``dtype`` (rounding to it keeps the order, so the minimum is the same).
-    nearest = np.full(height * width, np.inf, dtype=dtype)
-    np.minimum.at(nearest, pixel, depth[inside].astype(dtype, copy=False))
-    nearest[nearest == np.inf] = 0.0
-    return nearest.reshape(height, width)
+    pixel = v[inside].long() * width + u[inside].long()
+    nearest = torch.full((height * width,), float("inf"), dtype=points.dtype, device=points.device)
+    nearest.scatter_reduce_(0, pixel, depth[inside], "amin")  # the nearest point of each pixel
+    pixels = (nearest != float("inf")).nonzero(as_tuple=True)[0]
+    return pixels, nearest[pixels]
+
+
+def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray] = None,
+                     distortion_model: str = "plumb_bob", min_depth: float = 0.1, max_depth: float = float("inf"),
+                     dtype=np.float32) -> np.ndarray:
+    """:func:`project_points` as an (H, W) ``dtype`` depth image (0 = none), computed in float64 on the CPU."""
+    import torch
+
+    pixels, depths = project_points(torch.from_numpy(np.asarray(points, dtype=np.float64)), size, k, d,
+                                    distortion_model, min_depth, max_depth)
+    out = np.zeros(size[0] * size[1], dtype=dtype)
+    out[pixels.numpy()] = depths.numpy()
+    return out.reshape(size)

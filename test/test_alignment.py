@@ -26,6 +26,13 @@ def scene():
     return depth  # metres, 0 = none (sky)
 
 
+def _dense(pairs, size=(H, W)):
+    """The (H, W) image (0 = none) of a sparse reference's (flat pixel indices, depths)."""
+    out = np.zeros(size[0] * size[1], np.float32)
+    out[pairs[0].numpy()] = pairs[1].numpy()
+    return out.reshape(size)
+
+
 def _sparse_reference(depth, share=0.3, seed=0):
     rng = np.random.default_rng(seed)
     keep = (depth > 0) & (rng.random(depth.shape) < share)
@@ -210,8 +217,8 @@ def test_lidar_reference_through_a_tf_chain_equals_the_direct_projection(scene):
     points_lidar = points_cam @ lidar_from_camera[:3, :3].T + lidar_from_camera[:3, 3]
     queue = ReferenceQueue("points")
     queue.add(_cloud_msg(points_lidar, "lidar", 5_000_000_000))
-    sparse = reference_depth(queue, tree, "camera_optical", 5_020_000_000, (H, W), K, None, "plumb_bob",
-                             50_000_000, "odom", 0.1, 80.0)
+    sparse = _dense(reference_depth(queue, tree, "camera_optical", 5_020_000_000, (H, W), K, None, "plumb_bob",
+                                    50_000_000, "odom", 0.1, 80.0))
     expected = project_to_depth(points_cam, (H, W), K, None, "plumb_bob", 0.1, 80.0)
     np.testing.assert_allclose(sparse, expected, atol=1e-4)
     assert (sparse > 0).sum() > 2000
@@ -277,8 +284,8 @@ def test_rgbd_reference_from_another_viewpoint(scene):
         reference_depth(queue, tree, "camera_optical", ns, (H, W), K, None, "plumb_bob", 50_000_000, "", 0.1, 80.0)
     assert no_info.value.reason == "reference_no_camera_info"
     queue.add_info(info)
-    sparse = reference_depth(queue, tree, "camera_optical", ns, (H, W), K, None, "plumb_bob", 50_000_000, "", 0.1,
-                             80.0)
+    sparse = _dense(reference_depth(queue, tree, "camera_optical", ns, (H, W), K, None, "plumb_bob", 50_000_000, "",
+                                    0.1, 80.0))
     both = (sparse > 0) & (seen > 0) & (seen < 30)
     assert both.sum() > 0.5 * (seen > 0).sum()
     assert np.median(np.abs(sparse[both] / seen[both] - 1)) < 0.02
@@ -295,11 +302,11 @@ def test_moving_robot_reference_goes_through_the_odom_frame():
     wall = np.stack([np.full(400, 10.0), np.linspace(-2, 2, 400), np.zeros(400)], axis=1)  # 10 m ahead (x)
     queue = ReferenceQueue("points")
     queue.add(_cloud_msg(wall.astype(np.float32), "lidar", 500_000_000))
-    sparse = reference_depth(queue, tree, "camera_optical", 550_000_000, (H, W), K, None, "plumb_bob", 100_000_000,
-                             "odom", 0.1, 80.0)
+    sparse = _dense(reference_depth(queue, tree, "camera_optical", 550_000_000, (H, W), K, None, "plumb_bob",
+                                    100_000_000, "odom", 0.1, 80.0))
     assert np.median(sparse[sparse > 0]) == pytest.approx(9.95, abs=1e-4)
-    static_path = reference_depth(queue, tree, "camera_optical", 550_000_000, (H, W), K, None, "plumb_bob",
-                                  100_000_000, "", 0.1, 80.0)
+    static_path = _dense(reference_depth(queue, tree, "camera_optical", 550_000_000, (H, W), K, None, "plumb_bob",
+                                         100_000_000, "", 0.1, 80.0))
     assert np.median(static_path[static_path > 0]) == pytest.approx(10.0, abs=1e-4)
 
 

@@ -288,8 +288,8 @@ class DepthNode(LifecycleNode):
             if camera.aligner is not None or camera.fusion is not None:
                 if camera.fusion is not None:
                     camera.fusion.gate, camera.fusion.max_frames = settings.temporal_gate, settings.temporal_max_frames
-                intake.request.prepare = (lambda r, c=camera, f=msg.header.frame_id:
-                                          prepare_frame(r, c, settings, self.tf, f))
+                intake.request.prepare = (lambda r, device, c=camera, f=msg.header.frame_id:
+                                          prepare_frame(r, c, settings, self.tf, f, device))
             taken.append((camera, msg.header, intake))
         if not taken:
             return

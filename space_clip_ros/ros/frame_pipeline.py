@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -65,7 +65,8 @@ class FrameRequest:
     """One decoded frame: ``rgb`` (H, W, 3) uint8, the output ``size`` (h, w), the focal-length ``scale`` of its
     camera, its camera ``model`` at the input size (None without camera_info: no cloud, scan or filtered cloud) and
     the optional outputs wanted (:data:`OPTIONAL_OUTPUTS`). With scale alignment: the camera's ``aligner`` and this
-    frame's sparse ``reference`` depth at the output size (0 = none; None with ``reference_reason``); with temporal
+    frame's sparse ``reference`` depth at the output size ((flat pixel indices, depths), or an (H, W) array with 0
+    = none; None with ``reference_reason``); with temporal
     fusion: the camera's ``fusion`` and its ``pose`` (4x4 fixed <- optical frame at ``stamp_ns``, None without
     tf). ``prepare`` (optional) fills those in after the forward, so the tf of the image's moment has had the
     forward's time to arrive."""
@@ -77,11 +78,11 @@ class FrameRequest:
     wants: FrozenSet[str] = frozenset()
     stamp_ns: int = 0
     aligner: Optional[ScaleAligner] = None
-    reference: Optional[np.ndarray] = None
+    reference: Union[None, np.ndarray, Tuple[torch.Tensor, torch.Tensor]] = None
     reference_reason: str = ""
     fusion: Optional[TemporalFusion] = None
     pose: Optional[np.ndarray] = None
-    prepare: Optional[Callable[["FrameRequest"], None]] = None
+    prepare: Optional[Callable[["FrameRequest", torch.device], None]] = None
 
 
 @dataclass
@@ -147,7 +148,7 @@ class FramePipeline:
             models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
             for frame in frames:
                 if frame.prepare is not None:
-                    frame.prepare(frame)
+                    frame.prepare(frame, self.estimator.device)
             refined = [self._refine(frame, model, depth_t, settings)
                        for frame, model, depth_t in zip(frames, models, raw, strict=True)]
             scan_inputs = [self._scan_input(frame, model, depth_t, settings, trust)
@@ -174,7 +175,9 @@ class FramePipeline:
         confidence when some output needs it)."""
         fit = None
         if frame.aligner is not None:
-            reference = sparse(frame.reference) if frame.reference is not None else None  # measured pixels only
+            reference = frame.reference
+            if isinstance(reference, np.ndarray):
+                reference = sparse(reference)  # measured pixels only
             fit = frame.aligner.align(depth_t, reference, frame.stamp_ns, frame.reference_reason)
         temporal = None
         if frame.fusion is not None and model is not None:

@@ -20,8 +20,8 @@ def message_bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
-def cloud_points(msg: Any) -> np.ndarray:
-    """(N, 3) float64 x, y, z of a PointCloud2 (any point_step and field order; NaN points dropped)."""
+def cloud_points(msg: Any, dtype=np.float64) -> np.ndarray:
+    """(N, 3) ``dtype`` x, y, z of a PointCloud2 (any point_step and field order; NaN points dropped)."""
     fields = {f.name: f for f in msg.fields}
     missing = [n for n in "xyz" if n not in fields]
     if missing:
@@ -29,7 +29,7 @@ def cloud_points(msg: Any) -> np.ndarray:
     if any(fields[n].datatype not in FIELD_TYPES for n in "xyz"):
         raise ValueError("PointCloud2 x/y/z fields must be FLOAT32 or FLOAT64")
     order = ">" if msg.is_bigendian else "<"
-    dtype = np.dtype({"names": list("xyz"), "formats": [order + FIELD_TYPES[fields[n].datatype] for n in "xyz"],
+    layout = np.dtype({"names": list("xyz"), "formats": [order + FIELD_TYPES[fields[n].datatype] for n in "xyz"],
                       "offsets": [fields[n].offset for n in "xyz"], "itemsize": int(msg.point_step)})
     count = int(msg.width) * int(msg.height)
     data = message_bytes(msg.data)
@@ -41,10 +41,10 @@ def cloud_points(msg: Any) -> np.ndarray:
     if (all(fields[n].datatype == 7 for n in "xyz") and offsets == [offsets[0], offsets[0] + 4, offsets[0] + 8]
             and offsets[0] % 4 == 0 and msg.point_step % 4 == 0):  # the usual layout: x, y, z float32 side by side
         floats = np.ascontiguousarray(rows).view(order + "f4").reshape(count, msg.point_step // 4)
-        xyz = floats[:, offsets[0] // 4:offsets[0] // 4 + 3].astype(np.float64)
+        xyz = floats[:, offsets[0] // 4:offsets[0] // 4 + 3].astype(dtype)
     else:
-        points = np.ascontiguousarray(rows).view(dtype).reshape(count)
-        xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
+        points = np.ascontiguousarray(rows).view(layout).reshape(count)
+        xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(dtype)
     finite = np.isfinite(xyz.sum(axis=1))  # a NaN or inf coordinate makes the sum non-finite
     return xyz if finite.all() else xyz[finite]
 

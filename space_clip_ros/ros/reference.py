@@ -2,7 +2,7 @@
 depth Image with its camera_info), the one paired with an image by stamp (within ``scale_max_dt``), its points moved
 into the camera's optical frame through tf (at the image's stamp and the reference's, through ``odom_frame`` while
 the robot moves) and projected into the image at the output size with the code space-clip-bag2dataset uses
-(:func:`space_clip_ros.geometry.project_to_depth`). Messages are read duck-typed.
+(:func:`space_clip_ros.geometry.project_points`, on the model's device). Messages are read duck-typed.
 
 Broken messages are refused when they arrive (:class:`~space_clip_ros.ros.intake.Rejected`, counted by reason);
 a frame without a usable reference gets its reason (``scale_reason`` in diagnostics) and the held scale.
@@ -15,7 +15,7 @@ from typing import Any, Deque, Optional, Tuple
 
 import numpy as np
 
-from ..geometry import project_to_depth
+from ..geometry import project_points
 from ..tf_tree import TfError, TfTree
 from .camera_state import format_ns, stamp_ns
 from .range_data import FIELD_TYPES, cloud_points, depth_image_points
@@ -105,11 +105,11 @@ class ReferenceQueue:
         return next((i for i in reversed(infos) if stamp_ns(i.header.stamp) == key), infos[-1])
 
 
-def reference_points(queue: ReferenceQueue, msg: Any) -> np.ndarray:
-    """(N, 3) points of the reference message ``msg`` in its own frame; NaN points dropped."""
+def reference_points(queue: ReferenceQueue, msg: Any, dtype=np.float64) -> np.ndarray:
+    """(N, 3) ``dtype`` points of the reference message ``msg`` in its own frame; NaN points dropped."""
     info = queue.info_for(msg) if queue.kind == "depth" else None
     try:
-        points = cloud_points(msg) if info is None else depth_image_points(msg, info)
+        points = cloud_points(msg, dtype) if info is None else depth_image_points(msg, info).astype(dtype)
     except ValueError as error:
         raise ReferenceRefused("reference_malformed", str(error)) from None
     if points.shape[0] == 0:
@@ -119,13 +119,16 @@ def reference_points(queue: ReferenceQueue, msg: Any) -> np.ndarray:
 
 def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
                     size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray], distortion_model: str,
-                    max_dt_ns: int, odom_frame: str, min_depth: float, max_depth: float) -> np.ndarray:
-    """Sparse (H, W) float32 depth of the camera's reference at ``image_stamp`` (0 = none), projected with the
-    camera model (``k``, ``d`` at the output ``size``). The points move into ``camera_frame`` through tf: at the
-    reference's stamp, and through ``odom_frame`` to the camera at the image's stamp when the path between the two
-    frames moves. Raises :class:`ReferenceRefused`."""
+                    max_dt_ns: int, odom_frame: str, min_depth: float, max_depth: float,
+                    device: Any = "cpu") -> Tuple[Any, Any]:
+    """The camera's reference at ``image_stamp`` as a sparse depth image (flat pixel indices, depths; float32 on
+    ``device``), projected with the camera model (``k``, ``d`` at the output ``size``). The points move into
+    ``camera_frame`` through tf: at the reference's stamp, and through ``odom_frame`` to the camera at the image's
+    stamp when the path between the two frames moves. Raises :class:`ReferenceRefused`."""
+    import torch
+
     msg = queue.nearest(image_stamp, max_dt_ns)
-    points = reference_points(queue, msg)
+    points = reference_points(queue, msg, np.float32)
     source, source_ns = msg.header.frame_id, stamp_ns(msg.header.stamp)
     try:
         moving = bool(odom_frame) and tree.has_dynamic(camera_frame, source)
@@ -133,14 +136,16 @@ def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
     except TfError as error:
         raise ReferenceRefused("reference_no_tf", f"no tf from the reference's frame to the camera's: {error}") \
             from None
-    camera_points = points @ to_camera[:3, :3].T + to_camera[:3, 3]
-    return project_to_depth(camera_points, size, k, d, distortion_model, min_depth, max_depth)
+    points_t = torch.from_numpy(points).to(device, non_blocking=True)
+    rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(device)
+    translation = torch.from_numpy(to_camera[:3, 3].astype(np.float32)).to(device)
+    return project_points(points_t @ rotation.T + translation, size, k, d, distortion_model, min_depth, max_depth)
 
 
-def prepare_frame(request: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
+def prepare_frame(request: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str, device: Any = "cpu") -> None:
     """Give ``request`` (a FrameRequest at ``request.stamp_ns``) what the camera's alignment and fusion need: the
     sparse reference depth at the output size (or the reason there is none, also counted as
-    ``unaligned.<reason>``) and the camera's pose in ``odom_frame`` (or None, the reason in
+    ``unaligned.<reason>``), on ``device``, and the camera's pose in ``odom_frame`` (or None, the reason in
     ``camera.pose_problem``)."""
     stamp = request.stamp_ns
     model = request.model.resized(request.size[1], request.size[0]) if request.model is not None else None
@@ -155,7 +160,7 @@ def prepare_frame(request: Any, camera: Any, settings: Any, tree: TfTree, frame_
             k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
             request.reference = reference_depth(camera.reference, tree, frame_id, stamp, request.size, k, None,
                                                 model.distortion_model, int(settings.scale_max_dt * 1e9),
-                                                settings.odom_frame, settings.min_depth, settings.max_depth)
+                                                settings.odom_frame, settings.min_depth, settings.max_depth, device)
         except ReferenceRefused as refused:
             request.reference_reason = f"{refused.reason}: {refused}"
             camera.stats.count(f"unaligned.{refused.reason}")
