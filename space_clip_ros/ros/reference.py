@@ -11,6 +11,7 @@ a frame without a usable reference gets its reason (``scale_reason`` in diagnost
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Any, Deque, Optional, Tuple
 
 import numpy as np
@@ -72,19 +73,23 @@ class ReferenceQueue:
         self.kind = kind
         self.messages: Deque[Any] = collections.deque(maxlen=REFERENCE_QUEUE)
         self.infos: Deque[Any] = collections.deque(maxlen=REFERENCE_QUEUE)
+        self._lock = threading.Lock()  # subscriptions add, the inference worker reads
 
     def add(self, msg: Any) -> None:
         """Keep ``msg`` (raises :class:`ReferenceRefused` for a broken one)."""
         (check_cloud if self.kind == "points" else check_depth_image)(msg)
-        self.messages.append(msg)
+        with self._lock:
+            self.messages.append(msg)
 
     def add_info(self, info: Any) -> None:
-        self.infos.append(info)
+        with self._lock:
+            self.infos.append(info)
 
     def nearest(self, stamp: int, max_dt_ns: int) -> Any:
         """The reference message nearest to ``stamp`` (ns) within ``max_dt_ns``; :class:`ReferenceRefused` says why
         there is none (none yet, too old, only newer ones)."""
-        messages = list(self.messages)
+        with self._lock:
+            messages = list(self.messages)
         if not messages:
             raise ReferenceRefused("reference_none", "no reference message received yet")
         best = min(messages, key=lambda m: abs(stamp_ns(m.header.stamp) - stamp))
@@ -97,7 +102,8 @@ class ReferenceQueue:
         return best
 
     def info_for(self, msg: Any) -> Any:
-        infos = list(self.infos)
+        with self._lock:
+            infos = list(self.infos)
         if not infos:
             raise ReferenceRefused("reference_no_camera_info", "no camera_info for the reference depth image yet "
                                    "(scale_reference/camera_info)")
@@ -164,7 +170,9 @@ def prepare_frame(request: Any, camera: Any, settings: Any, tree: TfTree, frame_
         except ReferenceRefused as refused:
             request.reference_reason = f"{refused.reason}: {refused}"
             camera.stats.count(f"unaligned.{refused.reason}")
-    if camera.fusion is not None:
+    if camera.fusion is not None and model is None:
+        camera.pose_problem = "no camera_info: depth not fused"
+    elif camera.fusion is not None:
         request.fusion = camera.fusion
         try:
             request.pose = tree.lookup(settings.odom_frame, frame_id, stamp)
