@@ -19,6 +19,7 @@ newer frame replaces a waiting one (counted as dropped), so latency does not gro
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -284,12 +285,9 @@ class DepthNode(LifecycleNode):
                 continue
             for key, text, level in intake.notes:
                 self._log_throttled(key, text, level)
-            intake.request.stamp_ns = messages.stamp_ns(msg.header.stamp)
-            if camera.aligner is not None or camera.fusion is not None:
-                if camera.fusion is not None:
-                    camera.fusion.gate, camera.fusion.max_frames = settings.temporal_gate, settings.temporal_max_frames
-                intake.request.prepare = (lambda r, device, c=camera, f=msg.header.frame_id:
-                                          prepare_frame(r, c, settings, self.tf, f, device))
+            if camera.aligner is not None or camera.fusion is not None:  # reference and pose after the forward
+                intake.request.prepare = functools.partial(prepare_frame, camera=camera, settings=settings,
+                                                           tree=self.tf, frame_id=msg.header.frame_id)
             taken.append((camera, msg.header, intake))
         if not taken:
             return

@@ -92,4 +92,4 @@ def take_frame(settings: NodeSettings, camera: CameraState, msg: Any, estimator:
         scale = estimator.focal_scale(messages.intrinsics(info)[0], width)
     size = output_size(settings, estimator.model.preprocessing.output_size, height, width)
     model = CameraModel.from_info(info) if info is not None else None
-    return Intake(FrameRequest(rgb, size, scale, model, wanted_outputs(settings, listeners)), info, notes)
+    return Intake(FrameRequest(rgb, size, scale, model, wanted_outputs(settings, listeners), stamp), info, notes)

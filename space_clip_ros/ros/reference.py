@@ -148,7 +148,7 @@ def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
     return project_points(points_t @ rotation.T + translation, size, k, d, distortion_model, min_depth, max_depth)
 
 
-def prepare_frame(request: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str, device: Any = "cpu") -> None:
+def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
     """Give ``request`` (a FrameRequest at ``request.stamp_ns``) what the camera's alignment and fusion need: the
     sparse reference depth at the output size (or the reason there is none, also counted as
     ``unaligned.<reason>``), on ``device``, and the camera's pose in ``odom_frame`` (or None, the reason in
@@ -173,6 +173,7 @@ def prepare_frame(request: Any, camera: Any, settings: Any, tree: TfTree, frame_
     if camera.fusion is not None and model is None:
         camera.pose_problem = "no camera_info: depth not fused"
     elif camera.fusion is not None:
+        camera.fusion.gate, camera.fusion.max_frames = settings.temporal_gate, settings.temporal_max_frames
         request.fusion = camera.fusion
         try:
             request.pose = tree.lookup(settings.odom_frame, frame_id, stamp)
