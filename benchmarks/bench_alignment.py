@@ -23,9 +23,7 @@ Prints:
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +31,6 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "test"), str(Path(__file__).resolve().parent)]
 
 TRUE_SCALE = 1.3
-
-
-def _median_ms(run, repeats):
-    run()
-    times = []
-    for _ in range(max(5, repeats)):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def lidar_scan(depth, intrinsics, seed=0):
@@ -174,6 +162,7 @@ def main() -> int:
 
     import torch
     from bench_inference import full_size_model
+    from bench_node import median_ms
 
     from space_clip_ros import DepthEstimator
     from space_clip_ros.alignment import ScaleAligner
@@ -227,10 +216,10 @@ def main() -> int:
         confidence(current, temporal, 0.1).cpu()
 
     # First the steps, then the forward: a runtime's worker threads may still spin after it.
-    costs = {"alignment, 120k-point cloud (parse, tf, project, fit)": _median_ms(align, args.repeats),
-             "temporal fusion + confidence": _median_ms(fuse, args.repeats)}
+    costs = {"alignment, 120k-point cloud (parse, tf, project, fit)": median_ms(align, args.repeats),
+             "temporal fusion + confidence": median_ms(fuse, args.repeats)}
     estimator = DepthEstimator(full_size_model(), device=args.device, backend=args.backend)
-    forward_ms = _median_ms(lambda: estimator.predict_tensor([rgb], [(height, width)], [1.0])[0].cpu(),
+    forward_ms = median_ms(lambda: estimator.predict_tensor([rgb], [(height, width)], [1.0])[0].cpu(),
                             max(3, args.repeats // 2))
     estimator = None
     print(f"\nper-frame cost on {device}, {width}x{height}, median of {max(5, args.repeats)}")

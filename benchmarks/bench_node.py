@@ -34,7 +34,7 @@ def _percentile(values, q):
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def _median_ms(run, repeats):
+def median_ms(run, repeats):
     run()
     times = []
     for _ in range(max(5, repeats)):
@@ -70,7 +70,7 @@ def output_costs(device, forward_ms: float, repeats: int) -> None:
             depth, fx, fy, cx, cy, s.points_filtered_min_range, s.points_filtered_max_range,
             s.points_filtered_edge_threshold, s.points_filtered_voxel, s.points_filtered_stride).cpu().numpy(),
     }
-    costs = {name: _median_ms(run, repeats) for name, run in runs.items()}
+    costs = {name: median_ms(run, repeats) for name, run in runs.items()}
     sizes = {name: run().nbytes for name, run in runs.items()}
     both = costs["scan (depth/scan)"] + costs["filtered cloud (depth/points_filtered)"]
     organized = sizes["organized cloud (depth/points)"]
