@@ -147,8 +147,14 @@ def test_auto_rule_on_the_cpu(monkeypatch):
     cpu = torch.device("cpu")
     available = {"openvino": True, "onnxruntime": True}
     monkeypatch.setattr(registry, "module_available", lambda name: available[name])
+    bf16 = {"support": True}
+    monkeypatch.setattr(registry.base, "openvino_has_bf16", lambda: bf16["support"])
     assert choose_backend(cpu, torch.float32)[0] == "openvino"
     assert choose_backend(cpu, torch.bfloat16)[0] == "openvino"
+    bf16["support"] = False  # a processor without AVX512-BF16 or AMX: OpenVINO would refuse bf16
+    name, reason = choose_backend(cpu, torch.bfloat16)
+    assert name == "eager" and "no bf16 support in OpenVINO" in reason
+    assert choose_backend(cpu, torch.float32)[0] == "openvino"
     available["openvino"] = False
     assert choose_backend(cpu, torch.float32)[0] == "onnxruntime"
     assert choose_backend(cpu, torch.bfloat16)[0] == "eager"

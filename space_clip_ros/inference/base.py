@@ -93,3 +93,13 @@ class Backend(abc.ABC):
         depth = self.forward(self.pixel_values(batch))
         scale = None if scales is None else torch.tensor(scales, dtype=torch.float32, device=self.device)
         return to_output(depth, output_size, scale)
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO can run bf16 on this processor (AVX512-BF16 or AMX)."""
+    try:
+        import openvino
+
+        return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # no openvino, or a runtime that cannot tell: not usable for bf16
+        return False

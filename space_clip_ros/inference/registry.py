@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 
 from ..model import SpaceClip
+from . import base
 from .base import LOG, OPTIONAL_MODULES, Backend, module_available
 from .eager import CompileBackend, EagerBackend
 from .static import CudaGraphBackend
@@ -30,8 +31,11 @@ def choose_backend(device: torch.device, dtype: torch.dtype) -> Tuple[str, str]:
     """The backend ``auto`` picks for ``device`` and ``dtype``, and why (the rule in docs/performance.md)."""
     if device.type == "cuda":
         return "cudagraph", "CUDA device: the whole frame path in CUDA graphs, model compiled inside"
-    if module_available("openvino"):
+    if module_available("openvino") and (dtype != torch.bfloat16 or base.openvino_has_bf16()):
         return "openvino", "CPU with openvino installed: the fastest CPU backend measured (docs/performance.md)"
+    if dtype == torch.bfloat16 and module_available("openvino"):
+        return "eager", ("CPU bf16: this processor has no bf16 support in OpenVINO (no AVX512-BF16 or AMX), so "
+                         "PyTorch eager runs it")
     if dtype == torch.float32 and module_available("onnxruntime"):
         return "onnxruntime", ("CPU with onnxruntime (no openvino) installed: faster than eager fp32 on the CPU "
                                "(docs/performance.md)")

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..export import export_onnx
 from ..model import SpaceClip
-from .base import Backend, BackendUnavailableError, require_module
+from .base import Backend, BackendUnavailableError, openvino_has_bf16, require_module
 
 LOG = logging.getLogger("space_clip_ros.inference")
 CACHE_ENV = "SPACE_CLIP_ROS_CACHE"
@@ -140,7 +140,7 @@ class OpenVinoBackend(_OnnxBackend):
             raise BackendUnavailableError("backend 'openvino' runs fp32 or bf16 on the CPU")
         ov = require_module("openvino")
         core = ov.Core()
-        if dtype == torch.bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if dtype == torch.bfloat16 and not openvino_has_bf16():
             raise BackendUnavailableError(
                 "this processor has no bf16 support in OpenVINO (no AVX512-BF16 or AMX); use precision fp32")
         super().__init__(model, device, dtype)
