@@ -122,9 +122,6 @@ class TemporalFusion:
         self._previous: Optional[_Previous] = None
         self._rays: Tuple[Any, Optional[Tensor]] = (None, None)  # (key, rays) of the last camera model
 
-    def reset(self) -> None:
-        self._previous = None
-
     def fuse(self, depth: Tensor, intrinsics: Intrinsics, pose: Optional[np.ndarray], stamp_ns: int) -> Tensor:
         """Fuse ``depth`` (H, W metres; NaN, 0 or inf = none; changed in place) with the carried previous depth;
         ``pose`` (4x4 fixed <- camera at ``stamp_ns``, None when tf has none: the history starts over). Returns
