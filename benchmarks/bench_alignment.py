@@ -4,8 +4,9 @@
 
 Scene: the synthetic KITTI-geometry street (space_clip_ros.synthetic) at 1242x375 with KITTI's camera; no trained
 decoder exists yet, so the "model" depth is the scene's exact depth off by a scale (x 1/1.3) with 5% per-pixel
-noise. The reference is a simulated 64-beam lidar (elevations +2..-24.8 degrees, 0.08-degree columns, about 120k
-points over 360 degrees, those in the camera's view from the rendered depth) in KITTI's Velodyne frame, sent as a
+noise. The reference is a simulated 64-beam lidar (elevations +2..-24.8 degrees, 0.08-degree columns: 288k rays over
+360 degrees, of which the ~39k in the camera's view are kept, ranges from the rendered depth) in KITTI's Velodyne
+frame (the cost part repeats them into a 120k-point cloud), sent as a
 PointCloud2 and taken through the node's path: points parsed, moved through a tf tree (velodyne -> base_link ->
 camera), projected, robust scale fit on 80%, accuracy on the 20% held out.
 
@@ -34,12 +35,12 @@ TRUE_SCALE = 1.3
 
 
 def lidar_scan(depth, intrinsics, seed=0):
-    """(N, 3) points in the camera frame of a 64-beam lidar at the camera's position (about 120k over 360 degrees;
-    the rest of the circle is outside the rendered view and left out), ranges from the rendered ``depth``."""
+    """(N, 3) points in the camera frame of a 64-beam lidar at the camera's position: the rays inside the rendered
+    view (the rest of the circle is left out), ranges from the rendered ``depth``, 1 cm range noise."""
     fx, fy, cx, cy = intrinsics
     height, width = depth.shape
     elevations = np.radians(np.linspace(2.0, -24.8, 64))
-    azimuths = np.radians(np.arange(-180, 180, 0.08))  # 4500 columns x 64 beams = 288k rays, ~120k hit in front
+    azimuths = np.radians(np.arange(-180, 180, 0.08))  # 4500 columns x 64 beams = 288k rays
     el, az = np.meshgrid(elevations, azimuths, indexing="ij")
     rays = np.stack([np.cos(el) * np.sin(az), -np.sin(el), np.cos(el) * np.cos(az)], axis=-1).reshape(-1, 3)
     front = rays[:, 2] > 1e-3
