@@ -4,7 +4,7 @@ into the camera's optical frame through tf (at the image's stamp and the referen
 the robot moves) and projected into the image at the output size with the code space-clip-bag2dataset uses
 (:func:`space_clip_ros.geometry.project_points`, on the model's device). Messages are read duck-typed.
 
-Broken messages are refused when they arrive (:class:`~space_clip_ros.ros.intake.Rejected`, counted by reason);
+Broken messages are refused when they arrive (:class:`ReferenceRefused`; the node counts them by reason);
 a frame without a usable reference gets its reason (``scale_reason`` in diagnostics) and the held scale.
 """
 
@@ -18,8 +18,9 @@ import numpy as np
 
 from ..geometry import project_points
 from ..tf_tree import TfError, TfTree
+from . import range_data
 from .camera_state import format_ns, stamp_ns
-from .range_data import FIELD_TYPES, cloud_points, depth_image_points
+from .range_data import cloud_points, depth_image_points
 
 #: Larger clouds are refused (a 128-beam lidar sends about 260k points; 4M is a broken or merged-map message).
 MAX_REFERENCE_POINTS = 4_000_000
@@ -38,32 +39,29 @@ class ReferenceRefused(ValueError):
 
 
 def check_cloud(msg: Any) -> None:
-    """Refuse a PointCloud2 that cannot serve as a reference before keeping it: no x/y/z, no points, too many,
-    data shorter than its rows."""
-    names = {f.name: f for f in msg.fields}
-    if any(n not in names for n in "xyz") or any(names[n].datatype not in FIELD_TYPES for n in "xyz"):
-        raise ReferenceRefused("reference_malformed", "the reference PointCloud2 needs FLOAT32/FLOAT64 x, y, z "
-                               f"fields (it has {sorted(names)})")
+    """Refuse a PointCloud2 that cannot serve as a reference before keeping it: no points, too many, unreadable
+    (:func:`~.range_data.check_cloud`)."""
     count = int(msg.width) * int(msg.height)
     if count == 0:
         raise ReferenceRefused("reference_empty", "the reference PointCloud2 holds no points")
     if count > MAX_REFERENCE_POINTS:
         raise ReferenceRefused("reference_too_large", f"the reference PointCloud2 holds {count} points, more than "
                                f"{MAX_REFERENCE_POINTS} (a merged map? send the sensor's own scans)")
-    if int(msg.row_step) * int(msg.height) > len(msg.data) or int(msg.point_step) * int(msg.width) > msg.row_step:
-        raise ReferenceRefused("reference_malformed", f"the reference PointCloud2 holds {len(msg.data)} bytes, "
-                               f"less than its {msg.height} rows of {msg.row_step}")
+    try:
+        range_data.check_cloud(msg)
+    except ValueError as error:
+        raise ReferenceRefused("reference_malformed", f"the reference {error}") from None
 
 
 def check_depth_image(msg: Any) -> None:
-    if msg.encoding not in ("16UC1", "mono16", "32FC1"):
-        raise ReferenceRefused("reference_malformed", f"reference depth image encoding {msg.encoding!r}: expected "
-                               "16UC1 (mm) or 32FC1 (m)")
+    """Refuse a depth image that cannot serve as a reference: unreadable (:func:`~.range_data.depth_image_dtype`),
+    or empty."""
+    try:
+        range_data.depth_image_dtype(msg)
+    except ValueError as error:
+        raise ReferenceRefused("reference_malformed", f"the reference {error}") from None
     if int(msg.width) * int(msg.height) == 0:
         raise ReferenceRefused("reference_empty", "the reference depth image is empty")
-    if int(msg.step) * int(msg.height) > len(msg.data):
-        raise ReferenceRefused("reference_malformed", f"the reference depth image holds {len(msg.data)} bytes, less "
-                               f"than step*height = {int(msg.step) * int(msg.height)}")
 
 
 class ReferenceQueue:
