@@ -13,9 +13,11 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .ros.camera_state import stamp_ns  # ROS-free: builtin_interfaces/Time read duck-typed
 
 
 class TfError(LookupError):
@@ -129,6 +131,17 @@ class TfTree:
             old = bisect.bisect_left(edge.times, edge.times[-1] - self._cache_ns)
             if old:
                 del edge.times[:old], edge.translations[:old], edge.rotations[:old]
+
+    def add_transforms(self, transforms: Iterable[Any], static: bool = False) -> int:
+        """Add a tf2_msgs/TFMessage's ``transforms`` (geometry_msgs/TransformStamped, read duck-typed: rclpy's and
+        rosbags' alike); how many."""
+        n = 0
+        for ts in transforms:
+            tr, q = ts.transform.translation, ts.transform.rotation
+            self.add(ts.header.frame_id, ts.child_frame_id, stamp_ns(ts.header.stamp), (tr.x, tr.y, tr.z),
+                     (q.x, q.y, q.z, q.w), static)
+            n += 1
+        return n
 
     def frames(self) -> List[str]:
         with self._lock:

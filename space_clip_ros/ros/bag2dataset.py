@@ -35,7 +35,6 @@ import numpy as np
 
 from ..geometry import project_to_depth
 from ..tf_tree import TfError, TfTree
-from .camera_state import stamp_ns
 from .range_data import cloud_points, depth_image_points
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -172,14 +171,8 @@ class Bag:
 def read_tf(bag: Bag, tree: TfTree) -> int:
     """Every transform of /tf_static and /tf into ``tree``; how many."""
     topics = [t for t in TF_TOPICS if t in bag.topics]
-    n = 0
-    for topic, raw in bag.messages(topics):
-        for ts in bag.decode(raw, bag.topics[topic]).transforms:
-            tr, q = ts.transform.translation, ts.transform.rotation
-            tree.add(ts.header.frame_id, ts.child_frame_id, stamp_ns(ts.header.stamp), (tr.x, tr.y, tr.z),
-                     (q.x, q.y, q.z, q.w), topic == "/tf_static")
-            n += 1
-    return n
+    return sum(tree.add_transforms(bag.decode(raw, bag.topics[topic]).transforms, topic == "/tf_static")
+               for topic, raw in bag.messages(topics))
 
 
 # ---------------------------------------------------------------------------- conversion

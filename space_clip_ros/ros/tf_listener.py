@@ -13,7 +13,6 @@ from typing import Any, List, Tuple
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..tf_tree import TfTree
-from .camera_state import stamp_ns
 
 #: Seconds of dynamic transforms kept (tf2's buffer keeps 10 s).
 TF_CACHE_S = 10.0
@@ -27,16 +26,9 @@ def subscribe_tf(node: Any, tree: TfTree) -> Tuple[List[Any], str]:
         return [], (f"tf2_msgs is not installed ({error}): on a ROS 2 install, source it (it ships tf2_msgs); "
                     "with pip, install the ROS tf2_msgs wheel into the same environment as rclpy")
 
-    def keep(static: bool):
-        def callback(msg: Any) -> None:
-            for ts in msg.transforms:
-                tr, q = ts.transform.translation, ts.transform.rotation
-                tree.add(ts.header.frame_id, ts.child_frame_id, stamp_ns(ts.header.stamp), (tr.x, tr.y, tr.z),
-                         (q.x, q.y, q.z, q.w), static)
-        return callback
-
     dynamic = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
     static = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    return [node.create_subscription(TFMessage, "/tf", keep(False), dynamic),
-            node.create_subscription(TFMessage, "/tf_static", keep(True), static)], ""
+    return [node.create_subscription(TFMessage, "/tf", lambda msg: tree.add_transforms(msg.transforms), dynamic),
+            node.create_subscription(TFMessage, "/tf_static", lambda msg: tree.add_transforms(msg.transforms, True),
+                                     static)], ""
