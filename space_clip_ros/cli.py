@@ -32,7 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="run the real pipeline on a small UNTRAINED model (random weights, meaningless depth)")
     parser.add_argument("--backbone", help="hub id or local folder overriding the checkpoint's vision tower")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 (default fp32)")
+    parser.add_argument("--precision", default="auto",
+                        help="auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16 (default auto)")
     parser.add_argument("--backend", default="auto",
                         help="auto | eager | compile | cudagraph | openvino | onnxruntime (default auto)")
     parser.add_argument("--fx", type=float, help="focal length (px) of the camera, for focal-length scale transfer")

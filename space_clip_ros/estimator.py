@@ -54,7 +54,7 @@ class DepthEstimator:
     Args:
         model: a :class:`SpaceClip` or the path of a checkpoint.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``fp32``, ``fp16`` (CUDA) or ``bf16``.
+        precision: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32``, ``fp16`` (CUDA) or ``bf16``.
         backbone: with a checkpoint path, a hub id or folder that overrides the tower the checkpoint names.
         backend: ``auto`` (the fastest available for the device; docs/performance.md), ``eager``, ``compile``,
             ``cudagraph`` (CUDA), ``openvino`` or ``onnxruntime`` (CPU). See :mod:`space_clip_ros.inference`.
@@ -68,7 +68,7 @@ class DepthEstimator:
         self,
         model: Union[SpaceClip, str, "os.PathLike[str]"],
         device: Union[str, torch.device] = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         backbone: Optional[str] = None,
         backend: str = "auto",
         release_weights: bool = False,
@@ -101,6 +101,19 @@ class DepthEstimator:
     def focal_scale(self, fx: float, width: int) -> float:
         """Factor from the model's metric scale to that of a camera with focal ``fx`` px at ``width`` px."""
         return self.model.training_camera.scale_for(fx, width)
+
+    def compile_state(self) -> str:
+        """``off``, ``compiling (k of n programs compiled)``, ``compiled`` or ``failed, ...``: whether the
+        backend's compiled code serves yet (the CUDA default compiles in the background; see inference/static.py)."""
+        state = getattr(self.backend, "compile_state", None)
+        if state is not None:
+            return state()
+        return "compiled" if self.backend.name == "compile" else "off"
+
+    def wait_compiled(self, timeout: Optional[float] = None) -> bool:
+        """Block until a background compilation has finished; True when the compiled code serves every frame."""
+        wait = getattr(self.backend, "wait_compiled", None)
+        return True if wait is None else bool(wait(timeout))
 
     def warmup(self) -> None:
         """Run the model once now (compilation, allocation), so that the first frame is not the slow one."""

@@ -12,6 +12,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # ONNX exports of the CPU backends are cached in a folder of this run, not in the user's ~/.cache.
 os.environ.setdefault("SPACE_CLIP_ROS_CACHE", tempfile.mkdtemp(prefix="space_clip_test_cache_"))
+# One torch inductor cache for the whole run (a graph compiled by one test is a cache hit for the next), never the
+# user's; benchmarks/device_check.py sets one folder for its tests and benchmarks together.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="space_clip_test_inductor_"))
 
 from helpers import TINY_CHANNELS, make_tiny_config, save_tiny_tower  # noqa: E402
 

@@ -4,8 +4,9 @@
 ``eager``      PyTorch as written (how the authors' code runs); any device and precision.
 ``compile``    ``torch.compile`` of the model (CPU and CUDA); the first call compiles (docs/performance.md).
 ``cudagraph``  CUDA only: the whole frame path (upload, preprocessing, model, output resize, focal scale) captured
-               once per (batch bucket 1/2/4/8, input size, output size) and replayed; model compiled inside unless
-               ``compile=False``.
+               once per (batch bucket 1/2/4/8, input size, output size) and replayed. ``compile``: "background"
+               (default: each graph serves uncompiled at once and is swapped for its compiled twin when that is
+               ready), True (compile before the first frame), False (never).
 ``openvino``   CPU: the ONNX export run by OpenVINO, fp32 or bf16 (``pip install 'space_clip_ros[openvino]'``).
 ``onnxruntime``  CPU: the ONNX export run by ONNX Runtime, fp32 (``pip install 'space_clip_ros[onnx]'``).
 ``auto``       see :func:`choose_backend`.
@@ -30,7 +31,8 @@ BACKENDS = ("auto", "eager", "compile", "cudagraph", "openvino", "onnxruntime")
 def choose_backend(device: torch.device, dtype: torch.dtype) -> Tuple[str, str]:
     """The backend ``auto`` picks for ``device`` and ``dtype``, and why (the rule in docs/performance.md)."""
     if device.type == "cuda":
-        return "cudagraph", "CUDA device: the whole frame path in CUDA graphs, model compiled inside"
+        return "cudagraph", ("CUDA device: the whole frame path in CUDA graphs, the model compiled in the background "
+                             "(served uncompiled until then)")
     if module_available("openvino") and (dtype != torch.bfloat16 or base.openvino_has_bf16()):
         return "openvino", "CPU with openvino installed: the fastest CPU backend measured (docs/performance.md)"
     if dtype == torch.bfloat16 and module_available("openvino"):

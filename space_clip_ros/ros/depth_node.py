@@ -32,7 +32,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
 from ..alignment import ScaleAligner
-from ..device import release_memory
+from ..device import precision_name, release_memory
 from ..temporal import TemporalFusion
 from ..tf_tree import TfTree
 from . import fastdds, messages
@@ -41,6 +41,7 @@ from .diagnostics import camera_status, model_values
 from .frame_pipeline import FramePipeline
 from .image_subscription import ImageSubscription, sensor_qos
 from .intake import Rejected, take_frame
+from .log_bridge import bridge_package_logs, unbridge
 from .outgoing import output_messages
 from .rclpy_compat import guard_change_state, init_without_signal_handlers, spin_until, stop_on_signals
 from .reference import REFERENCE_TOPICS, ReferenceQueue, ReferenceRefused, prepare_frame
@@ -64,6 +65,7 @@ class DepthNode(LifecycleNode):
     def __init__(self, node_name: str = "depth_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         guard_change_state(self)
+        self._log_bridge = bridge_package_logs(self.get_logger())
         for name, default in PARAMETERS.items():  # an empty cameras list has no type: NodeSettings checks it
             self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=name == "cameras"))
         self.estimator = None
@@ -138,7 +140,8 @@ class DepthNode(LifecycleNode):
         self.get_logger().info(
             f"model loaded ({'trained' if self.estimator.trained else 'UNTRAINED'}, "
             f"{self.estimator.model.provenance.get('source', '?')}) on {self.estimator.device} in "
-            f"{settings.precision}, backend {self.estimator.backend_name} ({self.estimator.backend_reason}){cameras}")
+            f"{precision_name(self.estimator.dtype)} (precision {settings.precision}), backend "
+            f"{self.estimator.backend_name} ({self.estimator.backend_reason}){cameras}")
         return TransitionCallbackReturn.SUCCESS
 
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -243,6 +246,10 @@ class DepthNode(LifecycleNode):
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
         return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        unbridge(self._log_bridge)
+        super().destroy_node()
 
     def _stop_worker(self) -> None:
         self._slot.stop()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from ..device import precision_name
+
 #: diagnostic_msgs/DiagnosticStatus levels.
 OK, WARN, ERROR = 0, 1, 2
 
@@ -22,9 +24,10 @@ def model_values(estimator: Optional[Any], precision: str) -> Dict[str, str]:
     """What every camera's status says about the model: device, precision, backend, trained or not."""
     return {
         "device": str(estimator.device) if estimator else "",
-        "precision": str(precision),
+        "precision": precision_name(estimator.dtype) if estimator else str(precision),  # auto resolved
         "backend": estimator.backend_name if estimator else "",
         "model": ("trained" if estimator.trained else "UNTRAINED") if estimator else "not loaded",
+        "compile": estimator.compile_state() if estimator else "",
     }
 
 

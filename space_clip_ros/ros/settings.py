@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..colormaps import COLORMAPS
-from ..device import PRECISIONS, check_device_spec
+from ..device import INFERENCE_PRECISIONS, check_device_spec
 from ..inference import BACKENDS
 from ..temporal import MAX_FRAMES_LIMIT
 
@@ -22,7 +22,7 @@ PARAMETERS: Dict[str, Any] = {
     "backbone": "",
     "untrained_demo": False,
     "device": "auto",
-    "precision": "fp32",
+    "precision": "auto",
     "backend": "auto",
     "output_size": "input",
     "min_depth": 0.1,
@@ -232,8 +232,8 @@ class NodeSettings:
         if not self.diagnostics_period > 0:
             raise ValueError(f"diagnostics_period must be > 0 seconds, got {self.diagnostics_period}")
         check_device_spec(self.device)
-        if str(self.precision).strip().lower() not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if str(self.precision).strip().lower() not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(INFERENCE_PRECISIONS)}, got {self.precision!r}")
         if str(self.backend).strip().lower() not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in self.cameras:
