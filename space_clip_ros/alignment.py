@@ -61,8 +61,16 @@ class ScaleFit:
         return out
 
 
+#: The tracker's states, by the code the device keeps.
+STATES = ("unaligned", "aligned", "holding")
+#: What :meth:`ScaleAligner.align_static` leaves on the device for one frame, in this order (float64).
+STAT_FIELDS = ("fitted_log", "applied", "state", "points", "inlier_fraction", "held_out", "abs_rel_before",
+               "abs_rel_after", "delta1_after")
+
+
 def sparse(reference: Union[Tensor, np.ndarray]) -> Tuple[Tensor, Tensor]:
-    """(flat pixel indices, depths) of the measured pixels (> 0) of a sparse (H, W) depth image."""
+    """(flat pixel indices, depths) of the measured pixels (> 0) of a sparse (H, W) depth image. (Host code and
+    tests: its size depends on the data; the node's path keeps fixed-size buffers, see :meth:`ScaleAligner.align`.)"""
     if isinstance(reference, np.ndarray):
         pixels = np.flatnonzero(reference)
         return torch.from_numpy(pixels), torch.from_numpy(reference.reshape(-1)[pixels])
@@ -81,58 +89,103 @@ def holdout_mask(pixels: Tensor, share: float, seed: int) -> Tensor:
     return mixed.to(torch.float64) < share * 2.0 ** 32
 
 
+def masked_median(values: Tensor, mask: Tensor) -> Tensor:
+    """The median of ``values`` where ``mask`` (the lower middle for an even count, as torch.median), as a 0-d
+    tensor, in static shapes: one sort with the masked-out values last. NaN for an empty mask."""
+    ordered = torch.sort(torch.where(mask, values, torch.full_like(values, math.inf))).values
+    count = mask.sum()
+    middle = ordered.gather(0, ((count - 1).clamp(min=0) // 2).reshape(1))[0]
+    return torch.where(count > 0, middle, torch.full_like(middle, math.nan))
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """The mean of ``values`` where ``mask`` (0-d; NaN for an empty mask)."""
+    count = mask.sum()
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+
+
+def robust_log_scale_static(log_ratio: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor]:
+    """:func:`robust_log_scale` over the entries where ``valid``, on the device: (log scale 0-d, inlier mask)."""
+    center = masked_median(log_ratio, valid)
+    inliers = valid
+    for _ in range(2):
+        deviation = (log_ratio - center).abs()
+        mad = masked_median(deviation, inliers) * 1.4826
+        inliers = valid & (deviation <= torch.clamp(mad * OUTLIER_MADS, min=MIN_LOG_BAND))
+        center = masked_mean(log_ratio, inliers)
+    return center, inliers
+
+
 def robust_log_scale(log_ratio: Tensor) -> Tuple[float, Tensor]:
     """(log scale, inlier mask) of log ratios ``log(reference / depth)``: median, MAD band, inlier mean, and once
     more around that mean."""
-    center = log_ratio.median()
-    inliers = torch.ones_like(log_ratio, dtype=torch.bool)
-    for _ in range(2):
-        deviation = (log_ratio - center).abs()
-        mad = deviation[inliers].median() * 1.4826
-        inliers = deviation <= torch.clamp(mad * OUTLIER_MADS, min=MIN_LOG_BAND)
-        center = log_ratio[inliers].mean()
+    center, inliers = robust_log_scale_static(log_ratio, torch.ones_like(log_ratio, dtype=torch.bool))
     return float(center), inliers
 
 
-def accuracy(log_ratio: Tensor, log_scale: float = 0.0) -> Tuple[float, float]:
-    """(AbsRel, delta1) of depth x exp(``log_scale``) against the reference, from ``log_ratio`` = log(reference /
-    depth) per pixel: the depth's ratio to the reference is exp(log_scale - log_ratio)."""
+def accuracy_static(log_ratio: Tensor, mask: Tensor, log_scale: Union[float, Tensor] = 0.0) -> Tuple[Tensor, Tensor]:
+    """(AbsRel, delta1) as 0-d tensors of depth x exp(``log_scale``) against the reference where ``mask``, from
+    ``log_ratio`` = log(reference / depth) per pixel: the depth's ratio to the reference is exp(log_scale -
+    log_ratio)."""
     shifted = log_scale - log_ratio
-    abs_rel = (torch.exp(shifted) - 1.0).abs().mean()
-    delta1 = (shifted.abs() < math.log(1.25)).float().mean()
+    abs_rel = masked_mean((torch.exp(shifted) - 1.0).abs(), mask)
+    delta1 = masked_mean((shifted.abs() < math.log(1.25)).to(log_ratio.dtype), mask)
+    return abs_rel, delta1
+
+
+def accuracy(log_ratio: Tensor, log_scale: float = 0.0) -> Tuple[float, float]:
+    """:func:`accuracy_static` over every entry, as floats."""
+    abs_rel, delta1 = accuracy_static(log_ratio, torch.ones_like(log_ratio, dtype=torch.bool), log_scale)
     return float(abs_rel), float(delta1)
 
 
 class ScaleTracker:
     """The scale over time: ``time_constant_s`` of the exponential filter of the log scale (0: each frame's fit
-    as it is), ``hold_s`` how long the last scale stays after the reference stops."""
+    as it is), ``hold_s`` how long the last scale stays after the reference stops. Its state lives on the device
+    of the fits it is given (:meth:`update_static`), so a frame's scale is never read on the host."""
 
     def __init__(self, time_constant_s: float, hold_s: float) -> None:
         self.time_constant_s, self.hold_s = float(time_constant_s), float(hold_s)
-        self.log_scale: Optional[float] = None
-        self.last_fit_ns: Optional[int] = None
+        self.log_scale: Optional[Tensor] = None  # float64 0-d
+        self.last_fit_ns: Optional[Tensor] = None  # int64 0-d
+        self.has_scale: Optional[Tensor] = None  # bool 0-d
 
     def reset(self) -> None:
-        self.log_scale, self.last_fit_ns = None, None
+        self.log_scale = self.last_fit_ns = self.has_scale = None
+
+    def _state(self, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+        if self.log_scale is None or self.log_scale.device != device:
+            self.log_scale = torch.zeros((), dtype=torch.float64, device=device)
+            self.last_fit_ns = torch.zeros((), dtype=torch.int64, device=device)
+            self.has_scale = torch.zeros((), dtype=torch.bool, device=device)
+        return self.log_scale, self.last_fit_ns, self.has_scale  # type: ignore[return-value]
+
+    def update_static(self, stamp_ns: int, fitted_log_scale: Tensor, fitted: Tensor) -> Tuple[Tensor, Tensor]:
+        """(the scale to apply at ``stamp_ns``, its state code in :data:`STATES`), both 0-d on the device, after
+        this frame's fit: ``fitted_log_scale`` counts where ``fitted`` (0-d bool) is True."""
+        log_scale, last, has = self._state(fitted.device)
+        fitted_log_scale = fitted_log_scale.to(torch.float64)
+        elapsed_s = (stamp_ns - last).to(torch.float64) / 1e9
+        restart = ~has | (elapsed_s <= 0) | (self.time_constant_s <= 0)
+        gain = 1.0 - torch.exp(-elapsed_s.clamp(min=0) / max(self.time_constant_s, 1e-12))
+        filtered = torch.where(restart, fitted_log_scale, log_scale + gain * (fitted_log_scale - log_scale))
+        holding = ~fitted & has & (elapsed_s >= 0) & (elapsed_s <= self.hold_s)
+        new_has = fitted | holding
+        self.log_scale = torch.where(fitted, filtered, torch.where(holding, log_scale, torch.zeros_like(log_scale)))
+        self.last_fit_ns = torch.where(fitted, torch.full_like(last, stamp_ns), last)
+        self.has_scale = new_has
+        scale = torch.where(new_has, torch.exp(self.log_scale), torch.ones_like(log_scale))
+        state = torch.where(fitted, 1, torch.where(holding, 2, 0))
+        return scale, state
 
     def update(self, stamp_ns: int, fitted_log_scale: Optional[float]) -> Tuple[float, str]:
-        """(the scale to apply at ``stamp_ns``, state) after this frame's fit (None when it had none)."""
-        if fitted_log_scale is not None:
-            if self.log_scale is None or self.last_fit_ns is None or stamp_ns <= self.last_fit_ns:
-                self.log_scale = fitted_log_scale  # the first fit, or time went back: start over
-            elif self.time_constant_s > 0:
-                gain = 1.0 - math.exp(-(stamp_ns - self.last_fit_ns) / 1e9 / self.time_constant_s)
-                self.log_scale += gain * (fitted_log_scale - self.log_scale)
-            else:
-                self.log_scale = fitted_log_scale
-            self.last_fit_ns = stamp_ns
-            return math.exp(self.log_scale), "aligned"
-        if self.log_scale is not None and self.last_fit_ns is not None:
-            age = (stamp_ns - self.last_fit_ns) / 1e9
-            if 0 <= age <= self.hold_s:
-                return math.exp(self.log_scale), "holding"
-            self.reset()  # the reference stopped long ago (or time went back): the model's own scale again
-        return 1.0, "unaligned"
+        """:meth:`update_static` with a host value (None: no fit), read back: (scale, state)."""
+        device = self.log_scale.device if self.log_scale is not None else torch.device("cpu")
+        value = torch.tensor(0.0 if fitted_log_scale is None else fitted_log_scale, dtype=torch.float64,
+                             device=device)
+        scale, state = self.update_static(stamp_ns, value, torch.tensor(fitted_log_scale is not None, device=device))
+        return float(scale), STATES[int(state)]
 
 
 class ScaleAligner:
@@ -143,7 +196,6 @@ class ScaleAligner:
         self.holdout, self.min_points = float(holdout), int(min_points)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.tracker = ScaleTracker(time_constant_s, hold_s)
-        self._held: Optional[Tensor] = None  # this frame's held-out pixels: log(reference / depth)
 
     def configure(self, holdout: float, min_points: int, time_constant_s: float, hold_s: float, min_depth: float,
                   max_depth: float) -> None:
@@ -155,37 +207,58 @@ class ScaleAligner:
     def align(self, depth: Tensor, reference: Union[None, Tensor, Tuple[Tensor, Tensor]], stamp_ns: int,
               reason: str = "") -> ScaleFit:
         """Scale ``depth`` (H, W, the model's metres, on its device) in place by the filtered scale after fitting
-        this frame's ``reference``: (H, W) depth with 0 = none, or its (flat pixel indices, depths) (what
-        :func:`sparse` makes: only those go to the device); None when there is none: ``reason`` says why."""
-        fitted, fit = None, ScaleFit(None, 1.0, "unaligned", reason=reason)
-        if reference is not None:
-            pixels, values = sparse(reference) if isinstance(reference, Tensor) else reference
-            fit, fitted = self._fit(depth, torch.as_tensor(pixels).to(depth.device, non_blocking=True),
-                                    torch.as_tensor(values).to(depth.device, non_blocking=True), stamp_ns)
-        scale, fit.state = self.tracker.update(stamp_ns, fitted)
-        fit.applied = scale
-        if scale != 1.0:
-            depth.mul_(scale)
-        if fit.held_out:
-            fit.abs_rel_after, fit.delta1_after = accuracy(self._held, math.log(scale))
-        self._held = None
-        return fit
+        this frame's ``reference``: (H, W) depth with 0 = none, or (flat pixel indices, depths) with depth 0 for
+        an unused slot (what :func:`sparse` or :func:`space_clip_ros.geometry.project_points_static` make); None
+        when there is none: ``reason`` says why. :meth:`align_static`, then its numbers read on the host."""
+        return self.resolve(self.align_static(depth, reference, stamp_ns).cpu(), reason)
 
-    def _fit(self, depth: Tensor, pixels: Tensor, ref: Tensor, stamp_ns: int) -> Tuple[ScaleFit, Optional[float]]:
+    def align_static(self, depth: Tensor, reference: Union[None, Tensor, Tuple[Tensor, Tensor]],
+                     stamp_ns: int) -> Tensor:
+        """:meth:`align` without reading anything on the host: ``depth`` scaled in place, and the frame's numbers
+        as a float64 tensor of :data:`STAT_FIELDS` on the device (for :meth:`resolve` after the frame's download).
+        Every shape is fixed by the reference's buffer size."""
+        device = depth.device
+        if reference is None:
+            pixels = torch.zeros(1, dtype=torch.int64, device=device)
+            values = torch.zeros(1, dtype=torch.float32, device=device)
+        elif isinstance(reference, Tensor):
+            pixels = torch.arange(reference.numel(), device=device)
+            values = reference.reshape(-1).to(device, non_blocking=True)
+        else:
+            pixels = torch.as_tensor(reference[0]).to(device, non_blocking=True)
+            values = torch.as_tensor(reference[1]).to(device, non_blocking=True)
         pred = depth.reshape(-1)[pixels].float()
-        ref = ref.float()
+        ref = values.float()
         usable = (pred > 0) & (pred < math.inf) & (ref >= self.min_depth) & (ref <= self.max_depth)  # NaN fails
-        pixels = pixels[usable]
-        log_ratio = torch.log(ref[usable]) - torch.log(pred[usable])
-        held = holdout_mask(pixels, self.holdout, stamp_ns)
-        fit_ratio, self._held = log_ratio[~held], log_ratio[held]
-        fit = ScaleFit(None, 1.0, "unaligned", points=int(fit_ratio.numel()), held_out=int(self._held.numel()))
-        if fit.held_out:
-            fit.abs_rel_before, _ = accuracy(self._held)
-        if fit.points < self.min_points:
-            fit.reason = f"{fit.points} reference points in the image, fewer than scale_min_points {self.min_points}"
-            return fit, None
-        log_scale, inliers = robust_log_scale(fit_ratio)
-        fit.inlier_fraction = float(inliers.float().mean())
-        fit.fitted = math.exp(log_scale)
-        return fit, log_scale
+        log_ratio = torch.log(torch.where(usable, ref, torch.ones_like(ref))) \
+            - torch.log(torch.where(usable, pred, torch.ones_like(pred)))
+        held = usable & holdout_mask(pixels, self.holdout, stamp_ns)
+        used = usable & ~held
+        points, held_out = used.sum(), held.sum()
+        fitted = points >= self.min_points
+        log_scale, inliers = robust_log_scale_static(log_ratio, used)
+        log_scale = torch.where(fitted, log_scale, torch.zeros_like(log_scale))
+        scale, state = self.tracker.update_static(stamp_ns, log_scale, fitted)
+        depth.mul_(scale.to(depth.dtype))
+        before, _ = accuracy_static(log_ratio, held)
+        after, delta1 = accuracy_static(log_ratio, held, torch.log(scale).to(log_ratio.dtype))
+        nan = torch.full((), math.nan, dtype=torch.float64, device=device)
+        inlier_fraction = inliers.sum().to(torch.float64) / points.clamp(min=1)
+        return torch.stack([torch.where(fitted, log_scale.to(torch.float64), nan), scale, state.to(torch.float64),
+                            points.to(torch.float64), torch.where(fitted, inlier_fraction, nan),
+                            held_out.to(torch.float64), before.to(torch.float64), after.to(torch.float64),
+                            delta1.to(torch.float64)])
+
+    def resolve(self, stats: Tensor, reason: str = "") -> ScaleFit:
+        """The :class:`ScaleFit` of :meth:`align_static`'s numbers, downloaded."""
+        values = dict(zip(STAT_FIELDS, stats.tolist(), strict=True))
+        points, held_out = int(values["points"]), int(values["held_out"])
+        fitted = None if math.isnan(values["fitted_log"]) else math.exp(values["fitted_log"])
+        if fitted is None and not reason:
+            reason = f"{points} reference points in the image, fewer than scale_min_points {self.min_points}"
+        return ScaleFit(fitted, values["applied"], STATES[int(values["state"])], points=points,
+                        inlier_fraction=values["inlier_fraction"], held_out=held_out,
+                        abs_rel_before=values["abs_rel_before"],
+                        abs_rel_after=values["abs_rel_after"] if held_out else math.nan,
+                        delta1_after=values["delta1_after"] if held_out else math.nan,
+                        reason="" if fitted is not None else reason)

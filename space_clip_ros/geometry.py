@@ -113,6 +113,46 @@ def project_points(points, size: Tuple[int, int], k: np.ndarray, d: Optional[np.
     return pixels, nearest[pixels]
 
 
+def capacity_bucket(n: int, smallest: int = 1024) -> int:
+    """The fixed buffer size for ``n`` points: the next power of two, at least ``smallest`` (a new bucket is a new
+    program to capture; powers of two keep their number small: 14 buckets from 1k to 8M points)."""
+    size = int(smallest)
+    while size < n:
+        size *= 2
+    return size
+
+
+def project_points_static(points, valid, size: Tuple[int, int], intrinsics: Tuple[float, float, float, float],
+                          min_depth: float = 0.1, max_depth: float = float("inf")):
+    """:func:`project_points` for a rectified image (no distortion) in static shapes: ``points`` (C, 3) in a buffer
+    of fixed capacity with ``valid`` (C,) bool saying which rows are points. Returns (flat pixel index (C,) int64,
+    depth (C,)) with one row per buffer row: the point's pixel and depth where it is the nearest point of its
+    pixel (the first such row on a tie), depth 0 elsewhere. The same (pixel, depth) pairs as
+    :func:`project_points`, in buffer order, without reading anything on the host."""
+    import torch
+
+    height, width = size
+    fx, fy, cx, cy = intrinsics
+    device = points.device
+    z = points[:, 2]
+    keep = valid & (z > 0) & (z >= min_depth) & (z <= max_depth)
+    safe = torch.where(keep, z, torch.ones_like(z))
+    u = torch.round(fx * points[:, 0] / safe + cx)
+    v = torch.round(fy * points[:, 1] / safe + cy)
+    keep = keep & (u >= 0) & (v >= 0) & (u < width) & (v < height)
+    spare = height * width  # rows that land nowhere
+    pixel = torch.where(keep, v * width + u, torch.full_like(u, spare)).long()
+    depth = torch.where(keep, z, torch.full_like(z, float("inf")))
+    nearest = torch.full((spare + 1,), float("inf"), dtype=points.dtype, device=device)
+    nearest.scatter_reduce_(0, pixel, depth, "amin")
+    rows = torch.arange(points.shape[0], device=device)
+    candidate = keep & (depth == nearest[pixel])
+    first = torch.full((spare + 1,), points.shape[0], dtype=torch.int64, device=device)
+    first.scatter_reduce_(0, pixel, torch.where(candidate, rows, torch.full_like(rows, points.shape[0])), "amin")
+    winner = candidate & (first[pixel] == rows)
+    return torch.where(winner, pixel, torch.zeros_like(pixel)), torch.where(winner, z, torch.zeros_like(z))
+
+
 def project_to_depth(points: np.ndarray, size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray] = None,
                      distortion_model: str = "plumb_bob", min_depth: float = 0.1, max_depth: float = float("inf"),
                      dtype=np.float32) -> np.ndarray:

@@ -75,6 +75,5 @@ def colorize(depth: Tensor, min_depth: float, max_depth: float, colormap: str = 
     clipped = torch.where(valid, depth, torch.full_like(depth, max_depth)).clamp(min_depth, max_depth)
     scaled = (max_depth - clipped) / (max_depth - min_depth)
     index = (scaled * 255.0 + 0.5).to(torch.uint8)
-    rgb = lut[index.long()]
-    rgb[~valid] = torch.tensor(invalid_rgb, dtype=torch.uint8, device=depth.device)
-    return rgb
+    invalid = torch.tensor(invalid_rgb, dtype=torch.uint8, device=depth.device)
+    return torch.where(valid[..., None], lut[index.long()], invalid)

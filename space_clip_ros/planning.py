@@ -186,18 +186,54 @@ def voxel_downsample(points: Tensor, leaf: float) -> Tensor:
     its points, ordered by voxel. ``leaf`` <= 0 returns the points unchanged."""
     if leaf <= 0 or points.shape[0] == 0:
         return points
+    kept, count = voxel_downsample_static(points, torch.ones(points.shape[0], dtype=torch.bool,
+                                                             device=points.device), leaf)
+    return kept[:int(count)]
+
+
+#: The voxel key of a dropped point: above every real key, so dropped points sort last.
+_NO_VOXEL = 2 ** 62
+
+
+def voxel_downsample_static(points: Tensor, keep: Tensor, leaf: float) -> Tuple[Tensor, Tensor]:
+    """:func:`voxel_downsample` of the points where ``keep`` is True, in static shapes: a (N, 3) buffer whose first
+    ``count`` rows are the centroids ordered by voxel, and ``count`` (a 0-d int64 tensor on the points' device).
+    Voxels by one sort of int64 keys (dropped points last), segment starts where the key changes, sums by index_add
+    in the points' own order (the same sums, in the same order, as summing the kept points alone)."""
+    n = points.shape[0]
+    device = points.device
     keys = torch.floor(points / leaf)
-    low = keys.min(dim=0).values
-    extent = keys.max(dim=0).values - low + 1
-    # One integer per voxel, x fastest as in PCL; int32 (a faster sort) when the grid's box fits in it.
-    wide = float(extent[0]) * float(extent[1]) * float(extent[2]) >= 2 ** 31
-    keys = (keys - low).to(torch.int64 if wide else torch.int32)
-    extent = extent.to(keys.dtype)
-    linear = (keys[:, 2] * extent[1] + keys[:, 1]) * extent[0] + keys[:, 0]
-    voxels, inverse, counts = torch.unique(linear, return_inverse=True, return_counts=True)
-    sums = torch.zeros((voxels.shape[0], 3), dtype=torch.float32, device=points.device)
-    sums.index_add_(0, inverse, points)
-    return sums / counts.unsqueeze(1).to(torch.float32)
+    big = torch.tensor(float("inf"), device=device)
+    low = torch.where(keep[:, None], keys, big).amin(dim=0)
+    high = torch.where(keep[:, None], keys, -big).amax(dim=0)
+    extent = torch.where(torch.isfinite(high - low), high - low + 1, torch.ones_like(low)).to(torch.int64)
+    local = torch.where(keep[:, None], keys - torch.where(torch.isfinite(low), low, torch.zeros_like(low)),
+                        torch.zeros_like(keys)).to(torch.int64)
+    linear = (local[:, 2] * extent[1] + local[:, 1]) * extent[0] + local[:, 0]  # x fastest, as PCL
+    linear = torch.where(keep, linear, torch.full_like(linear, _NO_VOXEL))
+    ordered, order = torch.sort(linear)
+    starts = torch.ones(n, dtype=torch.bool, device=device)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    starts &= ordered != _NO_VOXEL
+    segment_sorted = torch.cumsum(starts.to(torch.int64), 0) - 1
+    segment = torch.empty_like(segment_sorted).scatter_(0, order, segment_sorted)
+    segment = torch.where(keep, segment, torch.full_like(segment, n))  # dropped points: a spare row
+    sums = torch.zeros((n + 1, 3), dtype=torch.float32, device=device)
+    sums.index_add_(0, segment, torch.where(keep[:, None], points, torch.zeros_like(points)))
+    counts = torch.zeros(n + 1, dtype=torch.float32, device=device)
+    counts.index_add_(0, segment, keep.to(torch.float32))
+    return sums[:n] / counts[:n].clamp(min=1.0).unsqueeze(1), starts.sum()
+
+
+def compact(points: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor]:
+    """The rows of ``points`` where ``keep`` is True moved to the front in order, in static shapes: (a buffer of
+    ``points``' shape, the count as a 0-d int64 tensor). Rows past the count are zeros."""
+    n = points.shape[0]
+    slot = torch.where(keep, torch.cumsum(keep.to(torch.int64), 0) - 1, torch.full((n,), n, dtype=torch.int64,
+                                                                                    device=points.device))
+    out = torch.zeros((n + 1,) + tuple(points.shape[1:]), dtype=points.dtype, device=points.device)
+    out.index_copy_(0, slot, points)
+    return out[:n], keep.sum()
 
 
 def filtered_points(depth: Tensor, fx: float, fy: float, cx: float, cy: float, min_range: float = 0.0,
@@ -205,7 +241,17 @@ def filtered_points(depth: Tensor, fx: float, fy: float, cx: float, cy: float, m
                     stride: int = 1) -> Tensor:
     """(N, 3) float32 x, y, z in the optical frame from every pixel with depth (NaN = none) of ``depth`` (H, W):
     flying pixels (:func:`edge_mask`, on the full image) and points outside [min_range, max_range] (distance from
-    the camera) dropped, every ``stride``-th row and column kept, then :func:`voxel_downsample`."""
+    the camera) dropped, every ``stride``-th row and column kept, then :func:`voxel_downsample`. The count is read
+    on the host; the node uses :func:`filtered_points_static` and reads it with everything else it publishes."""
+    kept, count = filtered_points_static(depth, fx, fy, cx, cy, min_range, max_range, edge_threshold, voxel, stride)
+    return kept[:int(count)]
+
+
+def filtered_points_static(depth: Tensor, fx: float, fy: float, cx: float, cy: float, min_range: float = 0.0,
+                           max_range: float = float("inf"), edge_threshold: float = 0.0, voxel: float = 0.0,
+                           stride: int = 1) -> Tuple[Tensor, Tensor]:
+    """:func:`filtered_points` in static shapes: a (H' x W', 3) buffer (H', W' the strided size) whose first
+    ``count`` rows are the points, and ``count`` (0-d int64 on the depth's device). Nothing is read on the host."""
     if not (fx > 0 and fy > 0):
         raise ValueError(f"back-projection needs fx > 0 and fy > 0, got fx={fx}, fy={fy}")
     if stride < 1:
@@ -215,10 +261,15 @@ def filtered_points(depth: Tensor, fx: float, fy: float, cx: float, cy: float, m
     if edge_threshold > 0:
         keep &= ~edge_mask(z, edge_threshold)
     z, keep = z[::stride, ::stride], keep[::stride, ::stride]
-    rows, cols = keep.nonzero(as_tuple=True)  # only the kept pixels from here on
-    z = z[rows, cols]
-    x = (cols.to(torch.float32) * stride - cx) * z / fx
-    y = (rows.to(torch.float32) * stride - cy) * z / fy
+    v = torch.arange(0, depth.shape[0], stride, dtype=torch.float32, device=depth.device)[:, None]
+    u = torch.arange(0, depth.shape[1], stride, dtype=torch.float32, device=depth.device)[None, :]
+    z = torch.where(keep, z, torch.zeros_like(z))
+    x = (u - cx) * z / fx
+    y = (v - cy) * z / fy
     squared = x * x + y * y + z * z
-    inside = ((squared >= min_range * min_range) & (squared <= max_range * max_range)).nonzero(as_tuple=True)[0]
-    return voxel_downsample(torch.stack([x[inside], y[inside], z[inside]], dim=1), voxel)
+    keep = keep & (squared >= min_range * min_range) & (squared <= max_range * max_range)
+    points = torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
+    keep = keep.reshape(-1)
+    if voxel <= 0:
+        return compact(points, keep)
+    return voxel_downsample_static(points, keep, voxel)

@@ -17,14 +17,17 @@ import numpy as np
 import torch
 
 from ..alignment import ScaleAligner, ScaleFit, sparse
-from ..geometry import camera_intrinsics, scale_intrinsics
+from ..geometry import camera_intrinsics, capacity_bucket, scale_intrinsics
 from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
-from ..planning import ScanGeometry, filtered_points, laser_scan, scan_geometry, scan_rows
+from ..planning import ScanGeometry, filtered_points_static, laser_scan, scan_geometry, scan_rows
 from ..temporal import TemporalFusion, confidence
 from .settings import NodeSettings
 
 #: Outputs beyond depth/image and depth/camera_info, computed only when asked for (someone subscribes).
 OPTIONAL_OUTPUTS = ("colored", "points", "scan", "points_filtered", "confidence")
+#: Rows of the filtered cloud downloaded at first (the node's defaults keep about 16k points of a 1242x375 frame);
+#: a larger cloud comes in a second transfer once and the camera's buffer grows (FramePipeline._grow_buffers).
+FILTERED_CAPACITY = 32768
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class FramePipeline:
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
         self._scan_cache: Dict[Tuple, Tuple[ScanGeometry, torch.Tensor]] = {}
+        self._filtered_capacity: Dict[Tuple[int, int], int] = {}  # output size -> rows downloaded
 
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> "FramePipeline":
@@ -138,31 +142,44 @@ class FramePipeline:
         return self._scan_cache[key]
 
     def run(self, frames: Sequence[FrameRequest], settings: NodeSettings) -> Tuple[List[FrameResult], float]:
-        """Every frame's outputs, and the milliseconds of the forward (with the depth download) for the batch."""
+        """Every frame's outputs, and the milliseconds from the forward's start to everything downloaded.
+
+        Between the forward and the download nothing is read on the host and no shape depends on the data (the
+        test of :mod:`space_clip_ros.sync_guard` holds it to that); everything the frames publish comes down in
+        one transfer (:func:`download`)."""
         with torch.inference_mode():
             start = time.perf_counter()
             raw = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
                                                 [f.scale for f in frames])
-            # Each camera model at its output size; the scan needs the depth beyond max_depth, so its rows are
-            # taken before the range mask.
             models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
             for frame in frames:
                 if frame.prepare is not None:
                     frame.prepare(frame, self.estimator.device)
-            refined = [self._refine(frame, model, depth_t, settings)
-                       for frame, model, depth_t in zip(frames, models, raw, strict=True)]
-            scan_inputs = [self._scan_input(frame, model, depth_t, settings, trust)
-                           for frame, model, depth_t, (_, trust) in zip(frames, models, raw, refined, strict=True)]
-            for depth_t, (_, trust) in zip(raw, refined, strict=True):
-                mask_range(depth_t, settings.min_depth, settings.max_depth)
-                if trust is not None:  # no confidence where nothing is published
-                    trust.masked_fill_(torch.isnan(depth_t), 0.0)
-            downloaded = [d.cpu().numpy() for d in raw]
+            staged = self.stage(frames, models, raw, settings)
+            host = download([tensors for tensors, _ in staged])
+            results = [self._result(frame, model, tensors, problems, settings)
+                       for frame, model, tensors, (_, problems) in zip(frames, models, host, staged, strict=True)]
+            self._grow_buffers(frames, results, host, staged)
             inference_ms = (time.perf_counter() - start) * 1000.0
-            results = [self._outputs(settings, frame, model, depth_t, depth, scan_input, fit, trust)
-                       for frame, model, depth_t, depth, scan_input, (fit, trust)
-                       in zip(frames, models, raw, downloaded, scan_inputs, refined, strict=True)]
         return results, inference_ms
+
+    def stage(self, frames: Sequence[FrameRequest], models: Sequence[Optional[CameraModel]],
+              raw: Sequence[torch.Tensor], settings: NodeSettings
+              ) -> List[Tuple[Dict[str, torch.Tensor], Dict[str, str]]]:
+        """Every frame's outputs as tensors on the model's device, in static shapes ((name -> tensor, output ->
+        why it was not computed) per frame): alignment, fusion, confidence, range mask, colour, clouds, scan."""
+        refined = [self._refine(frame, model, depth_t, settings)
+                   for frame, model, depth_t in zip(frames, models, raw, strict=True)]
+        # The scan needs the depth beyond max_depth, so its rows are taken before the range mask.
+        scan_inputs = [self._scan_input(frame, model, depth_t, settings, trust)
+                       for frame, model, depth_t, (_, trust) in zip(frames, models, raw, refined, strict=True)]
+        for depth_t, (_, trust) in zip(raw, refined, strict=True):
+            mask_range(depth_t, settings.min_depth, settings.max_depth)
+            if trust is not None:  # no confidence where nothing is published
+                trust.masked_fill_(torch.isnan(depth_t), 0.0)
+        return [self._outputs(settings, frame, model, depth_t, scan_input, stats, trust)
+                for frame, model, depth_t, scan_input, (stats, trust)
+                in zip(frames, models, raw, scan_inputs, refined, strict=True)]
 
     @staticmethod
     def _needs_confidence(frame: FrameRequest, settings: NodeSettings) -> bool:
@@ -170,22 +187,22 @@ class FramePipeline:
                 or ("points_filtered" in frame.wants and settings.points_filtered_min_confidence > 0))
 
     def _refine(self, frame: FrameRequest, model: Optional[CameraModel], depth_t: torch.Tensor,
-                settings: NodeSettings) -> Tuple[Optional[ScaleFit], Optional[torch.Tensor]]:
-        """Scale alignment and temporal fusion of ``depth_t`` in place (before the range mask); (the alignment, the
-        confidence when some output needs it)."""
-        fit = None
+                settings: NodeSettings) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Scale alignment and temporal fusion of ``depth_t`` in place (before the range mask); (the alignment's
+        numbers on the device, the confidence when some output needs it)."""
+        stats = None
         if frame.aligner is not None:
             reference = frame.reference
             if isinstance(reference, np.ndarray):
                 reference = sparse(reference)  # measured pixels only
-            fit = frame.aligner.align(depth_t, reference, frame.stamp_ns, frame.reference_reason)
+            stats = frame.aligner.align_static(depth_t, reference, frame.stamp_ns)
         temporal = None
         if frame.fusion is not None and model is not None:
             temporal = frame.fusion.fuse(depth_t, model.intrinsics, frame.pose, frame.stamp_ns)
         trust = None
         if self._needs_confidence(frame, settings):
             trust = confidence(depth_t, temporal, settings.points_filtered_edge_threshold)
-        return fit, trust
+        return stats, trust
 
     def _scan_input(self, frame: FrameRequest, model: Optional[CameraModel], depth_t: torch.Tensor,
                     settings: NodeSettings, trust: Optional[torch.Tensor]):
@@ -202,20 +219,23 @@ class FramePipeline:
         return geometry, index, rows
 
     def _outputs(self, settings: NodeSettings, frame: FrameRequest, model: Optional[CameraModel],
-                 depth_t: torch.Tensor, depth: np.ndarray, scan_input, fit: Optional[ScaleFit] = None,
-                 trust: Optional[torch.Tensor] = None) -> FrameResult:
+                 depth_t: torch.Tensor, scan_input, stats: Optional[torch.Tensor] = None,
+                 trust: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         out_h, out_w = frame.size
-        result = FrameResult(depth=depth, model=model, alignment=fit)
+        tensors: Dict[str, torch.Tensor] = {"depth": depth_t}
+        problems: Dict[str, str] = {}
         wants = frame.wants
+        if stats is not None:
+            tensors["alignment"] = stats
         if "confidence" in wants and trust is not None:
-            result.confidence = trust.cpu().numpy()
+            tensors["confidence"] = trust
         if "colored" in wants:
-            colour = colorize(depth_t, settings.colored_min_depth, settings.colored_max_depth, settings.colormap)
-            result.colored = colour.cpu().numpy()
+            tensors["colored"] = colorize(depth_t, settings.colored_min_depth, settings.colored_max_depth,
+                                          settings.colormap)
         if model is None:
             for name in wants & {"points", "scan", "points_filtered"}:
-                result.problems[name] = "no camera_info"
-            return result
+                problems[name] = "no camera_info"
+            return tensors, problems
         fx, fy, cx, cy = model.intrinsics
         if "points" in wants:
             stride = int(settings.points_stride)
@@ -223,18 +243,73 @@ class FramePipeline:
             if settings.points_rgb:
                 image = torch.from_numpy(frame.rgb).to(depth_t.device, non_blocking=True)
                 colour_t = resize_rgb(image, (out_h, out_w))[::stride, ::stride]
-            result.points = cloud_buffer(depth_t, fx, fy, cx, cy, stride, colour_t).cpu().numpy()
+            tensors["points"] = cloud_buffer(depth_t, fx, fy, cx, cy, stride, colour_t)
         if isinstance(scan_input, str):
-            result.problems["scan"] = scan_input
+            problems["scan"] = scan_input
         elif scan_input is not None:
             geometry, index, rows = scan_input
-            ranges = laser_scan(rows, geometry, settings.scan_range_min, settings.scan_range_max, index)
-            result.scan, result.scan_geometry = ranges.cpu().numpy(), geometry
+            tensors["scan"] = laser_scan(rows, geometry, settings.scan_range_min, settings.scan_range_max, index)
         if "points_filtered" in wants:
             if trust is not None and settings.points_filtered_min_confidence > 0:
                 depth_t = depth_t.masked_fill(trust < settings.points_filtered_min_confidence, float("nan"))
-            kept = filtered_points(depth_t, fx, fy, cx, cy, settings.points_filtered_min_range,
-                                   settings.points_filtered_max_range, settings.points_filtered_edge_threshold,
-                                   settings.points_filtered_voxel, int(settings.points_filtered_stride))
-            result.points_filtered = kept.cpu().numpy()
+            kept, count = filtered_points_static(depth_t, fx, fy, cx, cy, settings.points_filtered_min_range,
+                                                 settings.points_filtered_max_range,
+                                                 settings.points_filtered_edge_threshold,
+                                                 settings.points_filtered_voxel, int(settings.points_filtered_stride))
+            capacity = min(self._filtered_capacity.get(frame.size, FILTERED_CAPACITY), kept.shape[0])
+            tensors["points_filtered"], tensors["points_filtered_count"] = kept[:capacity], count.reshape(1)
+            tensors["_points_filtered_all"] = kept  # not downloaded: read only when the capacity was too small
+        return tensors, problems
+
+    def _result(self, frame: FrameRequest, model: Optional[CameraModel], host: Dict[str, np.ndarray],
+                problems: Dict[str, str], settings: NodeSettings) -> FrameResult:
+        result = FrameResult(depth=host["depth"], model=model, problems=dict(problems))
+        if "alignment" in host:
+            result.alignment = frame.aligner.resolve(torch.from_numpy(host["alignment"]), frame.reference_reason)
+        result.confidence = host.get("confidence")
+        result.colored = host.get("colored")
+        result.points = host.get("points")
+        if "scan" in host:
+            result.scan = host["scan"]
+            result.scan_geometry = self._scan_geometry(model, settings.scan_height)[0]
+        if "points_filtered" in host:
+            count = int(host["points_filtered_count"][0])
+            result.points_filtered = host["points_filtered"][:count]
         return result
+
+    def _grow_buffers(self, frames: Sequence[FrameRequest], results: List[FrameResult],
+                      host: List[Dict[str, np.ndarray]], staged) -> None:
+        """A filtered cloud larger than its download buffer: the rest comes in a second transfer this once, and
+        the camera's buffer grows to the next power of two above 1.5x the count."""
+        for frame, result, got, (tensors, _) in zip(frames, results, host, staged, strict=True):
+            if "points_filtered" not in got:
+                continue
+            count = int(got["points_filtered_count"][0])
+            if count > got["points_filtered"].shape[0]:
+                result.points_filtered = tensors["_points_filtered_all"][:count].cpu().numpy()
+                self._filtered_capacity[frame.size] = capacity_bucket(int(count * 1.5), FILTERED_CAPACITY)
+
+
+def download(batches: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:
+    """Every tensor of every frame (names starting with ``_`` left on the device) as numpy arrays, in one
+    device-to-host transfer: packed as bytes into one buffer on the device, copied into pinned host memory once,
+    and cut into arrays of their dtypes and shapes there. CPU tensors are returned as they are (no copy)."""
+    wanted = [(i, name, t) for i, tensors in enumerate(batches) for name, t in tensors.items()
+              if not name.startswith("_")]
+    out: List[Dict[str, np.ndarray]] = [{} for _ in batches]
+    on_device = [(i, name, t) for i, name, t in wanted if t.device.type != "cpu"]
+    for i, name, t in wanted:
+        if t.device.type == "cpu":
+            out[i][name] = t.numpy()
+    if not on_device:
+        return out
+    flat = [t.contiguous().reshape(-1).view(torch.uint8) for _, _, t in on_device]
+    packed = torch.cat(flat)
+    host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(packed)  # the one transfer (and the one wait for the device)
+    offset = 0
+    for (i, name, t), part in zip(on_device, flat, strict=True):
+        size = part.numel()
+        out[i][name] = host[offset:offset + size].view(t.dtype).reshape(t.shape).numpy()
+        offset += size
+    return out

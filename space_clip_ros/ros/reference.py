@@ -16,7 +16,7 @@ from typing import Any, Deque, Optional, Tuple
 
 import numpy as np
 
-from ..geometry import project_points
+from ..geometry import capacity_bucket, project_points, project_points_static
 from ..tf_tree import TfError, TfTree
 from . import range_data
 from .camera_state import format_ns, stamp_ns
@@ -121,6 +121,21 @@ def reference_points(queue: ReferenceQueue, msg: Any, dtype=np.float64) -> np.nd
     return points
 
 
+def _reference_in_camera(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int, max_dt_ns: int,
+                         odom_frame: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(float32 points of the reference nearest to ``image_stamp`` in their own frame, 4x4 camera <- their frame)."""
+    msg = queue.nearest(image_stamp, max_dt_ns)
+    points = reference_points(queue, msg, np.float32)
+    source, source_ns = msg.header.frame_id, stamp_ns(msg.header.stamp)
+    try:
+        moving = bool(odom_frame) and tree.has_dynamic(camera_frame, source)
+        to_camera = tree.lookup_full(camera_frame, image_stamp, source, source_ns, odom_frame if moving else "")
+    except TfError as error:
+        raise ReferenceRefused("reference_no_tf", f"no tf from the reference's frame to the camera's: {error}") \
+            from None
+    return points, to_camera
+
+
 def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
                     size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray], distortion_model: str,
                     max_dt_ns: int, odom_frame: str, min_depth: float, max_depth: float,
@@ -131,19 +146,34 @@ def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
     stamp when the path between the two frames moves. Raises :class:`ReferenceRefused`."""
     import torch
 
-    msg = queue.nearest(image_stamp, max_dt_ns)
-    points = reference_points(queue, msg, np.float32)
-    source, source_ns = msg.header.frame_id, stamp_ns(msg.header.stamp)
-    try:
-        moving = bool(odom_frame) and tree.has_dynamic(camera_frame, source)
-        to_camera = tree.lookup_full(camera_frame, image_stamp, source, source_ns, odom_frame if moving else "")
-    except TfError as error:
-        raise ReferenceRefused("reference_no_tf", f"no tf from the reference's frame to the camera's: {error}") \
-            from None
+    points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
     points_t = torch.from_numpy(points).to(device, non_blocking=True)
     rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(device)
     translation = torch.from_numpy(to_camera[:3, 3].astype(np.float32)).to(device)
     return project_points(points_t @ rotation.T + translation, size, k, d, distortion_model, min_depth, max_depth)
+
+
+def reference_depth_static(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
+                           size: Tuple[int, int], intrinsics: Tuple[float, float, float, float], max_dt_ns: int,
+                           odom_frame: str, min_depth: float, max_depth: float, device: Any = "cpu"
+                           ) -> Tuple[Any, Any]:
+    """:func:`reference_depth` for the node's frame path: the points in a buffer of fixed capacity (the next power
+    of two, :func:`~space_clip_ros.geometry.capacity_bucket`), uploaded once, moved and projected on ``device``
+    (:func:`~space_clip_ros.geometry.project_points_static`, a rectified image): (pixel, depth) per buffer row,
+    depth 0 for rows that are not a pixel's nearest point. Nothing is read back."""
+    import torch
+
+    points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
+    n = points.shape[0]
+    capacity = capacity_bucket(n)
+    buffer = np.zeros((capacity, 4), np.float32)  # x, y, z, valid
+    buffer[:n, :3] = points
+    buffer[:n, 3] = 1.0
+    uploaded = torch.from_numpy(buffer).to(device, non_blocking=True)
+    rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(device)
+    translation = torch.from_numpy(to_camera[:3, 3].astype(np.float32)).to(device)
+    moved = uploaded[:, :3] @ rotation.T + translation
+    return project_points_static(moved, uploaded[:, 3] > 0, size, intrinsics, min_depth, max_depth)
 
 
 def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
@@ -160,11 +190,10 @@ def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: T
         try:
             if model is None:
                 raise ReferenceRefused("no_camera_info", "no camera_info: the reference cannot be projected")
-            fx, fy, cx, cy = model.intrinsics  # the node's own back-projection: the image taken as rectified
-            k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-            request.reference = reference_depth(camera.reference, tree, frame_id, stamp, request.size, k, None,
-                                                model.distortion_model, int(settings.scale_max_dt * 1e9),
-                                                settings.odom_frame, settings.min_depth, settings.max_depth, device)
+            # The node's own back-projection: the image taken as rectified, projected with its intrinsics.
+            request.reference = reference_depth_static(
+                camera.reference, tree, frame_id, stamp, request.size, model.intrinsics,
+                int(settings.scale_max_dt * 1e9), settings.odom_frame, settings.min_depth, settings.max_depth, device)
         except ReferenceRefused as refused:
             request.reference_reason = f"{refused.reason}: {refused}"
             camera.stats.count(f"unaligned.{refused.reason}")
