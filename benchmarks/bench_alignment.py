@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "test"), str(Path(__file__).resolve().parent)]
+import check_io  # noqa: E402
 
 TRUE_SCALE = 1.3
 
@@ -159,7 +160,10 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--repeats", type=int, default=10)
+    check_io.add_arguments(parser)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be positive")
 
     import torch
     from bench_inference import full_size_model
@@ -167,12 +171,18 @@ def main() -> int:
 
     from space_clip_ros import DepthEstimator
     from space_clip_ros.alignment import ScaleAligner
-    from space_clip_ros.ros.reference import ReferenceQueue, reference_depth
+    from space_clip_ros.ros.reference import ReferenceQueue, reference_depth_static
+    from space_clip_ros.sync_guard import count_ops
     from space_clip_ros.synthetic import KITTI_K, render_scene
     from space_clip_ros.temporal import TemporalFusion, confidence
 
     rgb, depth = render_scene(intrinsics=KITTI_K)
     height, width = depth.shape
+    if args.dry_run:
+        lidar = lidar_scan(depth, KITTI_K)
+        rig()
+        return check_io.dry_run_done(args, f"alignment ({lidar.shape[0]:,} lidar points in view, a 120k cloud) "
+                                     f"and fusion accuracy and cost on {args.device} ({args.backend})")
     print(f"scene: synthetic KITTI street {width}x{height}; model depth = exact / {TRUE_SCALE} x (1 + 5% noise)")
     print("\n| accuracy | lidar points | reference pixels | fitted scale | x true | held-out median(ref / aligned) |")
     print("|---|---|---|---|---|---|")
@@ -191,44 +201,51 @@ def main() -> int:
     device = torch.device(args.device)
     tree, velo_from_camera = rig()
     points = lidar_scan(depth, KITTI_K)
-    fx, fy, cx, cy = KITTI_K
-    k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
     big = np.concatenate([points] * math.ceil(120_000 / points.shape[0]))[:120_000]  # a 120k-point cloud
     queue = ReferenceQueue("points")
     queue.add(cloud_message(big @ velo_from_camera[:3, :3].T + velo_from_camera[:3, 3], "velodyne", 1_000_000_000))
     model = torch.from_numpy(np.where(depth > 0, depth / TRUE_SCALE, 100.0).astype(np.float32)).to(device)
     aligner = ScaleAligner()
 
+    def align_on_device():  # as the node: fixed-capacity buffer, projection and fit on the device
+        pairs = reference_depth_static(queue, tree, "camera_optical", 1_000_000_000, (height, width), KITTI_K,
+                                       50_000_000, "", 0.1, 80.0, device)
+        return aligner.align_static(model.clone(), pairs, 1_000_000_000)
+
     def align():
-        pairs = reference_depth(queue, tree, "camera_optical", 1_000_000_000, (height, width), k, None, "plumb_bob",
-                                50_000_000, "", 0.1, 80.0, device)
-        aligner.align(model.clone(), pairs, 1_000_000_000)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        align_on_device().cpu()  # the numbers come down with the frame's one download
 
     fusion = TemporalFusion()
     pose = np.eye(4)
     counter = [0]
 
-    def fuse():
+    def fuse_on_device():
         counter[0] += 1
         current = model.clone()
         temporal = fusion.fuse(current, KITTI_K, pose, counter[0])
-        confidence(current, temporal, 0.1).cpu()
+        return confidence(current, temporal, 0.1)
+
+    def fuse():
+        fuse_on_device().cpu()
 
     # First the steps, then the forward: a runtime's worker threads may still spin after it.
     costs = {"alignment, 120k-point cloud (parse, tf, project, fit)": median_ms(align, args.repeats),
              "temporal fusion + confidence": median_ms(fuse, args.repeats)}
+    ops = dict(zip(costs, (count_ops(align_on_device), count_ops(lambda: fuse_on_device())), strict=True))
     estimator = DepthEstimator(full_size_model(), device=args.device, backend=args.backend)
     forward_ms = median_ms(lambda: estimator.predict_tensor([rgb], [(height, width)], [1.0])[0].cpu(),
                             max(3, args.repeats // 2))
     estimator = None
     print(f"\nper-frame cost on {device}, {width}x{height}, median of {max(5, args.repeats)}")
-    print("| step | ms | x forward |")
-    print("|---|---|---|")
-    print(f"| forward, 1 frame (bare, {args.backend}) | {forward_ms:.1f} | 1.000 |")
+    print("| step | ms | x forward | ops | data-dependent ops |")
+    print("|---|---|---|---|---|")
+    print(f"| forward, 1 frame (bare, {args.backend}) | {forward_ms:.1f} | 1.000 | | |")
     for name, ms in costs.items():
-        print(f"| {name} | {ms:.2f} | {ms / forward_ms:.4f} |")
+        print(f"| {name} | {ms:.2f} | {ms / forward_ms:.4f} | {ops[name]['ops']} | {ops[name]['data_dependent']} |")
+    align_ms, fuse_ms = costs.values()
+    check_io.write(args, f"alignment {align_ms:.2f} ms ({align_ms / forward_ms:.2f}x forward), fusion + confidence "
+                   f"{fuse_ms:.2f} ms ({fuse_ms / forward_ms:.2f}x) on {args.device}",
+                   forward_ms=forward_ms, costs_ms=costs, ops=ops)
     return 0
 
 

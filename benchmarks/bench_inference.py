@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import os
 import platform
 import statistics
@@ -32,7 +31,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+import check_io  # noqa: E402
 
 CPU_ROWS = ["eager:fp32", "eager:bf16", "compile:fp32", "onnxruntime:fp32", "openvino:fp32", "openvino:bf16"]
 CUDA_ROWS = ["eager:fp32", "eager:fp16", "eager:bf16", "compile:fp16", "cudagraph:fp32", "cudagraph:fp16",
@@ -78,6 +78,24 @@ def machine(device: torch.device) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def row_backend(spec: str):
+    """``backend:precision`` -> (backend, its options, precision); ``cudagraph`` rows compile before the first frame
+    (the compiled numbers), ``cudagraph-nocompile`` rows never compile (what serves while the node compiles)."""
+    from space_clip_ros.device import INFERENCE_PRECISIONS
+    from space_clip_ros.inference import BACKENDS
+
+    backend, _, precision = spec.partition(":")
+    options = {}
+    if backend == "cudagraph-nocompile":
+        backend, options = "cudagraph", {"compile": False}
+    elif backend == "cudagraph":
+        options = {"compile": True}
+    if backend not in BACKENDS or precision not in INFERENCE_PRECISIONS:
+        raise SystemExit(f"bench_inference: bad row {spec!r}: backend one of {BACKENDS} or cudagraph-nocompile, "
+                         f"precision one of {INFERENCE_PRECISIONS}")
+    return backend, options, precision
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -103,10 +121,7 @@ def run_row(spec: str, model, device: torch.device, frame: np.ndarray, iters: in
     from space_clip_ros import DepthEstimator
     from space_clip_ros.export import depth_errors
 
-    backend, precision = spec.split(":")
-    options = {}
-    if backend == "cudagraph-nocompile":
-        backend, options = "cudagraph", {"compile": False}
+    backend, options, precision = row_backend(spec)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -150,23 +165,27 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=None, help="timed frames per row (default: 10 CPU, 50 CUDA)")
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--backends", help="comma-separated backend:precision rows (default: all for the device)")
-    parser.add_argument("--json", type=Path, help="write the rows as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
+    check_io.add_arguments(parser)
     args = parser.parse_args()
 
     from space_clip_ros.device import resolve_device
     from space_clip_ros.inference import BackendUnavailableError
     from space_clip_ros.synthetic import render_scene
 
-    device = resolve_device(args.device)
-    cuda = device.type == "cuda"
-    iters = args.iters or (50 if cuda else 10)
-    warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
+    cuda = args.device.startswith("cuda")
     rows_wanted = args.backends.split(",") if args.backends else (CUDA_ROWS if cuda else CPU_ROWS)
     if rows_wanted[0] != "eager:fp32":
         rows_wanted = ["eager:fp32"] + [r for r in rows_wanted if r != "eager:fp32"]
+    for spec in rows_wanted:
+        row_backend(spec)
     frame = render_scene()[0]
     model = full_size_model()
+    if args.dry_run:
+        return check_io.dry_run_done(args, f"{len(rows_wanted)} rows on {args.device}: {', '.join(rows_wanted)}")
+    device = resolve_device(args.device)
+    iters = args.iters or (50 if cuda else 10)
+    warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
     print(f"machine: {machine(device)}")
     print(f"frame {frame.shape[1]}x{frame.shape[0]} rgb8 -> depth at input size; full-size ViT-B/16 + released "
           f"decoder, random weights; {iters} timed frames per row (medians)", flush=True)
@@ -197,8 +216,10 @@ def main() -> int:
     print(table)
     for line in skipped:
         print(f"not run: {line}")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(device), "rows": rows, "skipped": skipped}, indent=2))
+    best = min(rows, key=lambda r: r["b1_p50_ms"])
+    check_io.write(args, f"eager fp32 {base:.2f} ms; best {best['backend']} {best['b1_p50_ms']:.2f} ms "
+                   f"({base / best['b1_p50_ms']:.1f}x), b8 {best['b8_img_s']:.0f} img/s",
+                   machine=machine(device), rows=rows, skipped=skipped)
     if args.markdown:
         args.markdown.write_text(f"machine: {machine(device)}\n\n{table}\n")
     return 0

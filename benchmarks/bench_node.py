@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "test"), str(Path(__file__).resolve().parent)]
+import check_io  # noqa: E402
 
 
 def _percentile(values, q):
@@ -44,13 +45,15 @@ def median_ms(run, repeats):
     return statistics.median(times)
 
 
-def output_costs(device, forward_ms: float, repeats: int) -> None:
+def output_costs(device, forward_ms: float, repeats: int) -> dict:
     """Per-frame cost of the node's optional outputs on ``device`` against a forward of ``forward_ms``."""
     import torch
 
     from space_clip_ros.outputs import cloud_buffer, mask_range
-    from space_clip_ros.planning import filtered_points, laser_scan, scan_geometry, scan_rows
+    from space_clip_ros.planning import filtered_points_static, laser_scan, scan_geometry, scan_rows
+    from space_clip_ros.ros.frame_pipeline import FILTERED_CAPACITY
     from space_clip_ros.ros.settings import NodeSettings
+    from space_clip_ros.sync_guard import count_ops
     from space_clip_ros.synthetic import KITTI_K, render_scene
 
     s = NodeSettings.from_values({})
@@ -62,28 +65,39 @@ def output_costs(device, forward_ms: float, repeats: int) -> None:
     geometry = scan_geometry(width, height, [fx, 0, cx, 0, fy, cy, 0, 0, 1], [fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0],
                              s.scan_height)
     index = torch.from_numpy(geometry.index).to(device)
-    runs = {
-        "organized cloud (depth/points)": lambda: cloud_buffer(depth, fx, fy, cx, cy).cpu().numpy(),
+    def filtered():  # as the node: static shapes, the count and a capacity's rows in one download
+        kept, count = filtered_points_static(depth, fx, fy, cx, cy, s.points_filtered_min_range,
+                                             s.points_filtered_max_range, s.points_filtered_edge_threshold,
+                                             s.points_filtered_voxel, s.points_filtered_stride)
+        return kept[:FILTERED_CAPACITY], count
+
+    def download(outputs):
+        cpu = [t.cpu().numpy() for t in (outputs if isinstance(outputs, tuple) else (outputs,))]
+        return cpu[0][:int(cpu[1])] if len(cpu) == 2 else cpu[0]
+
+    computes = {
+        "organized cloud (depth/points)": lambda: cloud_buffer(depth, fx, fy, cx, cy),
         "scan (depth/scan)": lambda: laser_scan(scan_rows(raw, geometry, s.min_depth, s.max_depth), geometry,
-                                                s.scan_range_min, s.scan_range_max, index).cpu().numpy(),
-        "filtered cloud (depth/points_filtered)": lambda: filtered_points(
-            depth, fx, fy, cx, cy, s.points_filtered_min_range, s.points_filtered_max_range,
-            s.points_filtered_edge_threshold, s.points_filtered_voxel, s.points_filtered_stride).cpu().numpy(),
+                                                s.scan_range_min, s.scan_range_max, index),
+        "filtered cloud (depth/points_filtered)": filtered,
     }
+    runs = {name: (lambda compute=compute: download(compute())) for name, compute in computes.items()}
     costs = {name: median_ms(run, repeats) for name, run in runs.items()}
     sizes = {name: run().nbytes for name, run in runs.items()}
+    ops = {name: count_ops(compute) for name, compute in computes.items()}
     both = costs["scan (depth/scan)"] + costs["filtered cloud (depth/points_filtered)"]
     organized = sizes["organized cloud (depth/points)"]
     print(f"\nper-frame output costs on {device}, {width}x{height}, node defaults (scan_height {s.scan_height}, "
           f"voxel {s.points_filtered_voxel} m, range {s.points_filtered_min_range}-{s.points_filtered_max_range} m, "
           f"edge threshold {s.points_filtered_edge_threshold}), median of {max(5, repeats)}")
-    print("| output | ms | x forward | bytes | x organized cloud bytes |")
-    print("|---|---|---|---|---|")
-    print(f"| forward, 1 frame (bare) | {forward_ms:.2f} | 1.000 | | |")
+    print("| output | ms | x forward | bytes | x organized cloud bytes | ops | data-dependent ops |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| forward, 1 frame (bare) | {forward_ms:.2f} | 1.000 | | | | |")
     for name in runs:
         print(f"| {name} | {costs[name]:.3f} | {costs[name] / forward_ms:.4f} | {sizes[name]:,} | "
-              f"{sizes[name] / organized:.4f} |")
-    print(f"| scan + filtered cloud | {both:.3f} | {both / forward_ms:.4f} | | |")
+              f"{sizes[name] / organized:.4f} | {ops[name]['ops']} | {ops[name]['data_dependent']} |")
+    print(f"| scan + filtered cloud | {both:.3f} | {both / forward_ms:.4f} | | | | |")
+    return {"forward_ms": forward_ms, "costs_ms": costs, "bytes": sizes, "scan_and_filtered_ms": both, "ops": ops}
 
 
 def main() -> int:
@@ -95,8 +109,16 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate for the sustained-rate part (Hz)")
     parser.add_argument("--seconds", type=float, default=None, help="length of the sustained-rate part")
     parser.add_argument("--outputs-only", action="store_true", help="only the per-output cost table")
+    parser.add_argument("--wait-compiled", type=float, default=300.0,
+                        help="seconds to wait for the node's background compilation before timing (CUDA)")
+    check_io.add_arguments(parser)
     args = parser.parse_args()
-    counts = [int(c) for c in args.cameras.split(",")]
+    try:
+        counts = [int(c) for c in args.cameras.split(",")]
+    except ValueError:
+        parser.error(f"--cameras takes comma-separated counts, got {args.cameras!r}")
+    if not counts or min(counts) < 1 or args.frames < 1:
+        parser.error("--cameras and --frames must be positive")
 
     import torch
     from bench_inference import full_size_model
@@ -110,7 +132,14 @@ def main() -> int:
                            provenance={"trained": True, "source": "benchmark: random weights, timing only"})
     rgb, _ = render_scene()
     height, width = rgb.shape[:2]
+    if args.dry_run:
+        if not args.outputs_only:
+            import rclpy  # noqa: F401 - the node part needs it: fail here, not on the GPU machine
+            import ros_harness  # noqa: F401
+        what = "output costs" + ("" if args.outputs_only else f", then the node with {counts} cameras")
+        return check_io.dry_run_done(args, f"{what} on {args.device} ({args.backend})")
     estimator = DepthEstimator(model, device=args.device, backend=args.backend)
+    estimator.wait_compiled(args.wait_compiled)
     backend = estimator.backend.describe()
     bare = {}
     for n in counts:
@@ -128,9 +157,12 @@ def main() -> int:
             run()
             times.append((time.perf_counter() - start) * 1000)
         bare[n] = statistics.median(times)
-    output_costs(estimator.device, bare[counts[0]] / counts[0], args.frames)
+    outputs = output_costs(estimator.device, bare[counts[0]] / counts[0], args.frames)
     estimator = None  # free it before the node runs
     if args.outputs_only:
+        check_io.write(args, f"scan + filtered cloud {outputs['scan_and_filtered_ms']:.2f} ms a frame on "
+                       f"{args.device} ({outputs['scan_and_filtered_ms'] / outputs['forward_ms']:.2f}x the forward)",
+                       outputs=outputs, backend=backend)
         return 0
 
     import rclpy
@@ -177,6 +209,19 @@ def main() -> int:
 
                 for _ in range(2):  # warm-up
                     wait_all(send_all(), "points")
+                # The node's default on CUDA compiles in the background: time the compiled path.
+                compile_wait = time.time()
+                while time.time() - compile_wait < args.wait_compiled:
+                    status = rigs[0].status() or {}
+                    if status.get("compile", "off") in ("off", "compiled") or \
+                            status.get("compile", "").startswith("failed"):
+                        break
+                    send_all()
+                    for h in rigs:
+                        h.executor.spin_once(timeout_sec=0.2)
+                compiled_after = time.time() - compile_wait
+                state = (rigs[0].status() or {}).get("compile", "?")
+                print(f"{n} camera(s): node's compile state '{state}' after {compiled_after:.1f} s more", flush=True)
                 depth_lat, points_lat = [], []
                 for _ in range(args.frames):
                     stamps = send_all()
@@ -202,6 +247,7 @@ def main() -> int:
                         h.executor.spin_once(timeout_sec=0.01)
                 got = [len(h.received["depth"]) - b for h, b in zip(rigs, before, strict=True)]
                 results[n] = {
+                    "compile": state,
                     "depth_p50": statistics.median(depth_lat), "depth_p90": _percentile(depth_lat, 90),
                     "points_p50": statistics.median(points_lat), "points_p90": _percentile(points_lat, 90),
                     "out_hz": statistics.mean(got) / elapsed, "in_hz": sent / elapsed,
@@ -225,6 +271,9 @@ def main() -> int:
         print(f"| {n} | {bare[n]:.1f} | {r['depth_p50']:.1f} / {r['depth_p90']:.1f} | {r['points_p50']:.1f} / "
               f"{r['points_p90']:.1f} | {r['depth_p50'] / bare[n]:.2f} | {r['out_hz']:.2f} ({r['in_hz']:.1f}) | "
               f"{100 * r['dropped']:.0f}% |")
+    headline = "; ".join(f"{n} cam: depth p50 {results[n]['depth_p50']:.1f} ms, {results[n]['out_hz']:.1f} Hz out of "
+                         f"{results[n]['in_hz']:.1f}, {100 * results[n]['dropped']:.0f}% dropped" for n in counts)
+    check_io.write(args, headline, bare_ms=bare, nodes=results, outputs=outputs, backend=backend)
     return 0
 
 

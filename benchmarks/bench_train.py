@@ -22,7 +22,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "train"), str(ROOT / "test"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "train"), str(ROOT / "test"), str(ROOT), str(ROOT / "benchmarks")]
+import check_io  # noqa: E402
+
+#: Part 1's target on a GPU (issue 25): the trainer in bf16 at least this many times the plain fp32 loop's images/s,
+#: and at most this much CUDA memory at batch 64 (the authors' code: 237 img/s, 17.7 GiB fp32 on an H100).
+TARGET_SPEEDUP, TARGET_GIB = 2.0, 9.0
 
 
 def peak_rss_mib() -> float:
@@ -54,7 +59,7 @@ def timed(fn, steps, sync):
     return statistics.median(times)
 
 
-def part1(args, tmp, tree) -> None:
+def part1(args, tmp, tree) -> dict:
     import torch
     from space_clip_train.losses import SpaceClipLoss
     from space_clip_train.trainer import Trainer
@@ -63,14 +68,16 @@ def part1(args, tmp, tree) -> None:
     tower = tmp / "vit_b16_random"
     torch.manual_seed(0)
     CLIPVisionModel(CLIPVisionConfig(patch_size=16, image_size=224)).save_pretrained(tower)
-    cuda = args.device.startswith("cuda")
+    cuda = args.device.startswith("cuda") and not args.dry_run
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     rows = []
 
     def run_trainer(precision):
-        config = make_config(tmp, tower, tree, device=args.device, name=f"bench_{precision}",
+        config = make_config(tmp, tower, tree, device=check_io.device_for(args), name=f"bench_{precision}",
                              batch_size=args.batch, precision=precision)
         trainer = Trainer(config)
+        if args.dry_run:
+            return trainer, [], 0.0, 0.0
         batches = [b for _, b in zip(range(args.steps + 1), iter(trainer.loader), strict=False)]
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -79,6 +86,9 @@ def part1(args, tmp, tree) -> None:
         return trainer, batches, seconds, peak
 
     trainer, batches, t_fp32, m_fp32 = run_trainer("fp32")
+    if args.dry_run:
+        print(f"part 1 set up: {len(trainer.train_set)} training lines, batch {args.batch}, {args.steps} steps")
+        return {}
     # The plain loop: the same model (a copy), the same batches.
     model = copy.deepcopy(trainer.model).train()
     optimizer = torch.optim.AdamW(list(model.trainable_parameters()), lr=1e-4, weight_decay=0.01)
@@ -103,12 +113,20 @@ def part1(args, tmp, tree) -> None:
     what = "peak CUDA MiB" if cuda else "process peak RSS MiB (cumulative)"
     print(f"\nPart 1: training step, batch {args.batch} of 352x704 crops, ViT-B/16 (random) + released decoder, "
           f"{args.device}, torch {torch.__version__}, medians of {args.steps} steps")
-    print(f"{'loop':<14} {'step ms':>9} {'images/s':>9} {'ratio':>6} {what:>34}")
+    print(f"| loop | step ms | images/s | x plain fp32 images/s | {what} |")
+    print("|---|---|---|---|---|")
     for name, seconds, peak in rows:
-        print(f"{name:<14} {seconds * 1000:9.1f} {args.batch / seconds:9.2f} {seconds / t_plain:6.2f} {peak:34.0f}")
+        print(f"| {name} | {seconds * 1000:.1f} | {args.batch / seconds:.2f} | {t_plain / seconds:.2f} | {peak:.0f} |")
+    speedup = t_plain / t_bf16
+    if cuda:
+        verdict = "meets" if speedup >= TARGET_SPEEDUP and m_bf16 / 1024 <= TARGET_GIB else "misses"
+        print(f"trainer bf16: {speedup:.2f}x the plain fp32 loop, {m_bf16 / 1024:.1f} GiB: {verdict} the target "
+              f"(>= {TARGET_SPEEDUP}x, <= {TARGET_GIB} GiB at batch 64)")
+    return {"batch": args.batch, "speedup_bf16": speedup, "peak_mib_bf16": m_bf16,
+            "rows": [{"loop": n, "step_ms": s * 1000, "img_s": args.batch / s, "peak_mib": p} for n, s, p in rows]}
 
 
-def part2(args, tmp, tree) -> bool:
+def part2(args, tmp, tree) -> dict:
     import numpy as np
     import torch
     from space_clip_train.data import read_list
@@ -123,9 +141,14 @@ def part2(args, tmp, tree) -> bool:
                                      num_attention_heads=4, patch_size=16, image_size=224)).save_pretrained(tower)
     steps_per_epoch = len(read_list(tree.train_list)) // 4
     epochs = -(-args.learn_steps // steps_per_epoch)  # the cosine schedule spans the whole run
-    config = make_config(tmp, tower, tree, device=args.device, name="learn", batch_size=4, epochs=epochs,
-                         max_steps=args.learn_steps, eval_every=epochs, lr=args.learn_lr, scheduler="cosine_warmup",
+    config = make_config(tmp, tower, tree, device=check_io.device_for(args), name="learn", batch_size=4,
+                         epochs=epochs, max_steps=args.learn_steps, eval_every=epochs, lr=args.learn_lr,
+                         scheduler="cosine_warmup",
                          model={"hidden_size": 96, "decoder_channels": [64, 32, 32, 16], "film_hidden_size": 64})
+    if args.dry_run:
+        trainer = Trainer(config)
+        print(f"part 2 set up: {len(trainer.train_set)} training lines, {args.learn_steps} steps of batch 4")
+        return {}
     start = time.time()
     results = Trainer(config).fit()
     minutes = (time.time() - start) / 60
@@ -144,12 +167,14 @@ def part2(args, tmp, tree) -> bool:
           f"(AdamW, cosine to a peak lr {args.learn_lr:g}) "
           f"on {len(read_list(tree.train_list))} synthetic frames, {minutes:.1f} min on {args.device}; "
           f"held-out drive, {base['n_images']} frames, standard protocol (Garg crop)")
-    print(f"{'prediction':<26} {'AbsRel':>8} {'RMSE':>8} {'d1':>7} {'SILog':>7}")
+    print("| prediction | AbsRel | RMSE | d1 | SILog |")
+    print("|---|---|---|---|---|")
     for name, r in ((f"mean depth {mean:.1f} m", base), ("trained decoder", results)):
-        print(f"{name:<26} {r['abs_rel']:8.4f} {r['rmse']:8.3f} {r['a1']:7.3f} {r['silog']:7.2f}")
+        print(f"| {name} | {r['abs_rel']:.4f} | {r['rmse']:.3f} | {r['a1']:.3f} | {r['silog']:.2f} |")
     learned = results["abs_rel"] < base["abs_rel"]
     print("the trained decoder " + ("beats" if learned else "does NOT beat") + " predicting the mean depth")
-    return learned
+    return {"learned": learned, "abs_rel": results["abs_rel"], "abs_rel_mean_depth": base["abs_rel"],
+            "minutes": minutes}
 
 
 def main() -> int:
@@ -159,20 +184,38 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--learn-steps", type=int, default=200)
     parser.add_argument("--learn-lr", type=float, default=2e-3, help="peak learning rate of part 2")
-    parser.add_argument("--train-frames", type=int, default=32)
+    parser.add_argument("--train-frames", type=int, default=None,
+                        help="synthetic training frames (default: 32, or one batch when --batch is larger)")
     parser.add_argument("--skip", choices=("part1", "part2"), help="leave one part out")
+    check_io.add_arguments(parser)
     args = parser.parse_args()
+    if args.batch < 1 or args.steps < 1 or args.learn_steps < 1:
+        parser.error("--batch, --steps and --learn-steps must be positive")
+    frames = args.train_frames or max(32, args.batch)
+    if args.skip != "part1" and frames < args.batch:
+        parser.error(f"--train-frames {frames} is fewer than one batch of {args.batch}")
     from kitti_tree import write_tree
 
     tmp = Path(tempfile.mkdtemp(prefix="space_clip_train_bench_"))
-    half = args.train_frames // 2  # drives far apart on the road, so no test frame repeats a training view
-    tree = write_tree(tmp / "kitti", drives={1: half, 5: args.train_frames - half, 9: 8}, test_drive=9,
-                      size=(375, 1242))
-    if args.skip != "part1":
-        part1(args, tmp, tree)
-    if args.skip != "part2" and not part2(args, tmp, tree):
-        return 1
-    return 0
+    half = frames // 2  # drives far apart on the road, so no test frame repeats a training view
+    start = time.time()
+    tree = write_tree(tmp / "kitti", drives={1: half, 5: frames - half, 9: 8}, test_drive=9, size=(375, 1242))
+    print(f"synthetic KITTI tree: {frames} training frames + 8 held-out, written in {time.time() - start:.1f} s",
+          flush=True)
+    one = part1(args, tmp, tree) if args.skip != "part1" else {}
+    two = part2(args, tmp, tree) if args.skip != "part2" else {}
+    if args.dry_run:
+        return check_io.dry_run_done(args, f"training at batch {args.batch} on {args.device} ({frames} frames), "
+                                     f"then {args.learn_steps} learning steps")
+    parts = []
+    if one:
+        parts.append(f"bf16 {one['rows'][2]['img_s']:.0f} img/s = {one['speedup_bf16']:.2f}x plain fp32, "
+                     f"{one['peak_mib_bf16'] / 1024:.1f} GiB at batch {args.batch}")
+    if two:
+        parts.append(f"learns: AbsRel {two['abs_rel']:.3f} vs mean depth {two['abs_rel_mean_depth']:.3f}"
+                     if two["learned"] else "does NOT learn")
+    check_io.write(args, "; ".join(parts), part1=one, part2=two)
+    return 0 if not two or two["learned"] else 1
 
 
 if __name__ == "__main__":
