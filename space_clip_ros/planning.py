@@ -191,38 +191,61 @@ def voxel_downsample(points: Tensor, leaf: float) -> Tensor:
     return kept[:int(count)]
 
 
-#: The voxel key of a dropped point: above every real key, so dropped points sort last.
+#: The int64 voxel key of a dropped point: above every real key, so dropped points sort last.
 _NO_VOXEL = 2 ** 62
 
 
-def voxel_downsample_static(points: Tensor, keep: Tensor, leaf: float) -> Tuple[Tensor, Tensor]:
+def voxel_downsample_static(points: Tensor, keep: Tensor, leaf: float,
+                            bound: float = float("inf")) -> Tuple[Tensor, Tensor]:
     """:func:`voxel_downsample` of the points where ``keep`` is True, in static shapes: a (N, 3) buffer whose first
     ``count`` rows are the centroids ordered by voxel, and ``count`` (a 0-d int64 tensor on the points' device).
-    Voxels by one sort of int64 keys (dropped points last), segment starts where the key changes, sums by index_add
-    in the points' own order (the same sums, in the same order, as summing the kept points alone)."""
-    n = points.shape[0]
-    device = points.device
-    keys = torch.floor(points / leaf)
-    big = torch.tensor(float("inf"), device=device)
-    low = torch.where(keep[:, None], keys, big).amin(dim=0)
-    high = torch.where(keep[:, None], keys, -big).amax(dim=0)
-    extent = torch.where(torch.isfinite(high - low), high - low + 1, torch.ones_like(low)).to(torch.int64)
-    local = torch.where(keep[:, None], keys - torch.where(torch.isfinite(low), low, torch.zeros_like(low)),
-                        torch.zeros_like(keys)).to(torch.int64)
-    linear = (local[:, 2] * extent[1] + local[:, 1]) * extent[0] + local[:, 0]  # x fastest, as PCL
-    linear = torch.where(keep, linear, torch.full_like(linear, _NO_VOXEL))
-    ordered, order = torch.sort(linear)
-    starts = torch.ones(n, dtype=torch.bool, device=device)
-    starts[1:] = ordered[1:] != ordered[:-1]
-    starts &= ordered != _NO_VOXEL
-    segment_sorted = torch.cumsum(starts.to(torch.int64), 0) - 1
-    segment = torch.empty_like(segment_sorted).scatter_(0, order, segment_sorted)
-    segment = torch.where(keep, segment, torch.full_like(segment, n))  # dropped points: a spare row
-    sums = torch.zeros((n + 1, 3), dtype=torch.float32, device=device)
-    sums.index_add_(0, segment, torch.where(keep[:, None], points, torch.zeros_like(points)))
-    counts = torch.zeros(n + 1, dtype=torch.float32, device=device)
-    counts.index_add_(0, segment, keep.to(torch.float32))
-    return sums[:n] / counts[:n].clamp(min=1.0).unsqueeze(1), starts.sum()
+
+    Voxels by one stable sort of integer keys (z, then y, then x; dropped points last), segment starts where the key
+    changes, sums by scatter-add in that order (within a voxel the points keep their own order, so the float32
+    sums are those of adding the kept points alone, as before). With ``bound`` (every kept coordinate within
+    +/- bound, e.g. the range limit) the keys are offset by a fixed amount, int32 when the grid fits, and need no
+    reduction over the points first; otherwise they are offset by the kept points' smallest key, in int64."""
+    return _voxel_planes(points[:, 0], points[:, 1], points[:, 2], keep, leaf, bound)
+
+
+def _voxel_planes(x: Tensor, y: Tensor, z: Tensor, keep: Tensor, leaf: float,
+                  bound: float) -> Tuple[Tensor, Tensor]:
+    """:func:`voxel_downsample_static` of points given as three (N,) planes."""
+    n = x.shape[0]
+    device = x.device
+    keys = [torch.floor(axis / leaf) for axis in (x, y, z)]
+    if math.isfinite(bound):
+        offset = math.floor(bound / leaf) + 2  # floor(p / leaf) of |p| <= bound lies in [-offset + 1, offset - 1]
+        extent = 2 * offset + 1
+        dtype = torch.int32 if extent ** 3 < 2 ** 31 - 1 else torch.int64
+        kx, ky, kz = ((key + offset).to(dtype) for key in keys)  # integers before any product: float32 holds them
+        linear = (kz * extent + ky) * extent + kx  # only up to 2^24; x fastest, as PCL
+        none = torch.iinfo(dtype).max
+    else:
+        big = torch.tensor(float("inf"), device=device)
+        low = [torch.where(keep, key, big).amin() for key in keys]
+        high = [torch.where(keep, key, -big).amax() for key in keys]
+        span = [torch.where(torch.isfinite(h - lo), h - lo + 1, torch.ones_like(lo)).to(torch.int64)
+                for lo, h in zip(low, high, strict=True)]
+        kx, ky, kz = (torch.where(keep, key - torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo)),
+                                  torch.zeros_like(key)).to(torch.int64) for key, lo in zip(keys, low, strict=True))
+        linear = (kz * span[1] + ky) * span[0] + kx
+        none = _NO_VOXEL
+    linear.masked_fill_(~keep, none)
+    ordered, order = torch.sort(linear, stable=True)
+    starts = torch.empty(n, dtype=torch.bool, device=device)
+    starts[:1] = True
+    torch.ne(ordered[1:], ordered[:-1], out=starts[1:])
+    dropped = ordered == none
+    starts &= ~dropped
+    segment = (torch.cumsum(starts, 0, dtype=torch.int64) - 1).masked_fill_(dropped, n)  # dropped: a spare row
+    counts = torch.zeros(n + 1, dtype=torch.float32, device=device).scatter_add_(
+        0, segment, torch.ones(n, dtype=torch.float32, device=device))[:n].clamp_(min=1.0)
+    centroid = torch.empty((3, n), dtype=torch.float32, device=device)
+    for row, axis in enumerate((x, y, z)):
+        total = torch.zeros(n + 1, dtype=torch.float32, device=device).scatter_add_(0, segment, axis[order])
+        torch.div(total[:n], counts, out=centroid[row])
+    return centroid.T, starts.sum()
 
 
 def compact(points: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor]:
@@ -268,8 +291,7 @@ def filtered_points_static(depth: Tensor, fx: float, fy: float, cx: float, cy: f
     y = (v - cy) * z / fy
     squared = x * x + y * y + z * z
     keep = keep & (squared >= min_range * min_range) & (squared <= max_range * max_range)
-    points = torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
     keep = keep.reshape(-1)
     if voxel <= 0:
-        return compact(points, keep)
-    return voxel_downsample_static(points, keep, voxel)
+        return compact(torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1), keep)
+    return _voxel_planes(x.reshape(-1), y.reshape(-1), z.reshape(-1), keep, voxel, max_range)  # |p| <= distance
