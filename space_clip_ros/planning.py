@@ -209,8 +209,10 @@ def voxel_downsample_static(points: Tensor, keep: Tensor, leaf: float,
 
 
 def _voxel_planes(x: Tensor, y: Tensor, z: Tensor, keep: Tensor, leaf: float,
-                  bound: float) -> Tuple[Tensor, Tensor]:
-    """:func:`voxel_downsample_static` of points given as three (N,) planes."""
+                  bound: float, capacity: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """:func:`voxel_downsample_static` of points given as three (N,) planes. ``capacity``: only the first
+    ``capacity`` points in voxel order are summed (the kept ones come first): the count is -1 when more were kept
+    (the caller runs it again with a larger capacity)."""
     n = x.shape[0]
     device = x.device
     keys = [torch.floor(axis / leaf) for axis in (x, y, z)]
@@ -233,6 +235,10 @@ def _voxel_planes(x: Tensor, y: Tensor, z: Tensor, keep: Tensor, leaf: float,
         none = _NO_VOXEL
     linear.masked_fill_(~keep, none)
     ordered, order = torch.sort(linear, stable=True)
+    overflow = None
+    if capacity is not None and capacity < n:
+        overflow = keep.sum() > capacity
+        ordered, order, n = ordered[:capacity], order[:capacity], capacity
     starts = torch.empty(n, dtype=torch.bool, device=device)
     starts[:1] = True
     torch.ne(ordered[1:], ordered[:-1], out=starts[1:])
@@ -245,7 +251,10 @@ def _voxel_planes(x: Tensor, y: Tensor, z: Tensor, keep: Tensor, leaf: float,
     for row, axis in enumerate((x, y, z)):
         total = torch.zeros(n + 1, dtype=torch.float32, device=device).scatter_add_(0, segment, axis[order])
         torch.div(total[:n], counts, out=centroid[row])
-    return centroid.T, starts.sum()
+    count = starts.sum()
+    if overflow is not None:
+        count = torch.where(overflow, torch.full_like(count, -1), count)
+    return centroid.T, count
 
 
 def compact(points: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor]:
@@ -272,9 +281,11 @@ def filtered_points(depth: Tensor, fx: float, fy: float, cx: float, cy: float, m
 
 def filtered_points_static(depth: Tensor, fx: float, fy: float, cx: float, cy: float, min_range: float = 0.0,
                            max_range: float = float("inf"), edge_threshold: float = 0.0, voxel: float = 0.0,
-                           stride: int = 1) -> Tuple[Tensor, Tensor]:
-    """:func:`filtered_points` in static shapes: a (H' x W', 3) buffer (H', W' the strided size) whose first
-    ``count`` rows are the points, and ``count`` (0-d int64 on the depth's device). Nothing is read on the host."""
+                           stride: int = 1, capacity: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """:func:`filtered_points` in static shapes: a (H' x W', 3) buffer (H', W' the strided size; at most
+    ``capacity`` rows) whose first ``count`` rows are the points, and ``count`` (0-d int64 on the depth's device).
+    Nothing is read on the host. ``capacity`` (with a voxel grid): sum only the first ``capacity`` kept points in
+    voxel order, most of the work; ``count`` is -1 when more points were kept than that (run it again without)."""
     if not (fx > 0 and fy > 0):
         raise ValueError(f"back-projection needs fx > 0 and fy > 0, got fx={fx}, fy={fy}")
     if stride < 1:
@@ -294,4 +305,5 @@ def filtered_points_static(depth: Tensor, fx: float, fy: float, cx: float, cy: f
     keep = keep.reshape(-1)
     if voxel <= 0:
         return compact(torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1), keep)
-    return _voxel_planes(x.reshape(-1), y.reshape(-1), z.reshape(-1), keep, voxel, max_range)  # |p| <= distance
+    return _voxel_planes(x.reshape(-1), y.reshape(-1), z.reshape(-1), keep, voxel, max_range,  # |p| <= distance
+                         capacity)

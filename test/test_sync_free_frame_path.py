@@ -133,3 +133,25 @@ def test_one_download_carries_every_output_with_its_dtype_and_shape():
     for name in host:
         np.testing.assert_array_equal(host[name], tensors[name].numpy())
         assert host[name].dtype == tensors[name].numpy().dtype
+
+
+def test_a_filtered_cloud_larger_than_its_buffers_comes_whole_and_the_buffers_grow(pipeline):
+    """More kept points than the capacity summed (count -1 on the device), more voxels than the rows downloaded:
+    the frame's cloud is still whole (a second pass / transfer that once) and the camera's buffers grow."""
+    from space_clip_ros.planning import filtered_points_static
+
+    rgb, depth = render_scene((H, W), K4)
+    model = CameraModel.from_info(camera_info_msg(None, W, H, *K4))
+    settings = NodeSettings.from_values({"points_filtered_voxel": 0.02, "points_filtered_max_range": 80.0})
+    request = FrameRequest(rgb, (H, W), 1.0, model, frozenset({"points_filtered"}))
+    [expected], _ = pipeline.run([request], settings)
+    assert len(expected.points_filtered) > 64
+    pipeline._kept_capacity[(H, W)], pipeline._filtered_capacity[(H, W)] = 32, 16
+    [got], _ = pipeline.run([request], settings)
+    np.testing.assert_array_equal(got.points_filtered, expected.points_filtered)
+    assert pipeline._kept_capacity[(H, W)] == 64 and pipeline._filtered_capacity[(H, W)] > 16
+    depth_t = torch.from_numpy(np.where(depth > 0, depth, np.nan).astype(np.float32))
+    kept, count = filtered_points_static(depth_t, *K4, 0.3, 80.0, 0.1, 0.02, 1, capacity=32)
+    assert int(count) == -1 and kept.shape == (32, 3)
+    kept, count = filtered_points_static(depth_t, *K4, 0.3, 80.0, 0.1, 0.02, 1, capacity=10 ** 6)
+    assert int(count) > 0 and kept.shape == (H * W, 3)

@@ -28,6 +28,9 @@ OPTIONAL_OUTPUTS = ("colored", "points", "scan", "points_filtered", "confidence"
 #: Rows of the filtered cloud downloaded at first (the node's defaults keep about 16k points of a 1242x375 frame);
 #: a larger cloud comes in a second transfer once and the camera's buffer grows (FramePipeline._grow_buffers).
 FILTERED_CAPACITY = 32768
+#: Kept points (before the voxel grid) summed at first: the defaults keep ~100k of a 1242x375 street frame; a camera
+#: that keeps more has that frame's cloud made again in full once and its capacity grows.
+KEPT_CAPACITY = 131072
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class FramePipeline:
         self.estimator = estimator
         self._scan_cache: Dict[Tuple, Tuple[ScanGeometry, torch.Tensor]] = {}
         self._filtered_capacity: Dict[Tuple[int, int], int] = {}  # output size -> rows downloaded
+        self._kept_capacity: Dict[Tuple[int, int], int] = {}  # output size -> kept points summed
 
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> "FramePipeline":
@@ -252,13 +256,14 @@ class FramePipeline:
         if "points_filtered" in wants:
             if trust is not None and settings.points_filtered_min_confidence > 0:
                 depth_t = depth_t.masked_fill(trust < settings.points_filtered_min_confidence, float("nan"))
-            kept, count = filtered_points_static(depth_t, fx, fy, cx, cy, settings.points_filtered_min_range,
-                                                 settings.points_filtered_max_range,
-                                                 settings.points_filtered_edge_threshold,
-                                                 settings.points_filtered_voxel, int(settings.points_filtered_stride))
+            args = (depth_t, fx, fy, cx, cy, settings.points_filtered_min_range, settings.points_filtered_max_range,
+                    settings.points_filtered_edge_threshold, settings.points_filtered_voxel,
+                    int(settings.points_filtered_stride))
+            kept, count = filtered_points_static(*args, capacity=self._kept_capacity.get(frame.size, KEPT_CAPACITY))
             capacity = min(self._filtered_capacity.get(frame.size, FILTERED_CAPACITY), kept.shape[0])
             tensors["points_filtered"], tensors["points_filtered_count"] = kept[:capacity], count.reshape(1)
             tensors["_points_filtered_all"] = kept  # not downloaded: read only when the capacity was too small
+            tensors["_points_filtered_args"] = args  # type: ignore[assignment]  # for a second pass, never sent
         return tensors, problems
 
     def _result(self, frame: FrameRequest, model: Optional[CameraModel], host: Dict[str, np.ndarray],
@@ -273,20 +278,29 @@ class FramePipeline:
             result.scan = host["scan"]
             result.scan_geometry = self._scan_geometry(model, settings.scan_height)[0]
         if "points_filtered" in host:
-            count = int(host["points_filtered_count"][0])
+            count = max(0, int(host["points_filtered_count"][0]))  # -1: too many kept points, see _grow_buffers
             result.points_filtered = host["points_filtered"][:count]
         return result
 
     def _grow_buffers(self, frames: Sequence[FrameRequest], results: List[FrameResult],
                       host: List[Dict[str, np.ndarray]], staged) -> None:
-        """A filtered cloud larger than its download buffer: the rest comes in a second transfer this once, and
-        the camera's buffer grows to the next power of two above 1.5x the count."""
+        """A filtered cloud larger than its buffers, rarely: more kept points than were summed (count -1) makes
+        the frame's cloud again in full and doubles that capacity; more points than rows downloaded brings the
+        rest in a second transfer and grows the rows to the next power of two above 1.5x the count. Either
+        happens once per camera and size, and the result is the whole cloud."""
         for frame, result, got, (tensors, _) in zip(frames, results, host, staged, strict=True):
+            args = tensors.get("_points_filtered_args")
             if "points_filtered" not in got:
                 continue
             count = int(got["points_filtered_count"][0])
-            if count > got["points_filtered"].shape[0]:
+            if count < 0:  # more kept points than the capacity summed: this frame's cloud again, in full
+                kept, full = filtered_points_static(*args)
+                count = int(full)
+                result.points_filtered = kept[:count].cpu().numpy()
+                self._kept_capacity[frame.size] = 2 * self._kept_capacity.get(frame.size, KEPT_CAPACITY)
+            elif count > got["points_filtered"].shape[0]:
                 result.points_filtered = tensors["_points_filtered_all"][:count].cpu().numpy()
+            if count > got["points_filtered"].shape[0]:
                 self._filtered_capacity[frame.size] = capacity_bucket(int(count * 1.5), FILTERED_CAPACITY)
 
 
@@ -295,7 +309,7 @@ def download(batches: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, np.nd
     device-to-host transfer: packed as bytes into one buffer on the device, copied into pinned host memory once,
     and cut into arrays of their dtypes and shapes there. CPU tensors are returned as they are (no copy)."""
     wanted = [(i, name, t) for i, tensors in enumerate(batches) for name, t in tensors.items()
-              if not name.startswith("_")]
+              if not name.startswith("_")]  # "_" names: kept for a second pass, never sent
     out: List[Dict[str, np.ndarray]] = [{} for _ in batches]
     on_device = [(i, name, t) for i, name, t in wanted if t.device.type != "cpu"]
     for i, name, t in wanted:
