@@ -51,7 +51,7 @@ def output_costs(device, forward_ms: float, repeats: int) -> dict:
 
     from space_clip_ros.outputs import cloud_buffer, mask_range
     from space_clip_ros.planning import filtered_points_static, laser_scan, scan_geometry, scan_rows
-    from space_clip_ros.ros.frame_pipeline import FILTERED_CAPACITY
+    from space_clip_ros.ros.frame_pipeline import FILTERED_CAPACITY, KEPT_CAPACITY
     from space_clip_ros.ros.settings import NodeSettings
     from space_clip_ros.sync_guard import count_ops
     from space_clip_ros.synthetic import KITTI_K, render_scene
@@ -68,7 +68,8 @@ def output_costs(device, forward_ms: float, repeats: int) -> dict:
     def filtered():  # as the node: static shapes, the count and a capacity's rows in one download
         kept, count = filtered_points_static(depth, fx, fy, cx, cy, s.points_filtered_min_range,
                                              s.points_filtered_max_range, s.points_filtered_edge_threshold,
-                                             s.points_filtered_voxel, s.points_filtered_stride)
+                                             s.points_filtered_voxel, s.points_filtered_stride,
+                                             capacity=KEPT_CAPACITY)
         return kept[:FILTERED_CAPACITY], count
 
     def download(outputs):
