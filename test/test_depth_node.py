@@ -385,6 +385,19 @@ def test_configure_fails_cleanly_on_a_missing_checkpoint(ros, tmp_path):
 
 
 
+def test_a_value_out_of_its_range_at_start_fails_configure_cleanly(ros, checkpoint, tmp_path):
+    """-p scale_holdout:=1.5 at start: rclpy would end the process while declaring it; the node declares the
+    default instead and its configure fails, saying which value and why."""
+    n = Node(ros, tmp_path, "/cam_r", {"checkpoint": str(checkpoint), "device": "cpu", "scale_holdout": 1.5})
+    try:
+        status = n.h.fresh_status(lambda s: s["level"] == 2, 60, "the configure failure in diagnostics")
+        assert "scale_holdout" in status["message"] and n.proc.poll() is None
+    finally:
+        code = n.stop()
+    assert code == 0
+    assert "configure failed: scale_holdout" in n.log.read_text()
+
+
 def _endpoint_reliability(h, topic, kind):
     from rclpy.qos import ReliabilityPolicy
 
@@ -473,6 +486,36 @@ def _get(h, namespace, name):
     result = h.call(client, GetParameters.Request(names=[name]), "get_parameters")
     h.node.destroy_client(client)
     return parameter_value_to_python(result.values[0])
+
+
+def test_every_parameter_is_described_with_its_range_choices_and_when_it_changes(node):
+    """What `ros2 param describe` shows: every declared parameter has the table's meaning and when a change takes
+    effect; numbers their range (ROS refuses values outside it), strings with choices those choices."""
+    from rcl_interfaces.msg import ParameterType
+    from rcl_interfaces.srv import DescribeParameters
+
+    from space_clip_ros.ros.settings import CHANGES, SPECS
+
+    h = node.h
+    client = h.node.create_client(DescribeParameters, "/cam_a/depth_node/describe_parameters")
+    result = h.call(client, DescribeParameters.Request(names=[s.name for s in SPECS]), "describe_parameters")
+    h.node.destroy_client(client)
+    described = {d.name: d for d in result.descriptors}
+    assert list(described) == [s.name for s in SPECS]
+    for spec in SPECS:
+        d = described[spec.name]
+        assert d.description.startswith(spec.description) and CHANGES[spec.change] in d.description, spec.name
+        if isinstance(spec.default, float):
+            assert d.type == ParameterType.PARAMETER_DOUBLE and len(d.floating_point_range) == 1, spec.name
+            assert (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value) == (spec.low, spec.high)
+        elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            assert d.type == ParameterType.PARAMETER_INTEGER and len(d.integer_range) == 1, spec.name
+            assert (d.integer_range[0].from_value, d.integer_range[0].to_value) == (spec.low, spec.high)
+        if spec.choices:
+            assert all(repr(choice) in d.additional_constraints for choice in spec.choices), spec.name
+    assert described["cameras"].dynamic_typing
+    [refused] = _set(h, "/cam_a", scan_min_confidence=1.5)  # outside its range: ROS refuses it, with the range
+    assert not refused.successful and "out of range" in refused.reason and "Max: 1.0" in refused.reason
 
 
 def test_runtime_parameter_changes_are_checked_and_applied(node, reference):

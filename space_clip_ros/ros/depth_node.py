@@ -25,7 +25,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -37,6 +37,7 @@ from ..temporal import TemporalFusion
 from ..tf_tree import TfTree
 from . import fastdds, messages
 from .camera_state import CameraState, LatestSlot
+from .descriptors import declare_all
 from .diagnostics import camera_status, model_values
 from .frame_pipeline import FramePipeline
 from .image_subscription import ImageSubscription, sensor_qos
@@ -45,7 +46,7 @@ from .log_bridge import bridge_package_logs, unbridge
 from .outgoing import output_messages
 from .rclpy_compat import guard_change_state, init_without_signal_handlers, spin_until, stop_on_signals
 from .reference import REFERENCE_TOPICS, ReferenceQueue, ReferenceRefused, prepare_frame
-from .settings import PARAMETERS, NodeSettings, apply_changes
+from .settings import PARAMETERS, SPECS, NodeSettings, apply_changes
 from .tf_listener import TF_CACHE_S, subscribe_tf
 
 LOG_THROTTLE_S = 5.0
@@ -66,8 +67,8 @@ class DepthNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         guard_change_state(self)
         self._log_bridge = bridge_package_logs(self.get_logger())
-        for name, default in PARAMETERS.items():  # an empty cameras list has no type: NodeSettings checks it
-            self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=name == "cameras"))
+        #: Values given at start that their descriptor refused (configure fails with them).
+        self._refused_at_start = declare_all(self, SPECS)
         self.estimator = None
         self.pipeline: Optional[FramePipeline] = None
         #: Validated parameters, read in on_configure; None while unconfigured. Replaced whole on a valid change.
@@ -115,6 +116,8 @@ class DepthNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
+            if self._refused_at_start:
+                raise ValueError("; ".join(self._refused_at_start))
             self.settings = settings = NodeSettings.from_values(self._values())
             if settings.untrained_demo:
                 self.get_logger().warn("UNTRAINED demo model (random weights, explicitly requested with "

@@ -16,68 +16,129 @@ from ..device import INFERENCE_PRECISIONS, check_device_spec
 from ..inference import BACKENDS
 from ..temporal import MAX_FRAMES_LIMIT
 
-#: Every parameter with its default; config/depth.yaml holds the same values (a test keeps them equal).
-PARAMETERS: Dict[str, Any] = {
-    "checkpoint": "",
-    "backbone": "",
-    "untrained_demo": False,
-    "device": "auto",
-    "precision": "auto",
-    "backend": "auto",
-    "output_size": "input",
-    "min_depth": 0.1,
-    "max_depth": 80.0,
-    "focal_scale_transfer": True,
-    "publish_points": True,
-    "points_stride": 1,
-    "points_rgb": False,
-    "publish_colored": True,
-    "colormap": "turbo",
-    "colored_min_depth": 1.0,
-    "colored_max_depth": 50.0,
-    "scan_height": 1,
-    "scan_range_min": 0.3,
-    "scan_range_max": 20.0,
-    "scan_frame": "",
-    "points_filtered_min_range": 0.3,
-    "points_filtered_max_range": 10.0,
-    "points_filtered_edge_threshold": 0.1,
-    "points_filtered_voxel": 0.05,
-    "points_filtered_stride": 1,
-    "points_filtered_min_confidence": 0.0,
-    "scan_min_confidence": 0.0,
-    "scale_reference": "",
-    "scale_max_dt": 0.1,
-    "scale_time_constant": 2.0,
-    "scale_hold_s": 5.0,
-    "scale_holdout": 0.2,
-    "scale_min_points": 50,
-    "temporal_filter": "off",
-    "temporal_gate": 0.15,
-    "temporal_max_frames": 8,
-    "odom_frame": "odom",
-    "input_transport": "raw",
-    "image_reliability": "auto",
-    "camera_info_cache": 30,
-    "diagnostics_period": 1.0,
-    "autostart": True,
-    "cameras": [],
-}
-
-#: Changing these means loading the model again: refused while the node is configured.
-RELOAD_PARAMETERS = frozenset({"checkpoint", "backbone", "untrained_demo", "device", "precision", "backend"})
-#: Changing these changes the node's topics: refused while the node is configured.
-TOPIC_PARAMETERS = frozenset({"cameras"})
-#: Changing these means subscribing again: refused while the node is active.
-RESUBSCRIBE_PARAMETERS = frozenset({"input_transport", "image_reliability", "scale_reference", "temporal_filter"})
 #: scale_reference values: none, a PointCloud2 (lidar, ToF) or a depth Image with its camera_info (RGB-D).
 SCALE_REFERENCES = ("", "points", "depth")
 TEMPORAL_FILTERS = ("off", "odom")
+INPUT_TRANSPORTS = ("raw", "compressed")
 #: image_reliability values: auto follows the camera's publishers (reliable when all of them are, so large frames
 #: lost on the way are sent again; best effort otherwise, which matches every publisher).
 IMAGE_RELIABILITY = ("auto", "reliable", "best_effort")
+#: When a change of a parameter takes effect (ParameterSpec.change), as the node says it.
+CHANGES = {
+    "runtime": "changes at run time, from the next frame",
+    "reload": "needs the model loaded again: deactivate, cleanup, set it, configure, activate",
+    "topics": "changes the topics: deactivate, cleanup, set it, configure, activate",
+    "resubscribe": "changes the subscriptions: deactivate, set it, activate",
+    "startup": "read once at start (parameter file or -p)",
+}
+INF = float("inf")
+INT_MAX = 2 ** 31 - 1
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter of the node: its default (whose type is the parameter's), one line of meaning, its range
+    (numbers, inclusive) or choices (strings), and when a change takes effect (a key of :data:`CHANGES`). The one
+    place a parameter is written: NodeSettings, the declared ROS parameters (with ParameterDescriptors), the
+    launch file's arguments and the parameter tables of config/depth.yaml and docs/node.md follow it (tests)."""
+
+    name: str
+    default: Any
+    description: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: Tuple[str, ...] = ()
+    change: str = "runtime"
+
+
+def _spec(name: str, default: Any, description: str, *limits: float, choices: Tuple[str, ...] = (),
+          change: str = "runtime") -> ParameterSpec:
+    low, high = (limits + (None, None))[:2] if limits else (None, None)
+    return ParameterSpec(name, default, description, low, high, tuple(choices), change)
+
+
+SPECS: Tuple[ParameterSpec, ...] = (
+    _spec("checkpoint", "", "space_clip_ros checkpoint (.pt); required unless untrained_demo is true",
+          change="reload"),
+    _spec("backbone", "", "hub id or local folder overriding the checkpoint's CLIP tower (offline robots)",
+          change="reload"),
+    _spec("untrained_demo", False, "run a small UNTRAINED model (random weights, meaningless depth): demos only",
+          change="reload"),
+    _spec("device", "auto", "auto (CUDA when available) | cpu | cuda | cuda:N", change="reload"),
+    _spec("precision", "auto", "auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 (CUDA) | bf16",
+          choices=INFERENCE_PRECISIONS, change="reload"),
+    _spec("backend", "auto", "inference backend: auto picks the fastest for the device (docs/performance.md)",
+          choices=BACKENDS, change="reload"),
+    _spec("output_size", "input", "input (the camera's resolution) | model (the checkpoint's) | WIDTHxHEIGHT"),
+    _spec("min_depth", 0.1, "metres; depth outside [min_depth, max_depth] is published as NaN", 0.0, INF),
+    _spec("max_depth", 80.0, "metres; the upper end of the published depth", 0.0, INF),
+    _spec("focal_scale_transfer", True, "rescale metric depth from the training camera to this one by camera_info fx"),
+    _spec("publish_points", True, "depth/points (organized PointCloud2, built only while someone subscribes)"),
+    _spec("points_stride", 1, "keep every Nth row and column of depth/points", 1, INT_MAX),
+    _spec("points_rgb", False, "add a packed rgb field to depth/points (point_step 32)"),
+    _spec("publish_colored", True, "depth/colored (rgb8, for people)"),
+    _spec("colormap", "turbo", "colour map of depth/colored", choices=COLORMAPS),
+    _spec("colored_min_depth", 1.0, "metres at the warm end of depth/colored", 0.0, INF),
+    _spec("colored_max_depth", 50.0, "metres at the cold end of depth/colored", 0.0, INF),
+    _spec("scan_height", 1, "depth/scan (LaserScan as depthimage_to_laserscan): rows around cy", 1, INT_MAX),
+    _spec("scan_range_min", 0.3, "metres; the closest range within [scan_range_min, scan_range_max] per angle",
+          0.0, INF),
+    _spec("scan_range_max", 20.0, "metres; depth beyond max_depth gives +Inf (REP 117: clears costmaps)", 0.0, INF),
+    _spec("scan_frame", "", "LaserScan frame; empty: the depth frame without _optical_frame / _optical (REP 103)"),
+    _spec("points_filtered_min_range", 0.3, "depth/points_filtered: nearest point kept, metres from the camera",
+          0.0, INF),
+    _spec("points_filtered_max_range", 10.0, "depth/points_filtered: farthest point kept, metres from the camera",
+          0.0, INF),
+    _spec("points_filtered_edge_threshold", 0.1,
+          "drop a pixel whose depth jumps from a 4-neighbour by more than this times its depth; 0 keeps them",
+          0.0, INF),
+    _spec("points_filtered_voxel", 0.05, "voxel grid leaf, metres (a centroid per voxel); 0 keeps every point",
+          0.0, INF),
+    _spec("points_filtered_stride", 1, "keep every Nth row and column before the voxel grid", 1, INT_MAX),
+    _spec("points_filtered_min_confidence", 0.0, "drop pixels whose depth/confidence is below this (0 keeps all)",
+          0.0, 1.0),
+    _spec("scan_min_confidence", 0.0, "depth/scan ignores pixels whose depth/confidence is below this", 0.0, 1.0),
+    _spec("scale_reference", "", "align the depth's scale: '' off | points (PointCloud2 on scale_reference/points) "
+          "| depth (Image on scale_reference/depth + scale_reference/camera_info)", choices=SCALE_REFERENCES,
+          change="resubscribe"),
+    _spec("scale_max_dt", 0.1, "seconds between an image and the reference message paired with it", 0.0, INF),
+    _spec("scale_time_constant", 2.0, "seconds of the scale's filter over time (0: each frame's own fit)", 0.0, INF),
+    _spec("scale_hold_s", 5.0, "seconds the last scale is kept after the reference stops", 0.0, INF),
+    _spec("scale_holdout", 0.2, "share of reference pixels kept out of the fit to measure accuracy", 0.0, 0.99),
+    _spec("scale_min_points", 50, "fewer reference pixels in view: no fit this frame", 1, INT_MAX),
+    _spec("temporal_filter", "off", "off | odom: fuse with the previous depth moved by the camera's motion (tf)",
+          choices=TEMPORAL_FILTERS, change="resubscribe"),
+    _spec("temporal_gate", 0.15, "largest relative inverse-depth difference that counts as agreement", 1e-6, INF),
+    _spec("temporal_max_frames", 8, "the most frames one pixel averages", 1, MAX_FRAMES_LIMIT),
+    _spec("odom_frame", "odom", "fixed frame of the camera's motion (fusion, references of a moving robot)"),
+    _spec("input_transport", "raw", "raw (image) | compressed (image/compressed, jpeg/png)",
+          choices=INPUT_TRANSPORTS, change="resubscribe"),
+    _spec("image_reliability", "auto", "auto: reliable when every publisher of the image is, else best effort",
+          choices=IMAGE_RELIABILITY, change="resubscribe"),
+    _spec("camera_info_cache", 30, "camera_info messages kept to pair with images by stamp", 1, INT_MAX),
+    _spec("diagnostics_period", 1.0, "seconds between /diagnostics messages", 1e-3, INF, change="startup"),
+    _spec("autostart", True, "configure and activate at start, without a lifecycle manager", change="startup"),
+    _spec("cameras", [], "[] one camera; [front, left]: front/image -> front/depth/image ..., one batched model",
+          change="topics"),
+)
+
+#: Every parameter with its default (from :data:`SPECS`).
+PARAMETERS: Dict[str, Any] = {spec.name: spec.default for spec in SPECS}
+SPEC_BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in SPECS}
+
+
+def _changing(kind: str) -> frozenset:
+    return frozenset(spec.name for spec in SPECS if spec.change == kind)
+
+
+#: Changing these means loading the model again: refused while the node is configured.
+RELOAD_PARAMETERS = _changing("reload")
+#: Changing these changes the node's topics: refused while the node is configured.
+TOPIC_PARAMETERS = _changing("topics")
+#: Changing these means subscribing again: refused while the node is active.
+RESUBSCRIBE_PARAMETERS = _changing("resubscribe")
 #: Read once when the node starts.
-STARTUP_PARAMETERS = frozenset({"autostart", "diagnostics_period"})
+STARTUP_PARAMETERS = _changing("startup")
 
 
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
@@ -166,7 +227,7 @@ class NodeSettings:
         return NodeSettings.from_values({**dataclasses.asdict(self), **changes})
 
     def validate(self) -> None:
-        if self.input_transport not in ("raw", "compressed"):
+        if self.input_transport not in INPUT_TRANSPORTS:
             raise ValueError(f"input_transport must be 'raw' or 'compressed', got {self.input_transport!r}")
         if self.image_reliability not in IMAGE_RELIABILITY:
             raise ValueError(f"image_reliability must be one of {IMAGE_RELIABILITY}, got {self.image_reliability!r}")
