@@ -23,7 +23,7 @@ def cloud_buffer(depth: Tensor, fx: float, fy: float, cx: float, cy: float, stri
     """Organized back-projection of (H, W) metres, laid out as PointCloud2 rows: (h, w, 4) float32 with x, y, z at
     0, 4, 8 (point_step 16), or (h, w, 8) with the packed 0x00RRGGBB colour at 16 (point_step 32) when ``rgb``
     ((h, w, 3) uint8, already at the cloud's size) is given. Invalid depth gives NaN points.
-    See :func:`space_clip_ros.geometry.depth_to_points` for the formulas."""
+    (test/oracles.py has the same in numpy.)"""
     if not (fx > 0 and fy > 0):
         raise ValueError(f"back-projection needs fx > 0 and fy > 0, got fx={fx}, fy={fy}")
     if stride < 1:

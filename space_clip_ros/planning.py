@@ -56,9 +56,6 @@ class ScanGeometry:
     constant_x: float  # float32 1 / fx
     index: np.ndarray  # (width,) int64 range index of each column, -1 where it falls outside the scan
 
-    def valid_columns(self) -> int:
-        return int((self.index >= 0).sum())
-
 
 def _camera_matrices(k: Sequence[float], p: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .ros.camera_state import stamp_ns  # ROS-free: builtin_interfaces/Time read duck-typed
+from .stamps import stamp_ns
 
 
 class TfError(LookupError):

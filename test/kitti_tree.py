@@ -47,7 +47,7 @@ def write_tree(root: Path, drives: Dict[int, int], test_drive: int, size=(96, 28
 
     height, width = size
     scale = width / 1242.0
-    k = (721.5377 * scale, 721.5377 * scale, 609.5593 * scale, 172.854 * (height / 375.0))
+    k = (KITTI_K[0] * scale, KITTI_K[1] * scale, KITTI_K[2] * scale, KITTI_K[3] * (height / KITTI_SIZE[0]))
     raw, gt = root / "raw", root / "gt"
     (raw / DATE).mkdir(parents=True, exist_ok=True)
     (raw / DATE / "calib_cam_to_cam.txt").write_text(kitti_calib_text(size, k))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from space_clip_ros.ros.demo import local_ros_environment
+from space_clip_ros.synthetic import KITTI_K
 
 _DOMAIN = random.Random(os.getpid()).randint(1, 101)
 
@@ -165,7 +166,8 @@ def rgb_image_msg(rgb: np.ndarray, stamp, frame_id="cam_optical", encoding="rgb8
     return msg
 
 
-def camera_info_msg(stamp, width, height, fx=721.5377, fy=721.5377, cx=609.5593, cy=172.854, frame_id="cam_optical"):
+def camera_info_msg(stamp, width, height, fx=KITTI_K[0], fy=KITTI_K[1], cx=KITTI_K[2], cy=KITTI_K[3],
+                    frame_id="cam_optical"):
     from sensor_msgs.msg import CameraInfo
 
     info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from oracles import depth_to_points
 
 from space_clip_ros.alignment import ScaleAligner, ScaleTracker, holdout_mask, robust_log_scale
-from space_clip_ros.geometry import depth_to_points, project_to_depth
+from space_clip_ros.geometry import project_to_depth
 from space_clip_ros.ros.reference import ReferenceQueue, ReferenceRefused, check_cloud, reference_depth
 from space_clip_ros.synthetic import render_scene
 from space_clip_ros.temporal import TemporalFusion, confidence, warp_depth

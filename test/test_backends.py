@@ -11,6 +11,7 @@ from helpers import tiny_model
 from space_clip_ros import DepthEstimator
 from space_clip_ros.export import depth_errors
 from space_clip_ros.inference import BackendUnavailableError, EagerBackend, StaticShapeBackend, choose_backend
+from space_clip_ros.synthetic import KITTI_K, KITTI_SIZE
 
 FP32_MAX_REL = 1e-4   # fp32 backends: max |a - b| / max |b|
 HALF_MEAN_REL = 1e-2  # fp16 / bf16: mean relative depth error
@@ -32,7 +33,7 @@ def reference(clip_tower):
     camera, other = _frames()
     return {
         "single": estimator(camera[0]),
-        "batch": estimator(camera, fx=[700.0, 721.5377, 900.0]),
+        "batch": estimator(camera, fx=[700.0, KITTI_K[0], 900.0]),
         "mixed": estimator([camera[0], other], output_size=(60, 200)),
     }
 
@@ -41,7 +42,7 @@ def _run(estimator):
     camera, other = _frames()
     return {
         "single": estimator(camera[0]),
-        "batch": estimator(camera, fx=[700.0, 721.5377, 900.0]),
+        "batch": estimator(camera, fx=[700.0, KITTI_K[0], 900.0]),
         "mixed": estimator([camera[0], other], output_size=(60, 200)),
     }
 
@@ -86,7 +87,7 @@ def test_runtime_backends_can_release_the_torch_weights(clip_tower, reference, b
     estimator = DepthEstimator(model, device="cpu", backend=backend, release_weights=True)
     assert all(p.numel() == 0 for p in model.parameters()) and all(b.numel() == 0 for b in model.buffers())
     _assert_close(_run(estimator), reference, "fp32")
-    assert estimator.trained is False and estimator.focal_scale(721.5377, 1242) == pytest.approx(1.0)
+    assert estimator.trained is False and estimator.focal_scale(KITTI_K[0], KITTI_SIZE[1]) == pytest.approx(1.0)
     with pytest.raises(RuntimeError, match=f"released \\(the {backend} backend runs its own copy\\)"):
         model(torch.zeros(1, 3, 224, 224))
     kept = tiny_model(clip_tower)

@@ -17,7 +17,7 @@ import robot_bag as rb  # noqa: E402
 
 from space_clip_ros.kitti_calib import read_kitti_calib  # noqa: E402
 from space_clip_ros.ros.bag2dataset import Options, convert, main  # noqa: E402
-from space_clip_ros.synthetic import render_scene  # noqa: E402
+from space_clip_ros.synthetic import KITTI_K, KITTI_SIZE, render_scene  # noqa: E402
 from space_clip_ros.tf_tree import TfTree  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "space_clip_ros" / "data" / "kitti_sample" / "2011_09_26"
@@ -237,7 +237,8 @@ def test_pairing_skips_are_counted_by_reason(tmp_path):
 def test_rgbd_depth_in_another_frame_is_reprojected(tmp_path, ahead):
     """A depth camera in its own frame, ``ahead`` metres in front of the colour camera (tf), with its own
     camera_info; 16UC1 and 32FC1 frames; a compressed colour stream; a single .mcap file."""
-    size, k = (96, 288), (721.5377 * 288 / 1242, 721.5377 * 288 / 1242, 609.5593 * 288 / 1242, 172.854 * 96 / 375)
+    size = (96, 288)
+    k = tuple(v * (288 / KITTI_SIZE[1] if i != 3 else 96 / KITTI_SIZE[0]) for i, v in enumerate(KITTI_K))
     kk = np.array([[k[0], 0, k[2]], [0, k[1], k[3]], [0, 0, 1]])
     messages = [("/tf_static", 0, rb.tf_message([rb.transform(0, "camera_color_optical_frame",
                                                                 "camera_depth_optical_frame",

@@ -11,10 +11,10 @@ import torch
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e '.[ros]'")
 
+from oracles import depth_to_points  # noqa: E402
 from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
-from space_clip_ros.geometry import depth_to_points  # noqa: E402
 from space_clip_ros.inference import choose_backend  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
 

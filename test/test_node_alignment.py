@@ -11,10 +11,11 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed: pip install -e
 pytest.importorskip("tf2_msgs", reason="tf2_msgs not installed: pip install ../shared/ros2_launch_jazzy/wheels/"
                     "ros_tf2_msgs-*.whl (a ROS 2 install ships it)")
 
+from oracles import depth_to_points, points_to_cloud  # noqa: E402
 from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
-from space_clip_ros.geometry import depth_to_points, project_to_depth  # noqa: E402
+from space_clip_ros.geometry import project_to_depth  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
 from space_clip_ros.tf_tree import matrix_quaternion  # noqa: E402
 
@@ -70,7 +71,7 @@ class Robot:
         points = depth_to_points(np.nan_to_num(depth, nan=0.0) * scale, FX, FX, CX, CY, stride)
         lidar_from_camera = np.linalg.inv(LIDAR_POSE) @ CAMERA_POSE
         moved = points @ lidar_from_camera[:3, :3].T.astype(np.float32) + lidar_from_camera[:3, 3].astype(np.float32)
-        self.cloud_pub.publish(messages.points_to_cloud(moved.astype(np.float32), Header(stamp=stamp,
+        self.cloud_pub.publish(points_to_cloud(moved.astype(np.float32), Header(stamp=stamp,
                                                                                          frame_id="lidar")))
 
     def frame(self, i, rgb):
@@ -168,9 +169,9 @@ def test_broken_reference_clouds_are_counted_and_the_node_keeps_going(robot, exp
 
     rgb, depth = expected
     stamp = robot.h.stamp(40)
-    empty = messages.points_to_cloud(np.zeros((0, 1, 3), np.float32), Header(stamp=stamp, frame_id="lidar"))
+    empty = points_to_cloud(np.zeros((0, 1, 3), np.float32), Header(stamp=stamp, frame_id="lidar"))
     robot.cloud_pub.publish(empty)
-    nan = messages.points_to_cloud(np.full((4, 4, 3), np.nan, np.float32), Header(stamp=stamp, frame_id="lidar"))
+    nan = points_to_cloud(np.full((4, 4, 3), np.nan, np.float32), Header(stamp=stamp, frame_id="lidar"))
     robot.cloud_pub.publish(nan)
     robot.frame(40, rgb)
     robot.output("depth", stamp)

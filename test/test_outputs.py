@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from oracles import depth_to_points, organized_cloud_bytes
 
 from space_clip_ros.colormaps import COLORMAPS, colorize_depth
-from space_clip_ros.geometry import depth_to_points, organized_cloud_bytes
 from space_clip_ros.outputs import cloud_buffer, colorize, mask_range, resize_rgb
+from space_clip_ros.synthetic import KITTI_K
 
 
 def _depth(seed=0, shape=(37, 53)):
@@ -25,7 +26,7 @@ def test_cloud_buffer_is_byte_identical_to_the_numpy_cloud(stride, with_rgb):
     depth = _depth(stride)
     rgb = np.random.default_rng(9).integers(0, 256, depth.shape + (3,), dtype=np.uint8)
     colour = rgb[::stride, ::stride] if with_rgb else None
-    fx, fy, cx, cy = 721.5377, 721.5377, 26.3, 17.9
+    fx, fy, cx, cy = KITTI_K[0], KITTI_K[1], 26.3, 17.9
     expected, step = organized_cloud_bytes(depth_to_points(depth, fx, fy, cx, cy, stride), colour)
     got = cloud_buffer(torch.from_numpy(depth), fx, fy, cx, cy, stride,
                        torch.from_numpy(np.ascontiguousarray(colour)) if with_rgb else None)

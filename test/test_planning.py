@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from oracles import depth_to_points
 
-from space_clip_ros.geometry import depth_to_points
 from space_clip_ros.planning import (
     edge_mask,
     filtered_points,
@@ -19,8 +19,9 @@ from space_clip_ros.planning import (
     scan_rows,
     voxel_downsample,
 )
+from space_clip_ros.synthetic import KITTI_K
 
-K_KITTI = (721.5377, 721.5377, 609.5593, 172.854)
+K_KITTI = KITTI_K
 
 
 def _k_p(fx, fy, cx, cy, tx=0.0):

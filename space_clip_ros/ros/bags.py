@@ -151,12 +151,6 @@ def read_topics(path: Path, topics: Sequence[str] = ()) -> List[Tuple[str, int, 
     return out
 
 
-def ros_type_name(msg_type: Any) -> str:
-    """``sensor_msgs/msg/Image`` for the rclpy class."""
-    module = msg_type.__module__.split(".")
-    return f"{module[0]}/msg/{msg_type.__name__}"
-
-
 def topic_type(node: Any, topic: str) -> Optional[str]:
     """The type name of ``topic`` as the graph knows it now (None when nobody publishes it yet)."""
     for name, types in node.get_topic_names_and_types():

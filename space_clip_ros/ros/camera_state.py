@@ -11,6 +11,7 @@ import collections
 import threading
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from ..stamps import stamp_ns
 from .stats import FrameStats
 
 #: A stamp this far behind the last processed one is a time reset (a bag loop, a simulator restart), not disorder.
@@ -18,15 +19,6 @@ STAMP_RESET_NS = 3_000_000_000
 #: A camera_info older than this without its image counts as an image lost on the way (delivery estimate).
 DELIVERY_WAIT_S = 1.0
 DELIVERY_WINDOW = 100
-
-
-def stamp_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def format_ns(ns: int) -> str:
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
 
 
 class LatestSlot:

@@ -33,9 +33,10 @@ from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
 from ..alignment import ScaleAligner
 from ..device import precision_name, release_memory
+from ..stamps import stamp_ns
 from ..temporal import TemporalFusion
 from ..tf_tree import TfTree
-from . import fastdds, messages
+from . import fastdds
 from .camera_state import CameraState, LatestSlot
 from .descriptors import declare_all
 from .diagnostics import camera_status, model_values
@@ -266,7 +267,7 @@ class DepthNode(LifecycleNode):
 
     def _on_image(self, camera: CameraState, msg: Any) -> None:
         camera.stats.frame_in(time.monotonic())
-        camera.delivery.saw_image(messages.stamp_ns(msg.header.stamp))
+        camera.delivery.saw_image(stamp_ns(msg.header.stamp))
         if not any(self._listeners(camera).values()):
             camera.stats.count("idle_no_subscribers")
             return
@@ -303,7 +304,7 @@ class DepthNode(LifecycleNode):
             return
         results, inference_ms = self.pipeline.run([intake.request for _, _, intake in taken], settings)
         for (camera, header, intake), result in zip(taken, results, strict=True):
-            stamp, previous = messages.stamp_ns(header.stamp), camera.last_published_ns
+            stamp, previous = stamp_ns(header.stamp), camera.last_published_ns
             scan_time = (stamp - previous) / 1e9 if previous is not None and stamp > previous else 0.0
             pubs, latencies = self._pubs[camera.name], {}
             for key, msg in output_messages(result, header, intake.info, settings, scan_time).items():
@@ -320,7 +321,7 @@ class DepthNode(LifecycleNode):
                                    len(taken))
 
     def _latency_since(self, stamp) -> float:
-        return (self.get_clock().now().nanoseconds - messages.stamp_ns(stamp)) / 1e6
+        return (self.get_clock().now().nanoseconds - stamp_ns(stamp)) / 1e6
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

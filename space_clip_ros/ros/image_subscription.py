@@ -17,7 +17,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from .camera_state import stamp_ns
+from ..stamps import stamp_ns
 
 #: When the subscription switches reliability, the old one is destroyed once the new one matched, or after this.
 RETIRE_S = 5.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..stamps import format_ns, stamp_ns
 from . import messages
 from .camera_state import CameraState
 from .frame_pipeline import OPTIONAL_OUTPUTS, CameraModel, FrameRequest
@@ -51,12 +52,12 @@ def take_frame(settings: NodeSettings, camera: CameraState, msg: Any, estimator:
                listeners: Dict[str, int]) -> Intake:
     """Check and decode ``camera``'s frame ``msg`` (Image or CompressedImage); raises :class:`Rejected`. The
     camera's stamp order advances only for a frame that is taken."""
-    stamp = messages.stamp_ns(msg.header.stamp)
+    stamp = stamp_ns(msg.header.stamp)
     notes = []
     order = camera.order.check(stamp)
     if order == "reject":
-        raise Rejected("image", "stamp_backwards", f"stamp {messages.format_ns(stamp)} is older than the last "
-                       f"processed frame's {messages.format_ns(camera.order.last)} (frames out of order)")
+        raise Rejected("image", "stamp_backwards", f"stamp {format_ns(stamp)} is older than the last "
+                       f"processed frame's {format_ns(camera.order.last)} (frames out of order)")
     if order == "reset":
         notes.append((f"time_reset_{camera.name}", f"time jumped back {(camera.order.last - stamp) / 1e9:.1f} s (a "
                       "recording looping or a simulator restarting?): taking it as a new start", "info"))
@@ -73,8 +74,8 @@ def take_frame(settings: NodeSettings, camera: CameraState, msg: Any, estimator:
     if not exact:
         camera.stats.count("camera_info_unmatched")
         notes.append((f"info_stamp_{camera.name}", "no camera_info with the image's stamp; using the latest one "
-                      f"(image {messages.format_ns(stamp)}, info "
-                      f"{messages.format_ns(messages.stamp_ns(info.header.stamp))})", "warn"))
+                      f"(image {format_ns(stamp)}, info "
+                      f"{format_ns(stamp_ns(info.header.stamp))})", "warn"))
     if info is not None:
         try:
             messages.check_camera_info(info)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import array
 import sys
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
 
-from ..geometry import camera_intrinsics, organized_cloud_bytes, scale_intrinsics
-from .camera_state import format_ns, stamp_ns  # noqa: F401  (re-exported: the stamp helpers of every ROS module)
+from ..geometry import camera_intrinsics, scale_intrinsics
 
 #: encoding -> (channels, numpy scalar type, channel order of colour encodings)
 ENCODINGS = {
@@ -202,17 +201,10 @@ def scale_camera_info(info: CameraInfo, width: int, height: int, header=None) ->
     return out
 
 
-def points_to_cloud(points: np.ndarray, header, rgb: Optional[np.ndarray] = None) -> PointCloud2:
-    """Organized PointCloud2 like depth_image_proc's point_cloud_xyz(rgb): NaN for invalid, is_dense false."""
-    data, step = organized_cloud_bytes(points, rgb)
-    buffer = np.frombuffer(data, dtype=np.float32).reshape(points.shape[0], points.shape[1], step // 4)
-    return cloud_message(buffer, header)
-
-
 def cloud_message(buffer: np.ndarray, header) -> PointCloud2:
     """PointCloud2 from (h, w, 4) float32 rows (x, y, z, pad; point_step 16) or (h, w, 8) with the packed colour
     at 16 (point_step 32), as :func:`space_clip_ros.outputs.cloud_buffer` and
-    :func:`space_clip_ros.geometry.organized_cloud_bytes` lay them out; or (N, 3) finite points: an unorganized,
+    test/oracles.py lay them out; or (N, 3) finite points: an unorganized,
     dense x/y/z cloud (height 1, point_step 12)."""
     if buffer.ndim == 2 and buffer.shape[1] == 3 and buffer.dtype == np.float32:
         return _unorganized_cloud(buffer, header)
@@ -255,5 +247,5 @@ def scan_message(ranges: np.ndarray, geometry, header, frame_id: str, range_min:
 
 
 def cloud_to_array(msg: PointCloud2) -> np.ndarray:
-    """(H, W, point_step // 4) float32 view of a cloud written by :func:`points_to_cloud` (tests and tools)."""
+    """(H, W, point_step // 4) float32 view of a cloud written by :func:`cloud_message` (tests and tools)."""
     return np.frombuffer(msg.data, dtype=np.float32).reshape(msg.height, msg.width, msg.point_step // 4)

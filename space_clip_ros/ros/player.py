@@ -33,6 +33,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from ..kitti_calib import read_kitti_calib
+from ..stamps import stamp_ns
 from . import messages
 from .bags import Recording, RecordingError, is_recording
 
@@ -151,7 +152,7 @@ class PlayerNode(Node):
             if now - self._start < due:
                 return
             if self._offset_ns:
-                shifted = messages.stamp_ns(msg.header.stamp) + self._offset_ns
+                shifted = stamp_ns(msg.header.stamp) + self._offset_ns
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(shifted, 1_000_000_000)
             if kind == "image":
                 self.image_pub.publish(msg)

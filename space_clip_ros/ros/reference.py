@@ -17,9 +17,9 @@ from typing import Any, Deque, Optional, Tuple
 import numpy as np
 
 from ..geometry import capacity_bucket, project_points, project_points_static
+from ..stamps import format_ns, stamp_ns
 from ..tf_tree import TfError, TfTree
 from . import range_data
-from .camera_state import format_ns, stamp_ns
 from .range_data import cloud_points, depth_image_points
 
 #: Larger clouds are refused (a 128-beam lidar sends about 260k points; 4M is a broken or merged-map message).
