@@ -654,8 +654,8 @@ def test_scan_and_filtered_cloud_for_a_planner(node, reference):
         small = next(m for m in h.received["points_filtered"] if m.header.stamp == stamp)
         organized = next(m for m in h.received["points"] if m.header.stamp == stamp)
         assert 0 < small.width and len(small.data) < len(organized.data)
-        [result] = _set(h, "/cam_a", points_filtered_voxel=-1.0)
-        assert not result.successful and "points_filtered_voxel must be >= 0" in result.reason
+        [result] = _set(h, "/cam_a", points_filtered_voxel=-1.0)  # outside its declared range: ROS refuses it
+        assert not result.successful and "points_filtered_voxel out of range Min: 0.0" in result.reason
         # A scan_height taller than the image: no scan, counted and logged (depthimage_to_laserscan's error).
         assert all(r.successful for r in _set(h, "/cam_a", scan_height=60))
         stamp, _ = _send(h, 1002, fx=fx, fy=fx, cx=80.0, cy=24.0)
