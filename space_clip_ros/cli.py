@@ -42,11 +42,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-depth", type=float, default=80.0, help="top of the colour range, metres")
     args = parser.parse_args(argv)
 
+    import torch
+
     from .checkpoint import CheckpointError
-    from .colormaps import colorize_depth
     from .estimator import DepthEstimator
     from .model import BackboneUnavailableError
     from .model.untrained import UNTRAINED_LABEL, build_untrained_model
+    from .outputs import colorize
 
     if args.checkpoint is None and not args.untrained:
         parser.error("no model: pass --checkpoint FILE (a trained decoder; convert the authors' release with "
@@ -87,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         depth = estimator(rgb, fx=fx)
         elapsed = (time.perf_counter() - start) * 1000
         np.save(args.out / f"{name}_depth{tag}.npy", depth)
-        colour = colorize_depth(depth, 0.5, args.max_depth, args.colormap)
+        colour = colorize(torch.from_numpy(depth), 0.5, args.max_depth, args.colormap).numpy()
         cv2.imwrite(str(args.out / f"{name}_depth{tag}.png"), np.concatenate([rgb, colour], 0)[..., ::-1])
         print(f"{name:<24} {rgb.shape[1]:>5}x{rgb.shape[0]:<4} {depth.min():8.2f} {np.median(depth):9.2f} "
               f"{depth.max():8.2f} {elapsed:8.1f}")

@@ -1,4 +1,4 @@
-"""Depth to colour for people: a matplotlib-style colormap over a fixed metric range."""
+"""The colour maps of depth for people (tables; :func:`space_clip_ros.outputs.colorize` applies them)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ COLORMAPS = ("turbo", "viridis", "inferno", "magma", "plasma", "jet", "gray")
 @functools.lru_cache(maxsize=None)
 def colormap_table(colormap: str) -> np.ndarray:
     """(256, 3) uint8 RGB: the colour of each index of colormap ``colormap`` (OpenCV's tables; ``gray`` a ramp).
-    Read-only; shared by :func:`colorize_depth` and the tensor version in :mod:`space_clip_ros.outputs`."""
+    Read-only; :func:`space_clip_ros.outputs.colorize` maps depth through it."""
     import cv2
 
     name = colormap.lower()
@@ -27,19 +27,3 @@ def colormap_table(colormap: str) -> np.ndarray:
     table = np.ascontiguousarray(table)
     table.setflags(write=False)
     return table
-
-
-def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str = "turbo",
-                   invalid_rgb=(0, 0, 0)) -> np.ndarray:
-    """HxW metres -> HxWx3 uint8 RGB. Near is the colormap's high end (warm for turbo); NaN, inf and values <= 0
-    are ``invalid_rgb``. Values are clipped to [min_depth, max_depth]."""
-    table = colormap_table(colormap)
-    if not max_depth > min_depth:
-        raise ValueError(f"max_depth ({max_depth}) must exceed min_depth ({min_depth})")
-    depth = np.asarray(depth, dtype=np.float32)
-    valid = np.isfinite(depth) & (depth > 0)
-    scaled = (max_depth - np.clip(np.where(valid, depth, max_depth), min_depth, max_depth)) / (max_depth - min_depth)
-    index = (scaled * 255.0 + 0.5).astype(np.uint8)
-    rgb = table[index]
-    rgb[~valid] = invalid_rgb
-    return rgb

@@ -28,6 +28,27 @@ def scale_intrinsics(k: np.ndarray, p: np.ndarray, scale_x: float, scale_y: floa
     return k, p
 
 
+def check_focal(fx: float, fy: float) -> None:
+    """``ValueError`` unless both focal lengths are positive (a back-projection divides by them)."""
+    if not (fx > 0 and fy > 0):
+        raise ValueError(f"back-projection needs fx > 0 and fy > 0, got fx={fx}, fy={fy}")
+
+
+def back_project(z, fx: float, fy: float, cx: float, cy: float, stride: int = 1):
+    """x and y (float32 tensors like ``z``) of the pixels of ``depth[::stride, ::stride]`` given as ``z``: pixel
+    (v, u) = (row * stride, col * stride), x = (u - cx) z / fx, y = (v - cy) z / fy (optical frame: x right, y down,
+    z forward). The one back-projection of the package (organized and filtered clouds); NaN depth gives NaN."""
+    import torch
+
+    check_focal(fx, fy)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    height, width = z.shape
+    v = torch.arange(0, height * stride, stride, dtype=torch.float32, device=z.device)[:, None]
+    u = torch.arange(0, width * stride, stride, dtype=torch.float32, device=z.device)[None, :]
+    return (u - cx) * z / fx, (v - cy) * z / fy
+
+
 def project_points(points, size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray] = None,
                    distortion_model: str = "plumb_bob", min_depth: float = 0.1, max_depth: float = float("inf")):
     """The sparse depth image of 3D points (N, 3) in the image's optical frame, as (flat pixel indices int64,

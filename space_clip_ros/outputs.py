@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .colormaps import colormap_table
+from .geometry import back_project, check_focal
 
 
 def mask_range(depth: Tensor, min_depth: float, max_depth: float) -> Tensor:
@@ -24,17 +25,13 @@ def cloud_buffer(depth: Tensor, fx: float, fy: float, cx: float, cy: float, stri
     0, 4, 8 (point_step 16), or (h, w, 8) with the packed 0x00RRGGBB colour at 16 (point_step 32) when ``rgb``
     ((h, w, 3) uint8, already at the cloud's size) is given. Invalid depth gives NaN points.
     (test/oracles.py has the same in numpy.)"""
-    if not (fx > 0 and fy > 0):
-        raise ValueError(f"back-projection needs fx > 0 and fy > 0, got fx={fx}, fy={fy}")
+    check_focal(fx, fy)
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     z = depth[::stride, ::stride].float()
     z = torch.where(torch.isfinite(z) & (z > 0), z, torch.full_like(z, float("nan")))
-    v = torch.arange(0, depth.shape[0], stride, dtype=torch.float32, device=depth.device)[:, None]
-    u = torch.arange(0, depth.shape[1], stride, dtype=torch.float32, device=depth.device)[None, :]
     out = torch.zeros(z.shape + (8 if rgb is not None else 4,), dtype=torch.float32, device=depth.device)
-    out[..., 0] = (u - cx) * z / fx
-    out[..., 1] = (v - cy) * z / fy
+    out[..., 0], out[..., 1] = back_project(z, fx, fy, cx, cy, stride)
     out[..., 2] = z
     if rgb is not None:
         if tuple(rgb.shape[:2]) != tuple(z.shape):
@@ -66,7 +63,8 @@ def colormap_lut(name: str, device: torch.device) -> Tensor:
 
 def colorize(depth: Tensor, min_depth: float, max_depth: float, colormap: str = "turbo",
              invalid_rgb=(0, 0, 0)) -> Tensor:
-    """(H, W) metres -> (H, W, 3) uint8 RGB, near warm; as :func:`space_clip_ros.colormaps.colorize_depth`."""
+    """(H, W) metres -> (H, W, 3) uint8 RGB: near is the colormap's high end (warm for turbo); values clipped to
+    [min_depth, max_depth]; NaN, inf and values <= 0 are ``invalid_rgb``. (test/oracles.py: the same in numpy.)"""
     if not max_depth > min_depth:
         raise ValueError(f"max_depth ({max_depth}) must exceed min_depth ({min_depth})")
     lut = colormap_lut(colormap, depth.device)

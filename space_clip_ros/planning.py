@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .geometry import back_project, check_focal
+
 #: REP 103: a LaserScan lives in an x-forward frame; an optical frame's name usually ends with one of these.
 OPTICAL_SUFFIXES = ("_optical_frame", "_optical")
 
@@ -283,8 +285,7 @@ def filtered_points_static(depth: Tensor, fx: float, fy: float, cx: float, cy: f
     ``capacity`` rows) whose first ``count`` rows are the points, and ``count`` (0-d int64 on the depth's device).
     Nothing is read on the host. ``capacity`` (with a voxel grid): sum only the first ``capacity`` kept points in
     voxel order, most of the work; ``count`` is -1 when more points were kept than that (run it again without)."""
-    if not (fx > 0 and fy > 0):
-        raise ValueError(f"back-projection needs fx > 0 and fy > 0, got fx={fx}, fy={fy}")
+    check_focal(fx, fy)
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     z = depth.float()
@@ -292,11 +293,8 @@ def filtered_points_static(depth: Tensor, fx: float, fy: float, cx: float, cy: f
     if edge_threshold > 0:
         keep &= ~edge_mask(z, edge_threshold)
     z, keep = z[::stride, ::stride], keep[::stride, ::stride]
-    v = torch.arange(0, depth.shape[0], stride, dtype=torch.float32, device=depth.device)[:, None]
-    u = torch.arange(0, depth.shape[1], stride, dtype=torch.float32, device=depth.device)[None, :]
     z = torch.where(keep, z, torch.zeros_like(z))
-    x = (u - cx) * z / fx
-    y = (v - cy) * z / fy
+    x, y = back_project(z, fx, fy, cx, cy, stride)
     squared = x * x + y * y + z * z
     keep = keep & (squared >= min_range * min_range) & (squared <= max_range * max_range)
     keep = keep.reshape(-1)

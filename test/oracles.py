@@ -1,6 +1,6 @@
 """numpy twins of the package's torch code, kept as test oracles (the package itself has one implementation of
 each): organized back-projection, PCL's packed colour, PointCloud2 row bytes and a cloud message from numpy points
-(as depth_image_proc's point_cloud_xyz(rgb) lays them out)."""
+(as depth_image_proc's point_cloud_xyz(rgb) lays them out), and a colour map of depth."""
 
 from typing import Optional, Tuple
 
@@ -57,3 +57,21 @@ def points_to_cloud(points: np.ndarray, header, rgb: Optional[np.ndarray] = None
     data, step = organized_cloud_bytes(points, rgb)
     buffer = np.frombuffer(data, dtype=np.float32).reshape(points.shape[0], points.shape[1], step // 4)
     return cloud_message(buffer, header)
+
+
+def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float, colormap: str = "turbo",
+                   invalid_rgb=(0, 0, 0)) -> np.ndarray:
+    """HxW metres -> HxWx3 uint8 RGB. Near is the colormap's high end (warm for turbo); NaN, inf and values <= 0
+    are ``invalid_rgb``. Values are clipped to [min_depth, max_depth]."""
+    from space_clip_ros.colormaps import colormap_table
+
+    table = colormap_table(colormap)
+    if not max_depth > min_depth:
+        raise ValueError(f"max_depth ({max_depth}) must exceed min_depth ({min_depth})")
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    scaled = (max_depth - np.clip(np.where(valid, depth, max_depth), min_depth, max_depth)) / (max_depth - min_depth)
+    index = (scaled * 255.0 + 0.5).astype(np.uint8)
+    rgb = table[index]
+    rgb[~valid] = invalid_rgb
+    return rgb

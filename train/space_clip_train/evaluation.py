@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from space_clip_ros.colormaps import colorize_depth
 from space_clip_ros.device import PRECISIONS
+from space_clip_ros.outputs import colorize
 
 from .data import DepthDataset, collate
 from .metrics import MetricAverager, evaluate_image, prediction_size
@@ -112,7 +112,8 @@ def image_grid(triples: List[tuple], max_depth: float = 80.0, width: int = 704) 
         panels.append(cv2.resize(rgb8, (width, height), interpolation=cv2.INTER_AREA))
         gt_show = cv2.dilate(np.where(np.isfinite(gt), gt, 0).astype(np.float32), np.ones((3, 3), np.uint8))
         for depth in (gt_show, pred):
-            coloured = colorize_depth(depth, 1e-3, max_depth)
+            coloured = colorize(torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)), 1e-3,
+                                max_depth).numpy()
             panels.append(cv2.resize(coloured, (width, height), interpolation=cv2.INTER_NEAREST))
         rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0) if rows else np.zeros((1, 3 * width, 3), np.uint8)
