@@ -129,11 +129,14 @@ def test_a_recording_plays_into_the_node_and_its_outputs_are_recorded(ros, check
         assert len(depth_stamps) + int(status["frames_dropped"]) == FRAMES
         assert [m.header.stamp for m in h.received["info"]] == depth_stamps
         assert [s for _, s in arrivals] == originals
-        span = arrivals[-1][0] - arrivals[0][0]  # 4 frames: 0.75 s at the recorded 4 Hz, 0.15 s at 20 Hz
+        # Pacing from the second frame on: 3 frames span 0.5 s at the recorded 4 Hz, 0.1 s at 20 Hz. (The first
+        # frame's delivery can lag behind by a few hundred ms while DDS settles on a loaded machine: one full-suite
+        # run measured 0.41 s from the first frame, which the player had sent on time.)
+        span = arrivals[-1][0] - arrivals[1][0]
         if rate:
-            assert span < 0.5, span
+            assert span < 0.35, span
         else:
-            assert 0.6 < span < 1.5, span
+            assert 0.38 < span < 1.2, span
         time.sleep(0.5)  # the recorder's last samples
         assert _stop(recorder) == 0, recorder.stdout.read()
         recorded = bags.read_topics(out)
