@@ -61,6 +61,17 @@ def colormap_lut(name: str, device: torch.device) -> Tensor:
     return _LUTS[key]
 
 
+_RGB: Dict[Tuple[Tuple[int, ...], str], Tensor] = {}
+
+
+def _constant_rgb(rgb: Tuple[int, ...], device: torch.device) -> Tensor:
+    """(3,) uint8 colour on ``device``, made once (no upload inside a frame's path)."""
+    key = (rgb, str(device))
+    if key not in _RGB:
+        _RGB[key] = torch.tensor(rgb, dtype=torch.uint8, device=device)
+    return _RGB[key]
+
+
 def colorize(depth: Tensor, min_depth: float, max_depth: float, colormap: str = "turbo",
              invalid_rgb=(0, 0, 0)) -> Tensor:
     """(H, W) metres -> (H, W, 3) uint8 RGB: near is the colormap's high end (warm for turbo); values clipped to
@@ -73,5 +84,4 @@ def colorize(depth: Tensor, min_depth: float, max_depth: float, colormap: str = 
     clipped = torch.where(valid, depth, torch.full_like(depth, max_depth)).clamp(min_depth, max_depth)
     scaled = (max_depth - clipped) / (max_depth - min_depth)
     index = (scaled * 255.0 + 0.5).to(torch.uint8)
-    invalid = torch.tensor(invalid_rgb, dtype=torch.uint8, device=depth.device)
-    return torch.where(valid[..., None], lut[index.long()], invalid)
+    return torch.where(valid[..., None], lut[index.long()], _constant_rgb(tuple(invalid_rgb), depth.device))

@@ -223,7 +223,7 @@ def _voxel_planes(x: Tensor, y: Tensor, z: Tensor, keep: Tensor, leaf: float,
         linear = (kz * extent + ky) * extent + kx  # only up to 2^24; x fastest, as PCL
         none = torch.iinfo(dtype).max
     else:
-        big = torch.tensor(float("inf"), device=device)
+        big = torch.full((), float("inf"), device=device)
         low = [torch.where(keep, key, big).amin() for key in keys]
         high = [torch.where(keep, key, -big).amax() for key in keys]
         span = [torch.where(torch.isfinite(h - lo), h - lo + 1, torch.ones_like(lo)).to(torch.int64)
@@ -239,7 +239,7 @@ def _voxel_planes(x: Tensor, y: Tensor, z: Tensor, keep: Tensor, leaf: float,
         overflow = keep.sum() > capacity
         ordered, order, n = ordered[:capacity], order[:capacity], capacity
     starts = torch.empty(n, dtype=torch.bool, device=device)
-    starts[:1] = True
+    starts[:1].fill_(True)
     torch.ne(ordered[1:], ordered[:-1], out=starts[1:])
     dropped = ordered == none
     starts &= ~dropped

@@ -66,6 +66,11 @@ def _mask_indices(args: tuple) -> bool:
     return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])
 
 
+#: Ops that make a tensor from Python values (torch.tensor, torch.as_tensor of a list).
+_FROM_HOST = {packet for packet in (getattr(aten, "lift_fresh", None), getattr(aten, "lift_fresh_copy", None))
+              if packet is not None}
+
+
 class DataDependentOpError(RuntimeError):
     """An op of the per-frame path read a value on the host or made a data-dependent shape."""
 
@@ -74,13 +79,17 @@ class SyncGuard(TorchDispatchMode):
     """Counts every op dispatched while active; fails (``strict``) or records on data-dependent ones.
 
     Attributes: ``ops`` (count), ``by_op`` (Counter of op names), ``violations`` (op, why, where), ``transfers``
-    (copies between devices, e.g. a download; none on a CPU-only run)."""
+    (copies between devices, e.g. a download; none on a CPU-only run), ``uploads`` (host data entering the path:
+    tensors made from Python values, ``torch.tensor(...)``, and copies from the CPU to a device; a CUDA graph cannot
+    hold them). ``torch.from_numpy`` dispatches nothing, so on a CPU-only run only the first kind is seen."""
 
     def __init__(self, strict: bool = True) -> None:
         super().__init__()
         self.strict = strict
         self.ops = 0
         self.transfers = 0
+        self.uploads = 0
+        self.upload_sites: List[str] = []
         self.by_op: Counter = Counter()
         self.violations: List[Dict[str, str]] = []
 
@@ -96,7 +105,16 @@ class SyncGuard(TorchDispatchMode):
                 raise DataDependentOpError(f"{func}: {why} at {where}")
         if func in (aten._to_copy.default, aten.copy_.default) and self._crosses_devices(func, args, kwargs):
             self.transfers += 1
+            source = args[1] if func is aten.copy_.default else args[0]
+            if source.device.type == "cpu":
+                self._upload()
+        elif func.overloadpacket in _FROM_HOST:
+            self._upload()
         return func(*args, **kwargs)
+
+    def _upload(self) -> None:
+        self.uploads += 1
+        self.upload_sites.append(_caller())
 
     @staticmethod
     def _violation(func, args: tuple, kwargs: dict) -> Optional[str]:
@@ -133,4 +151,5 @@ def count_ops(fn, *args: Any, **kwargs: Any) -> Dict[str, int]:
     benchmarks' tables)."""
     with SyncGuard(strict=False) as guard:
         fn(*args, **kwargs)
-    return {"ops": guard.ops, "data_dependent": len(guard.violations), "transfers": guard.transfers}
+    return {"ops": guard.ops, "data_dependent": len(guard.violations), "transfers": guard.transfers,
+            "uploads": guard.uploads}

@@ -122,15 +122,27 @@ class TemporalFusion:
         self._previous: Optional[_Previous] = None
         self._rays: Tuple[Any, Optional[Tensor]] = (None, None)  # (key, rays) of the last camera model
 
-    def fuse(self, depth: Tensor, intrinsics: Intrinsics, pose: Optional[np.ndarray], stamp_ns: int) -> Tensor:
+    def motion_to(self, pose: Optional[np.ndarray], stamp_ns: int, device: Any) -> Optional[Tensor]:
+        """The camera's motion since the fused history (4x4, current <- previous optical frame) on ``device``, or
+        None when the history cannot be carried (no pose, no history yet, time went back). The node uploads it
+        before the frame's path, so :meth:`fuse` itself takes nothing from the host."""
+        previous = self._previous
+        if pose is None or previous is None or stamp_ns <= previous.stamp_ns:
+            return None
+        return torch.from_numpy(np.linalg.inv(pose) @ previous.pose).to(device=device, dtype=previous.depth.dtype)
+
+    def fuse(self, depth: Tensor, intrinsics: Intrinsics, pose: Optional[np.ndarray], stamp_ns: int,
+             motion: Optional[Tensor] = None) -> Tensor:
         """Fuse ``depth`` (H, W metres; NaN, 0 or inf = none; changed in place) with the carried previous depth;
-        ``pose`` (4x4 fixed <- camera at ``stamp_ns``, None when tf has none: the history starts over). Returns
-        the temporal term of the confidence (H, W, 0..1)."""
+        ``pose`` (4x4 fixed <- camera at ``stamp_ns``, None when tf has none: the history starts over); ``motion``:
+        :meth:`motion_to` of them when the caller uploaded it already. Returns the temporal term of the confidence
+        (H, W, 0..1)."""
         valid = torch.isfinite(depth) & (depth > 0)
         weight = torch.ones_like(depth)
         previous = self._previous
-        if pose is not None and previous is not None and stamp_ns > previous.stamp_ns:
-            motion = torch.from_numpy(np.linalg.inv(pose) @ previous.pose)
+        if motion is None:
+            motion = self.motion_to(pose, stamp_ns, depth.device)
+        if motion is not None and previous is not None:
             key = (tuple(previous.depth.shape), previous.intrinsics, previous.depth.device, previous.depth.dtype)
             if self._rays[0] != key:
                 self._rays = (key, _rays(*key))

@@ -58,19 +58,34 @@ def test_the_whole_frame_path_between_upload_and_download_is_sync_free(pipeline)
     counts = []
     for i in range(4):  # the first frame starts the fusion, the next ones warp and fuse (the 2nd caches rays)
         stamp = (i + 1) * 100_000_000
-        with torch.inference_mode(), SyncGuard() as guard:
-            reference = project_points_static(buffer, valid, (H, W), K4, 0.1, 80.0)
-            frames = _frames(rgb, model, aligner, fusion, reference, stamp)
-            raw = pipeline.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames], [1.0])
-            staged = pipeline.stage(frames, [model], raw, settings)
-        assert guard.violations == [] and guard.transfers == 0
-        counts.append(guard.ops)
+        with torch.inference_mode():
+            with SyncGuard() as guard:  # the frame's upload, the reference's projection and the model
+                reference = project_points_static(buffer, valid, (H, W), K4, 0.1, 80.0)
+                frames = _frames(rgb, model, aligner, fusion, reference, stamp)
+                raw = pipeline.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames], [1.0])
+            for frame in frames:  # what FramePipeline.run uploads before the path
+                frame.motion = fusion.motion_to(frame.pose, frame.stamp_ns, raw[0].device)
+                frame.rgb_device = torch.from_numpy(frame.rgb)
+            with SyncGuard() as after:  # everything after the model: nothing from the host either
+                staged = pipeline.stage(frames, [model], raw, settings)
+        assert guard.violations == [] and after.violations == [] and guard.transfers == after.transfers == 0
+        if i:  # the first frame makes the camera's constants (scan indices, colour table) on the device, once
+            assert after.uploads == 0, after.upload_sites
+        counts.append(guard.ops + after.ops)
         [host] = download([tensors for tensors, _ in staged])
         assert {"depth", "alignment", "colored", "points", "scan", "points_filtered", "confidence"} <= set(host)
         fit = aligner.resolve(torch.from_numpy(host["alignment"]))
         assert fit.state == "aligned" and fit.points > 100
     assert counts[2] == counts[3] and counts[2] > 200  # the same ops every frame once fusion runs
     print(f"ops per frame (tiny model, every output, alignment, fusion): {counts}")
+
+
+def test_the_guard_counts_host_values_entering_the_path():
+    with SyncGuard() as guard:
+        torch.tensor([1, 2, 3])  # made from Python values: an upload on a GPU, and not capturable
+        torch.zeros(3) + 1.0  # a fill and a scalar argument: neither
+    assert guard.uploads == 1
+    assert guard.upload_sites[0].endswith("(test_the_guard_counts_host_values_entering_the_path)")
 
 
 def test_the_guard_fails_on_host_reads_and_data_dependent_shapes():

@@ -88,6 +88,8 @@ class FrameRequest:
     reference_reason: str = ""
     fusion: Optional[TemporalFusion] = None
     pose: Optional[np.ndarray] = None
+    motion: Optional[torch.Tensor] = None  # the fusion's motion_to(pose), uploaded before the frame's path
+    rgb_device: Optional[torch.Tensor] = None  # the frame on the model's device (the cloud's colour)
     prepare: Optional[Callable[["FrameRequest", torch.device], None]] = None
 
 
@@ -156,9 +158,14 @@ class FramePipeline:
             raw = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
                                                 [f.scale for f in frames])
             models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
-            for frame in frames:
+            device = self.estimator.device
+            for frame in frames:  # what the frames' path needs from the host, uploaded before it
                 if frame.prepare is not None:
-                    frame.prepare(frame, self.estimator.device)
+                    frame.prepare(frame, device)
+                if "points" in frame.wants and settings.points_rgb:
+                    frame.rgb_device = torch.from_numpy(frame.rgb).to(device, non_blocking=True)
+                if frame.fusion is not None:
+                    frame.motion = frame.fusion.motion_to(frame.pose, frame.stamp_ns, device)
             staged = self.stage(frames, models, raw, settings)
             host = download([tensors for tensors, _ in staged])
             results = [self._result(frame, model, tensors, problems, settings)
@@ -202,7 +209,7 @@ class FramePipeline:
             stats = frame.aligner.align_static(depth_t, reference, frame.stamp_ns)
         temporal = None
         if frame.fusion is not None and model is not None:
-            temporal = frame.fusion.fuse(depth_t, model.intrinsics, frame.pose, frame.stamp_ns)
+            temporal = frame.fusion.fuse(depth_t, model.intrinsics, frame.pose, frame.stamp_ns, frame.motion)
         trust = None
         if self._needs_confidence(frame, settings):
             trust = confidence(depth_t, temporal, settings.points_filtered_edge_threshold)
@@ -245,7 +252,9 @@ class FramePipeline:
             stride = int(settings.points_stride)
             colour_t = None
             if settings.points_rgb:
-                image = torch.from_numpy(frame.rgb).to(depth_t.device, non_blocking=True)
+                image = frame.rgb_device
+                if image is None:
+                    image = torch.from_numpy(frame.rgb).to(depth_t.device, non_blocking=True)
                 colour_t = resize_rgb(image, (out_h, out_w))[::stride, ::stride]
             tensors["points"] = cloud_buffer(depth_t, fx, fy, cx, cy, stride, colour_t)
         if isinstance(scan_input, str):
