@@ -170,3 +170,39 @@ def test_a_filtered_cloud_larger_than_its_buffers_comes_whole_and_the_buffers_gr
     assert int(count) == -1 and kept.shape == (32, 3)
     kept, count = filtered_points_static(depth_t, *K4, 0.3, 80.0, 0.1, 0.02, 1, capacity=10 ** 6)
     assert int(count) > 0 and kept.shape == (H * W, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/device_check.sh)")
+def test_on_cuda_the_path_after_the_model_moves_nothing_between_host_and_device(checkpoint):
+    """On a GPU the guard sees every copy: after the model, nothing goes up or down until the one download, and
+    the outputs equal the CPU's."""
+    from space_clip_ros import DepthEstimator
+
+    rgb, depth = render_scene((H, W), K4)
+    model = CameraModel.from_info(camera_info_msg(None, W, H, *K4))
+    settings = NodeSettings.from_values({"scan_height": 3, "temporal_filter": "odom", "points_rgb": True})
+    buffer, valid, _ = _lidar(depth)
+    results = {}
+    for device in ("cpu", "cuda"):
+        pipeline = FramePipeline(DepthEstimator(str(checkpoint), device=device, precision="fp32", backend="eager"))
+        aligner, fusion = ScaleAligner(min_points=10), TemporalFusion(max_frames=4)
+        for i in range(3):
+            stamp = (i + 1) * 100_000_000
+            with torch.inference_mode():
+                reference = project_points_static(buffer.to(device), valid.to(device), (H, W), K4, 0.1, 80.0)
+                frames = _frames(rgb, model, aligner, fusion, reference, stamp)
+                raw = pipeline.estimator.predict_tensor([rgb], [(H, W)], [1.0])
+                for frame in frames:
+                    frame.motion = fusion.motion_to(frame.pose, frame.stamp_ns, raw[0].device)
+                    frame.rgb_device = torch.from_numpy(frame.rgb).to(device)
+                with SyncGuard() as after:
+                    staged = pipeline.stage(frames, [model], raw, settings)
+            if i and device == "cuda":
+                assert after.violations == [] and after.transfers == 0 and after.uploads == 0, after.upload_sites
+            [host] = download([tensors for tensors, _ in staged])
+        results[device] = host
+    for name in ("depth", "points", "scan", "colored", "confidence"):
+        np.testing.assert_allclose(results["cuda"][name].astype(np.float64), results["cpu"][name].astype(np.float64),
+                                   rtol=1e-4, atol=1e-4, equal_nan=True, err_msg=name)
+    count = int(results["cpu"]["points_filtered_count"][0])
+    assert int(results["cuda"]["points_filtered_count"][0]) == count
