@@ -24,9 +24,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .data import SkipReport, read_list
-from .evaluation import add_run_options
+from .evaluation import add_run_options, load_for_evaluation, report
 from .folder import FolderDepth, read_camera
-from .metrics import KEYS, MetricAverager, evaluate_image, format_table, write_json
+from .metrics import KEYS, MetricAverager, evaluate_image
 
 ALIGNMENTS = ("none", "median", "scale")
 
@@ -72,10 +72,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
-    print(format_table(results, f"{args.checkpoint}: {args.data} ({args.list}), align {args.align}, depth "
-                       f"{args.min_depth:g}..{args.max_depth:g} m, {count} lines"))
-    if args.skips.skipped:
-        print(f"warning: {args.skips.summary()}", file=sys.stderr)
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as handle:
@@ -83,15 +79,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             writer.writeheader()
             writer.writerows(rows)
         print(f"wrote {args.csv} ({len(rows)} frames)")
-    if args.out:
-        write_json(results, args.out, dataset="folder", align=args.align, data=str(args.data),
-                   source=str(args.checkpoint), skipped=len(args.skips.skipped))
-        print(f"wrote {args.out}")
+    report(results, f"{args.checkpoint}: {args.data} ({args.list}), align {args.align}, depth "
+           f"{args.min_depth:g}..{args.max_depth:g} m, {count} lines", args,
+           dataset="folder", align=args.align, data=str(args.data), source=str(args.checkpoint))
     return 0
 
 
 def evaluate(args) -> "tuple[Dict[str, float], List[Dict[str, object]], int]":
-    from space_clip_ros import DepthEstimator, load_checkpoint
+    from space_clip_ros import DepthEstimator
 
     read_camera(args.data)  # a folder without its camera.yaml fails here, saying so
     list_file = Path(args.list) if Path(args.list).is_file() else args.data / args.list
@@ -100,9 +95,7 @@ def evaluate(args) -> "tuple[Dict[str, float], List[Dict[str, object]], int]":
     samples = read_list(list_file)
     args.skips = SkipReport(str(list_file))
     dataset = FolderDepth(list_file, args.data, None, "eval", strict=args.strict)
-    model = load_checkpoint(args.checkpoint, backbone=args.backbone)
-    if not model.provenance.get("trained", False):
-        print("warning: this checkpoint is marked UNTRAINED: its numbers mean nothing", file=sys.stderr)
+    model = load_for_evaluation(args, None)  # a robot's own data: any checkpoint may be fine-tuned for it
     estimator = DepthEstimator(model, device=args.device, precision=args.precision)
     averager, rows = MetricAverager(), []
     for index, sample in enumerate(dataset.samples):

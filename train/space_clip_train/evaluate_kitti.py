@@ -23,7 +23,7 @@ import numpy as np
 from . import protocols
 from .config import list_path
 from .data import Sample, SkipReport, read_list
-from .evaluation import add_run_options, evaluation_parser
+from .evaluation import add_run_options, evaluate_saved, evaluation_parser, load_for_evaluation, read_prediction, report
 from .kitti import (
     EIGEN_TEST,
     KITTI_CROP_SIZE,
@@ -34,11 +34,8 @@ from .kitti import (
 )
 from .metrics import (
     PROTOCOLS,
-    MetricAverager,
     evaluate_image,
-    format_table,
     resize_prediction,
-    write_json,
 )
 
 
@@ -74,46 +71,19 @@ class GroundTruth:
         return read_depth_png(path)
 
 
-def read_prediction(pred_dir: Path, sample: Sample) -> np.ndarray:
-    stem = pred_dir / Path(sample.image).with_suffix("")
-    for suffix in (".npy", ".png"):
-        path = stem.with_suffix(suffix)
-        if path.is_file():
-            if suffix == ".npy":
-                pred = np.load(path, allow_pickle=False)
-                if pred.ndim == 3 and 1 in (pred.shape[0], pred.shape[-1]):
-                    pred = pred.squeeze()
-                if pred.ndim != 2:
-                    raise ValueError(f"{path}: expected an (H, W) depth map, got shape {pred.shape}")
-                return pred.astype(np.float32)
-            return read_depth_png(path)
-    raise ValueError(f"no prediction {stem}.npy or {stem}.png")
-
-
 def evaluate_predictions(pred_dir: Path, samples: List[Sample], gt: GroundTruth, protocol: str, crop: str,
                          skips: SkipReport, strict: bool) -> Dict[str, float]:
-    averager = MetricAverager()
-    for sample in samples:
-        try:
-            depth = gt(sample)
-            pred = read_prediction(pred_dir, sample)
-        except ValueError as error:
-            if strict:
-                raise FileNotFoundError(f"line {sample.line_no}: {error} (--strict)") from None
-            skips.skip(sample, str(error))
-            continue
+    def score(depth: np.ndarray, pred: np.ndarray):
         if protocol == "paper" and pred.shape != KITTI_CROP_SIZE:
             # The authors' first version resized its own (224) output bilinearly to 352x704: any size goes the same way.
             pred = resize_prediction(pred, KITTI_CROP_SIZE)
-        try:
-            averager.update(evaluate_image(depth, pred, protocol, crop, MIN_DEPTH, MAX_DEPTH))
-        except ValueError as error:  # a prediction of the wrong size or with NaN: name the file
-            raise ValueError(f"{sample.image}: {error}") from None
-    return averager.result()
+        return evaluate_image(depth, pred, protocol, crop, MIN_DEPTH, MAX_DEPTH)
+
+    return evaluate_saved(samples, lambda _, sample: gt(sample),
+                          lambda sample: read_prediction(pred_dir, sample.image, read_depth_png), score, skips, strict)
 
 
 def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[str, float]:
-    from space_clip_ros.checkpoint import load_checkpoint
     from space_clip_ros.device import autocast_dtype, resolve_device
 
     from .evaluation import eval_loader, evaluate
@@ -122,9 +92,7 @@ def evaluate_checkpoint(args, samples: List[Sample], gt: GroundTruth) -> Dict[st
     if not args.data_path:
         raise ValueError("--checkpoint needs --data-path (the KITTI raw root with the images)")
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint, device=device, backbone=args.backbone)
-    if not model.provenance.get("trained", False):
-        print("warning: this checkpoint is marked UNTRAINED: its numbers mean nothing", file=sys.stderr)
+    model = load_for_evaluation(args, "kitti", device)
     pre = model.preprocessing
     dataset = KittiDepth(args.filenames, args.data_path, None, "eval", pre.input_size, pre.mean, pre.std,
                          strict=args.strict, require_depth=False)
@@ -187,11 +155,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     source = str(args.checkpoint or args.pred_dir)
     title = (f"{source}: {args.protocol} protocol, crop {args.crop}, depth {MIN_DEPTH:g}..{MAX_DEPTH:g} m"
              + (", flip TTA" if args.flip_tta else "") + f", {len(samples)} of {len(all_samples)} lines with gt")
-    print(format_table(results, title))
-    if args.skips.skipped:
-        print(f"warning: {args.skips.summary()}", file=sys.stderr)
-    if args.out:
-        write_json(results, args.out, protocol=args.protocol, crop=args.crop, flip_tta=args.flip_tta, source=source,
-                   skipped=len(args.skips.skipped))
-        print(f"wrote {args.out}")
+    report(results, title, args, protocol=args.protocol, crop=args.crop, flip_tta=args.flip_tta, source=source)
     return 0

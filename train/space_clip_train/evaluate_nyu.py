@@ -18,60 +18,30 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
-
 from . import protocols
 from .config import list_path
 from .data import SkipReport
-from .evaluation import add_run_options, evaluation_parser
-from .metrics import DATASET_PROTOCOLS, MetricAverager, evaluate_image, format_table, write_json
+from .evaluation import add_run_options, evaluate_saved, evaluation_parser, load_for_evaluation, read_prediction, report
+from .metrics import DATASET_PROTOCOLS, evaluate_image
 from .nyu import MAX_DEPTH, MIN_DEPTH, NYU_TEST, NyuDepth, read_depth_png
 
 PROTOCOLS = DATASET_PROTOCOLS["nyu"]
 
 
-def read_prediction(pred_dir: Path, image: str) -> np.ndarray:
-    stem = pred_dir / Path(image.lstrip("/")).with_suffix("")
-    if stem.with_suffix(".npy").is_file():
-        pred = np.load(stem.with_suffix(".npy"), allow_pickle=False).squeeze()
-        if pred.ndim != 2:
-            raise ValueError(f"{stem}.npy: expected an (H, W) depth map, got shape {pred.shape}")
-        return pred.astype(np.float32)
-    if stem.with_suffix(".png").is_file():
-        return read_depth_png(stem.with_suffix(".png"))
-    raise ValueError(f"no prediction {stem}.npy or {stem}.png")
-
-
 def evaluate_predictions(args, dataset: NyuDepth) -> Dict[str, float]:
-    averager = MetricAverager()
-    for index, sample in enumerate(dataset.samples):
-        try:
-            _, gt = dataset.load(index)
-            pred = read_prediction(args.pred_dir, sample.image)
-        except ValueError as error:
-            if args.strict:
-                raise FileNotFoundError(f"line {sample.line_no}: {error} (--strict)") from None
-            args.skips.skip(sample, str(error))
-            continue
-        try:
-            averager.update(evaluate_image(gt, pred, args.protocol, args.crop, MIN_DEPTH, MAX_DEPTH, "nyu"))
-        except ValueError as error:
-            raise ValueError(f"{sample.image}: {error}") from None
-    return averager.result()
+    return evaluate_saved(dataset.samples, lambda index, _: dataset.load(index)[1],
+                          lambda sample: read_prediction(args.pred_dir, sample.image, read_depth_png),
+                          lambda gt, pred: evaluate_image(gt, pred, args.protocol, args.crop, MIN_DEPTH, MAX_DEPTH,
+                                                          "nyu"), args.skips, args.strict)
 
 
 def evaluate_checkpoint(args, dataset: NyuDepth) -> Dict[str, float]:
-    from space_clip_ros.checkpoint import load_checkpoint
     from space_clip_ros.device import autocast_dtype, resolve_device
 
     from .evaluation import eval_loader, evaluate
 
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint, device=device, backbone=args.backbone)
-    if not model.provenance.get("trained", False):
-        print("warning: this checkpoint is marked UNTRAINED: its numbers mean nothing", file=sys.stderr)
-    if model.provenance.get("dataset", "nyu") != "nyu":
-        print(f"warning: this checkpoint was trained on {model.provenance['dataset']}, not NYU", file=sys.stderr)
+    model = load_for_evaluation(args, "nyu", device)
     pre = model.preprocessing
     dataset.input_size, dataset.mean, dataset.std = tuple(pre.input_size), tuple(pre.mean), tuple(pre.std)
     dtype = autocast_dtype(args.precision, device)
@@ -106,13 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
     source = str(args.checkpoint or args.pred_dir)
-    print(format_table(results, f"{source}: NYU {args.protocol} protocol, crop {args.crop}, depth "
-                       f"{MIN_DEPTH:g}..{MAX_DEPTH:g} m" + (", flip TTA" if args.flip_tta else "")
-                       + f", {len(dataset)} lines"))
-    if args.skips.skipped:
-        print(f"warning: {args.skips.summary()}", file=sys.stderr)
-    if args.out:
-        write_json(results, args.out, dataset="nyu", protocol=args.protocol, crop=args.crop, flip_tta=args.flip_tta,
-                   source=source, skipped=len(args.skips.skipped))
-        print(f"wrote {args.out}")
+    report(results, f"{source}: NYU {args.protocol} protocol, crop {args.crop}, depth {MIN_DEPTH:g}..{MAX_DEPTH:g} m"
+           + (", flip TTA" if args.flip_tta else "") + f", {len(dataset)} lines", args,
+           dataset="nyu", protocol=args.protocol, crop=args.crop, flip_tta=args.flip_tta, source=source)
     return 0

@@ -1,6 +1,8 @@
-"""Running a model over a dataset's list: predictions, flip test-time augmentation, metrics, visual grids.
+"""Running a model over a dataset's list: predictions, flip test-time augmentation, metrics, visual grids; and the
+one evaluation path of evaluate.py's datasets (KITTI, NYU, a folder): saved predictions read and scored line by
+line, a checkpoint loaded with its warnings, the closing report.
 
-Shared by the trainer (validation each epoch) and eval_kitti.py / eval_nyu.py, so all report the same numbers.
+Shared by the trainer (validation each epoch) and evaluate.py, so all report the same numbers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from space_clip_ros.device import PRECISIONS
 from space_clip_ros.outputs import colorize
 
 from .data import DepthDataset, collate
-from .metrics import MetricAverager, evaluate_image, prediction_size
+from .metrics import MetricAverager, evaluate_image, format_table, prediction_size, write_json
 
 
 def is_distributed() -> bool:
@@ -142,3 +144,74 @@ def add_run_options(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--strict", action="store_true", help="a missing or unreadable file is an error, not a skip")
+
+
+# ---------------------------------------------------------------------- evaluate.py's one path
+def read_prediction(pred_dir: Path, image: str, read_png: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """A saved prediction for list image ``image``: ``pred_dir/<image without extension>.npy`` (float32 metres,
+    (H, W), or with a single extra axis) or ``.png`` (read by the dataset's ``read_png``). ``ValueError`` says which
+    files were looked for."""
+    stem = pred_dir / Path(image.lstrip("/")).with_suffix("")
+    npy, png = stem.with_suffix(".npy"), stem.with_suffix(".png")
+    if npy.is_file():
+        pred = np.load(npy, allow_pickle=False)
+        if pred.ndim > 2:
+            pred = pred.squeeze()
+        if pred.ndim != 2:
+            raise ValueError(f"{npy}: expected an (H, W) depth map, got shape {pred.shape}")
+        return pred.astype(np.float32)
+    if png.is_file():
+        return read_png(png)
+    raise ValueError(f"no prediction {stem}.npy or {stem}.png")
+
+
+def evaluate_saved(samples, ground_truth: Callable[[int, object], np.ndarray],
+                   prediction: Callable[[object], np.ndarray],
+                   score: Callable[[np.ndarray, np.ndarray], Optional[Dict[str, float]]], skips, strict: bool
+                   ) -> Dict[str, float]:
+    """Saved predictions against the ground truth, line by line: a line whose ground truth or prediction cannot be
+    read is skipped with its reason (``--strict``: an error naming the line); a prediction that cannot be scored
+    (wrong size, NaN) is an error naming the image. Metrics averaged over images."""
+    averager = MetricAverager()
+    for index, sample in enumerate(samples):
+        try:
+            gt, pred = ground_truth(index, sample), prediction(sample)
+        except ValueError as error:
+            if strict:
+                raise FileNotFoundError(f"line {sample.line_no}: {error} (--strict)") from None
+            skips.skip(sample, str(error))
+            continue
+        try:
+            averager.update(score(gt, pred))
+        except ValueError as error:
+            raise ValueError(f"{sample.image}: {error}") from None
+    return averager.result()
+
+
+def load_for_evaluation(args, dataset: Optional[str], device="cpu"):
+    """The checkpoint of ``args`` (``--checkpoint``, ``--backbone``) on ``device``, with a warning on stderr when it
+    is marked untrained or was trained on another dataset than ``dataset`` (None: any)."""
+    import sys
+
+    from space_clip_ros.checkpoint import load_checkpoint
+
+    model = load_checkpoint(args.checkpoint, device=device, backbone=args.backbone)
+    if not model.provenance.get("trained", False):
+        print("warning: this checkpoint is marked UNTRAINED: its numbers mean nothing", file=sys.stderr)
+    trained_on = model.provenance.get("dataset")
+    if dataset is not None and trained_on not in (None, dataset):
+        print(f"warning: this checkpoint was trained on {trained_on}, not {dataset}", file=sys.stderr)
+    return model
+
+
+def report(results: Dict[str, float], title: str, args, **fields) -> None:
+    """The closing report of evaluate.py: the metrics table, the skipped lines on stderr, and ``--out``'s JSON
+    (``fields`` added, with the number of skipped lines)."""
+    import sys
+
+    print(format_table(results, title))
+    if args.skips.skipped:
+        print(f"warning: {args.skips.summary()}", file=sys.stderr)
+    if args.out:
+        write_json(results, args.out, skipped=len(args.skips.skipped), **fields)
+        print(f"wrote {args.out}")
