@@ -411,3 +411,18 @@ def test_evaluate_py_is_the_one_entry_and_names_the_missing_dataset(capsys):
     assert "--dataset kitti|nyu|folder is required" in capsys.readouterr().err
     assert eval_kitti.main(["--pred-dir", "nowhere", "--gt-path", "nowhere"]) == 2  # the alias reaches KITTI's
     assert "evaluate.py: error: --gt-path nowhere is neither" in capsys.readouterr().err
+
+
+def test_a_protocol_with_its_own_crop_settles_the_crop_from_the_table(capsys):
+    from argparse import Namespace
+
+    from space_clip_train.evaluation import settle_crop
+
+    cases = (("kitti", "paper", "garg", "none"), ("kitti", "spaceclip", "garg", "eigen"),
+             ("kitti", "standard", "eigen", "eigen"), ("nyu", "spaceclip", "eigen", "none"))
+    for dataset, protocol, asked, used in cases:
+        args = Namespace(protocol=protocol, crop=asked)
+        settle_crop(args, dataset)
+        assert args.crop == used, (dataset, protocol)
+        note = capsys.readouterr().err
+        assert (f"uses crop {used}" in note) == (asked != used), note

@@ -23,7 +23,15 @@ import numpy as np
 from . import protocols
 from .config import list_path
 from .data import Sample, SkipReport, read_list
-from .evaluation import add_run_options, evaluate_saved, evaluation_parser, load_for_evaluation, read_prediction, report
+from .evaluation import (
+    add_run_options,
+    evaluate_saved,
+    evaluation_parser,
+    load_for_evaluation,
+    read_prediction,
+    report,
+    settle_crop,
+)
 from .kitti import (
     EIGEN_TEST,
     KITTI_CROP_SIZE,
@@ -131,13 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.protocol == "spaceclip" and args.crop != "eigen":
-        print("note: the spaceclip protocol uses the Eigen crop on its 352x704 map", file=sys.stderr)
-        args.crop = "eigen"
-    if args.protocol == "paper":
-        if args.crop != "none":
-            print("note: the paper protocol uses no crop (as the authors' first code version did)", file=sys.stderr)
-        args.crop = "none"
+    settle_crop(args, "kitti")
     try:
         args.filenames = list_path(args.filenames)
         all_samples = read_list(args.filenames)

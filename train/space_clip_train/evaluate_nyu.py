@@ -21,7 +21,15 @@ from typing import Dict, List, Optional
 from . import protocols
 from .config import list_path
 from .data import SkipReport
-from .evaluation import add_run_options, evaluate_saved, evaluation_parser, load_for_evaluation, read_prediction, report
+from .evaluation import (
+    add_run_options,
+    evaluate_saved,
+    evaluation_parser,
+    load_for_evaluation,
+    read_prediction,
+    report,
+    settle_crop,
+)
 from .metrics import DATASET_PROTOCOLS, evaluate_image
 from .nyu import MAX_DEPTH, MIN_DEPTH, NYU_TEST, NyuDepth, read_depth_png
 
@@ -66,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.protocol == "spaceclip" and args.crop != "none":
-        args.crop = "none"  # the release evaluates NYU without a crop
+    settle_crop(args, "nyu")
     args.skips = SkipReport(str(args.filenames))
     try:
         dataset = NyuDepth(list_path(args.filenames), args.data_path, None, "eval", strict=args.strict)

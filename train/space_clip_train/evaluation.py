@@ -215,3 +215,17 @@ def report(results: Dict[str, float], title: str, args, **fields) -> None:
     if args.out:
         write_json(results, args.out, skipped=len(args.skips.skipped), **fields)
         print(f"wrote {args.out}")
+
+
+def settle_crop(args, dataset: str) -> None:
+    """``args.crop`` as the protocol table has it: a protocol with a crop of its own (the release's, the paper's)
+    uses that one whatever ``--crop`` says, and a note on stderr says so when they differ."""
+    import sys
+
+    from . import protocols
+
+    entry = protocols.protocol(dataset, args.protocol)
+    if entry.crop is not None and args.crop != entry.crop:
+        print(f"note: the {dataset} {entry.name} protocol uses crop {entry.crop} ({entry.describe()}), not "
+              f"--crop {args.crop}", file=sys.stderr)
+        args.crop = entry.crop

@@ -110,7 +110,7 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, protocol: str = "standard",
     if mask is not None:
         valid &= mask
     gt_valid = gt[valid]
-    pred_valid = np.clip(pred[valid], min_depth, max_depth)
+    pred_valid = np.clip(pred[valid], min_depth, max_depth) if entry.clamp else pred[valid]
     finite = np.isfinite(pred_valid) & (pred_valid > 1e-6)
     if protocol == "standard" and not finite.all():
         raise ValueError(f"{int((~finite).sum())} non-finite predictions inside the evaluated region")
