@@ -61,6 +61,7 @@ class Outcome:
     seconds: float
     headline: str = ""
     data: Dict = field(default_factory=dict)
+    output: List[str] = field(default_factory=list)  # what the step printed
 
 
 def python_steps() -> List[Step]:
@@ -175,11 +176,13 @@ class Check:
         proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
         last_caption = [""]
+        output: List[str] = []
 
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip("\n")
+                output.append(line)
                 self.say(line)
                 if line.startswith("|"):
                     if last_caption[0]:
@@ -208,7 +211,7 @@ class Check:
         reader.join(timeout=10)
         seconds = time.monotonic() - start
         self.say(f"== {name}: {status} after {seconds:.0f} s")
-        return Outcome(name, status, seconds)
+        return Outcome(name, status, seconds, output=output)
 
     def step(self, step: Step) -> None:
         if not self.wanted(step.name):
@@ -232,16 +235,12 @@ class Check:
             outcome.data = json.loads(result.read_text())
             outcome.headline = outcome.data.get("headline", "")
         if step.name == "cuda tests":
-            outcome.headline = pytest_counts(self.log_text_since(step.name), self.dry_run)
+            outcome.headline = pytest_counts(outcome.output, self.dry_run)
         self.outcomes.append(outcome)
 
     def skip(self, name: str, reason: str) -> None:
         self.say(f"\n== {name}: skipped: {reason}")
         self.outcomes.append(Outcome(name, f"skipped: {reason}", 0.0))
-
-    def log_text_since(self, name: str) -> str:
-        text = (self.out / "check.log").read_text(errors="replace")
-        return text[text.rfind(f"== {name}:", 0, text.rfind(f"== {name}:")):]
 
     # ------------------------------------------------------------------ the fixed steps
     def machine(self) -> None:
@@ -324,11 +323,11 @@ class Check:
         return 1 if bad else 0
 
 
-def pytest_counts(text: str, dry_run: bool) -> str:
+def pytest_counts(lines: List[str], dry_run: bool) -> str:
     """pytest's closing counts (passed, failed, skipped, errors; collected in a dry run) from its output."""
-    for line in reversed(text.splitlines()):
+    for line in reversed(lines):
         stripped = line.strip("= ").strip()
-        if dry_run and ("collected" in stripped or "tests collected" in stripped or "test collected" in stripped):
+        if dry_run and "collected" in stripped:
             return stripped
         if any(word in stripped for word in (" passed", " failed", " skipped", " error", "no tests ran")) \
                 and (" in " in stripped):

@@ -28,21 +28,22 @@ def scale_intrinsics(k: np.ndarray, p: np.ndarray, scale_x: float, scale_y: floa
     return k, p
 
 
-def check_focal(fx: float, fy: float) -> None:
-    """``ValueError`` unless both focal lengths are positive (a back-projection divides by them)."""
+def check_focal(fx: float, fy: float, stride: int = 1) -> None:
+    """``ValueError`` unless both focal lengths are positive (a back-projection divides by them) and the stride is
+    at least 1: the checks of every back-projection, made by its callers before they stride the depth."""
     if not (fx > 0 and fy > 0):
         raise ValueError(f"back-projection needs fx > 0 and fy > 0, got fx={fx}, fy={fy}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
 
 
 def back_project(z, fx: float, fy: float, cx: float, cy: float, stride: int = 1):
     """x and y (float32 tensors like ``z``) of the pixels of ``depth[::stride, ::stride]`` given as ``z``: pixel
     (v, u) = (row * stride, col * stride), x = (u - cx) z / fx, y = (v - cy) z / fy (optical frame: x right, y down,
-    z forward). The one back-projection of the package (organized and filtered clouds); NaN depth gives NaN."""
+    z forward). The one back-projection of the package (organized and filtered clouds; both check their arguments
+    with :func:`check_focal` first); NaN depth gives NaN."""
     import torch
 
-    check_focal(fx, fy)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
     height, width = z.shape
     v = torch.arange(0, height * stride, stride, dtype=torch.float32, device=z.device)[:, None]
     u = torch.arange(0, width * stride, stride, dtype=torch.float32, device=z.device)[None, :]

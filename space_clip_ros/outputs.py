@@ -25,9 +25,7 @@ def cloud_buffer(depth: Tensor, fx: float, fy: float, cx: float, cy: float, stri
     0, 4, 8 (point_step 16), or (h, w, 8) with the packed 0x00RRGGBB colour at 16 (point_step 32) when ``rgb``
     ((h, w, 3) uint8, already at the cloud's size) is given. Invalid depth gives NaN points.
     (test/oracles.py has the same in numpy.)"""
-    check_focal(fx, fy)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    check_focal(fx, fy, stride)
     z = depth[::stride, ::stride].float()
     z = torch.where(torch.isfinite(z) & (z > 0), z, torch.full_like(z, float("nan")))
     out = torch.zeros(z.shape + (8 if rgb is not None else 4,), dtype=torch.float32, device=depth.device)

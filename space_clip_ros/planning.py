@@ -285,9 +285,7 @@ def filtered_points_static(depth: Tensor, fx: float, fy: float, cx: float, cy: f
     ``capacity`` rows) whose first ``count`` rows are the points, and ``count`` (0-d int64 on the depth's device).
     Nothing is read on the host. ``capacity`` (with a voxel grid): sum only the first ``capacity`` kept points in
     voxel order, most of the work; ``count`` is -1 when more points were kept than that (run it again without)."""
-    check_focal(fx, fy)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    check_focal(fx, fy, stride)
     z = depth.float()
     keep = (z > 0) & (z <= max_range)  # NaN fails both; a point's distance is at least its depth
     if edge_threshold > 0:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import abc
 import importlib.util
 import logging
+import os
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -93,6 +95,13 @@ class Backend(abc.ABC):
         depth = self.forward(self.pixel_values(batch))
         scale = None if scales is None else torch.tensor(scales, dtype=torch.float32, device=self.device)
         return to_output(depth, output_size, scale)
+
+
+def user_cache_folder(name: str) -> Path:
+    """``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/space_clip_ros/<name>``: where the package keeps what it makes once
+    per machine (ONNX exports, compiled code)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "space_clip_ros" / name
 
 
 def openvino_has_bf16() -> bool:

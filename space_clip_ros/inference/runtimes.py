@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..export import export_onnx
 from ..model import SpaceClip
-from .base import Backend, BackendUnavailableError, openvino_has_bf16, require_module
+from .base import Backend, BackendUnavailableError, openvino_has_bf16, require_module, user_cache_folder
 
 LOG = logging.getLogger("space_clip_ros.inference")
 CACHE_ENV = "SPACE_CLIP_ROS_CACHE"
@@ -34,8 +34,7 @@ def onnx_cache_folder() -> Optional[Path]:
     value = os.environ.get(CACHE_ENV)
     if value is not None:
         return None if value.strip().lower() in ("", "off", "0", "none") else Path(value)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "space_clip_ros" / "onnx"
+    return user_cache_folder("onnx")
 
 
 def model_fingerprint(model: SpaceClip) -> str:

@@ -17,14 +17,14 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..model import SpaceClip
-from .base import LOG, Backend, BackendUnavailableError
+from .base import LOG, Backend, BackendUnavailableError, user_cache_folder
 from .pipeline import Size, to_output, to_pixel_values
 
 #: How a static backend compiles: as written, before the first run, or on a worker while the uncompiled one serves.
@@ -49,8 +49,7 @@ def compile_cache_folder() -> Path:
     ``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/space_clip_ros/inductor``, which is then set for this process."""
     value = os.environ.get(INDUCTOR_CACHE_ENV)
     if not value:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        value = os.path.join(base, "space_clip_ros", "inductor")
+        value = str(user_cache_folder("inductor"))
         os.environ[INDUCTOR_CACHE_ENV] = value
     return Path(value)
 
@@ -82,7 +81,7 @@ class _Program:
     """Static input buffers, a function of them, and its output: captured as a CUDA graph, or run as it is."""
 
     def __init__(self, inputs: Tuple[Tensor, ...], fn: Callable[..., Tensor], staging: Optional[Tensor],
-                 compiled: bool) -> None:
+                 compiled: bool, recipe: "Recipe") -> None:
         self.inputs = inputs
         self.fn = fn
         self.staging = staging  # pinned host copy of inputs[0] (CUDA), written by the caller
@@ -90,6 +89,7 @@ class _Program:
         self.graph: Optional[Any] = None
         self.output: Optional[Tensor] = None
         self.compiled = compiled
+        self.recipe = recipe  # how to make it again (compiled, by the background compiler)
         #: Held while the program runs and its output is copied out (a swap never frees a graph mid-replay).
         self.lock = threading.Lock()
 
@@ -128,7 +128,6 @@ class StaticShapeBackend(Backend):
         self.compile_backend = compile_backend
         self._compiled_fn: Optional[Callable[[Tensor], Tensor]] = None
         self._programs: "OrderedDict[Tuple, _Program]" = OrderedDict()
-        self._recipes: Dict[Tuple, Recipe] = {}
         self._lock = threading.RLock()  # the programs table
         self._capture_lock = threading.Lock()  # one graph capture at a time, in any thread
         self._queue: "queue.Queue[Tuple]" = queue.Queue()
@@ -209,11 +208,11 @@ class StaticShapeBackend(Backend):
             key = self._queue.get()
             try:
                 with self._lock:
-                    recipe = self._recipes.get(key) if key in self._programs else None
-                if recipe is not None and self.compile_error is None:
+                    served = self._programs.get(key)
+                if served is not None and self.compile_error is None:
                     start = time.monotonic()
                     with torch.inference_mode():
-                        program = self._new_program(recipe, compiled=True, background=True)
+                        program = self._new_program(served.recipe, compiled=True)
                     with self._lock:
                         old = self._programs.get(key)
                         if old is not None:  # still wanted: swap it in where it stood in the LRU order
@@ -254,26 +253,24 @@ class StaticShapeBackend(Backend):
             program = self._new_program(recipe, compiled=False)
         with self._lock:
             self._programs[key] = program
-            self._recipes[key] = recipe
             while len(self._programs) > self.max_programs:
-                dropped, _ = self._programs.popitem(last=False)
-                self._recipes.pop(dropped, None)
+                self._programs.popitem(last=False)
         if background:
             LOG.info("program %s serves uncompiled while it compiles in the background", key)
             self._enqueue(key)
         return program
 
-    def _new_program(self, recipe: Recipe, compiled: bool, background: bool = False) -> _Program:
+    def _new_program(self, recipe: Recipe, compiled: bool) -> _Program:
         shapes, make = recipe
         inputs = tuple(torch.zeros(shape, dtype=dtype, device=self.device) for shape, dtype in shapes)
         staging = None
         if self.device.type == "cuda":
             staging = torch.zeros(shapes[0][0], dtype=shapes[0][1], pin_memory=True)
-        program = _Program(inputs, make(self._model_fn(compiled)), staging, compiled)
-        self._build(program, background)
+        program = _Program(inputs, make(self._model_fn(compiled)), staging, compiled, recipe)
+        self._build(program)
         return program
 
-    def _build(self, program: _Program, background: bool) -> None:
+    def _build(self, program: _Program) -> None:
         """Prepare a new program; plain static shapes run the compiled model once (compiling it) and nothing else."""
         if program.compiled:
             program.fn(*program.inputs)
@@ -354,7 +351,7 @@ class CudaGraphBackend(StaticShapeBackend):
                          compile_backend=compile_backend)
         self._pool = torch.cuda.graph_pool_handle()
 
-    def _build(self, program: _Program, background: bool) -> None:
+    def _build(self, program: _Program) -> None:
         with torch.cuda.device(self.device), cudnn_benchmark():
             self._warm(program)
             graph = torch.cuda.CUDAGraph()

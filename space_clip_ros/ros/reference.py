@@ -136,6 +136,15 @@ def _reference_in_camera(queue: ReferenceQueue, tree: TfTree, camera_frame: str,
     return points, to_camera
 
 
+def _moved(points: Any, to_camera: np.ndarray) -> Any:
+    """(N, 3) points (a tensor) moved by the 4x4 ``to_camera``, on their device, in float32."""
+    import torch
+
+    rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(points.device)
+    translation = torch.from_numpy(to_camera[:3, 3].astype(np.float32)).to(points.device)
+    return points @ rotation.T + translation
+
+
 def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
                     size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray], distortion_model: str,
                     max_dt_ns: int, odom_frame: str, min_depth: float, max_depth: float,
@@ -147,10 +156,8 @@ def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
     import torch
 
     points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
-    points_t = torch.from_numpy(points).to(device, non_blocking=True)
-    rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(device)
-    translation = torch.from_numpy(to_camera[:3, 3].astype(np.float32)).to(device)
-    return project_points(points_t @ rotation.T + translation, size, k, d, distortion_model, min_depth, max_depth)
+    moved = _moved(torch.from_numpy(points).to(device, non_blocking=True), to_camera)
+    return project_points(moved, size, k, d, distortion_model, min_depth, max_depth)
 
 
 def reference_depth_static(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
@@ -170,10 +177,8 @@ def reference_depth_static(queue: ReferenceQueue, tree: TfTree, camera_frame: st
     buffer[:n, :3] = points
     buffer[:n, 3] = 1.0
     uploaded = torch.from_numpy(buffer).to(device, non_blocking=True)
-    rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(device)
-    translation = torch.from_numpy(to_camera[:3, 3].astype(np.float32)).to(device)
-    moved = uploaded[:, :3] @ rotation.T + translation
-    return project_points_static(moved, uploaded[:, 3] > 0, size, intrinsics, min_depth, max_depth)
+    return project_points_static(_moved(uploaded[:, :3], to_camera), uploaded[:, 3] > 0, size, intrinsics,
+                                 min_depth, max_depth)
 
 
 def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:

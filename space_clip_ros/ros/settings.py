@@ -51,10 +51,7 @@ class ParameterSpec:
     change: str = "runtime"
 
 
-def _spec(name: str, default: Any, description: str, *limits: float, choices: Tuple[str, ...] = (),
-          change: str = "runtime") -> ParameterSpec:
-    low, high = (limits + (None, None))[:2] if limits else (None, None)
-    return ParameterSpec(name, default, description, low, high, tuple(choices), change)
+_spec = ParameterSpec  # the table below, in lines that fit
 
 
 SPECS: Tuple[ParameterSpec, ...] = (
