@@ -35,6 +35,13 @@ import check_io  # noqa: E402
 TRUE_SCALE = 1.3
 
 
+def node_defaults():
+    """The node's default parameter values (its table): the aligner and the fusion are measured with them."""
+    from space_clip_ros.node.settings import NodeSettings
+
+    return NodeSettings.from_values({})
+
+
 def lidar_scan(depth, intrinsics, seed=0):
     """(N, 3) points in the camera frame of a 64-beam lidar at the camera's position: the rays inside the rendered
     view (the rest of the circle is left out), ranges from the rendered ``depth``, 1 cm range noise."""
@@ -90,7 +97,7 @@ def accuracy(depth, intrinsics, outliers, seed=0):
     import torch
 
     from space_clip_ros.alignment import ScaleAligner, holdout_mask
-    from space_clip_ros.ros.reference import ReferenceQueue, reference_depth
+    from space_clip_ros.node.reference import ReferenceQueue, reference_depth
 
     tree, velo_from_camera = rig()
     points = lidar_scan(depth, intrinsics, seed)
@@ -110,7 +117,7 @@ def accuracy(depth, intrinsics, outliers, seed=0):
     sparse = sparse.reshape(depth.shape)
     noise = 1 + rng.normal(0, 0.05, depth.shape)
     model = torch.from_numpy(np.where(depth > 0, depth / TRUE_SCALE * noise, 100.0).astype(np.float32))
-    aligner = ScaleAligner(holdout=0.2, min_points=50, time_constant_s=0.0)
+    aligner = ScaleAligner(**{**node_defaults().alignment(), "time_constant_s": 0.0})
     fit = aligner.align(model, torch.from_numpy(sparse), 1_000_000_000)
     pixels = torch.from_numpy(np.flatnonzero((sparse >= 0.1) & (sparse <= 80.0)))
     held = pixels[holdout_mask(pixels, 0.2, 1_000_000_000)].numpy()
@@ -136,7 +143,7 @@ def fusion_quality(step, device, frames=30, warmup=10):
     from space_clip_ros.synthetic import KITTI_K
     from space_clip_ros.temporal import TemporalFusion
 
-    fusion = TemporalFusion()
+    fusion = TemporalFusion(**node_defaults().fusion())
     raw_err, fused_err, truths = [], [], []
     for i, (truth, noisy, pose) in enumerate(noisy_sequence(frames, step, 0.05)):
         depth = torch.from_numpy(noisy.copy()).to(device)
@@ -171,7 +178,7 @@ def main() -> int:
 
     from space_clip_ros import DepthEstimator
     from space_clip_ros.alignment import ScaleAligner
-    from space_clip_ros.ros.reference import ReferenceQueue, reference_depth_static
+    from space_clip_ros.node.reference import ReferenceQueue, reference_depth_static
     from space_clip_ros.sync_guard import count_ops
     from space_clip_ros.synthetic import KITTI_K, render_scene
     from space_clip_ros.temporal import TemporalFusion, confidence
@@ -205,7 +212,7 @@ def main() -> int:
     queue = ReferenceQueue("points")
     queue.add(cloud_message(big @ velo_from_camera[:3, :3].T + velo_from_camera[:3, 3], "velodyne", 1_000_000_000))
     model = torch.from_numpy(np.where(depth > 0, depth / TRUE_SCALE, 100.0).astype(np.float32)).to(device)
-    aligner = ScaleAligner()
+    aligner = ScaleAligner(**node_defaults().alignment())
 
     def align_on_device():  # as the node: fixed-capacity buffer, projection and fit on the device
         pairs = reference_depth_static(queue, tree, "camera_optical", 1_000_000_000, (height, width), KITTI_K,
@@ -215,7 +222,7 @@ def main() -> int:
     def align():
         align_on_device().cpu()  # the numbers come down with the frame's one download
 
-    fusion = TemporalFusion()
+    fusion = TemporalFusion(**node_defaults().fusion())
     pose = np.eye(4)
     counter = [0]
 

@@ -49,10 +49,10 @@ def output_costs(device, forward_ms: float, repeats: int) -> dict:
     """Per-frame cost of the node's optional outputs on ``device`` against a forward of ``forward_ms``."""
     import torch
 
-    from space_clip_ros.outputs import cloud_buffer, mask_range
-    from space_clip_ros.planning import filtered_points_static, laser_scan, scan_geometry, scan_rows
-    from space_clip_ros.ros.frame_pipeline import FILTERED_CAPACITY, KEPT_CAPACITY
-    from space_clip_ros.ros.settings import NodeSettings
+    from space_clip_ros.dense_outputs import cloud_buffer, mask_range
+    from space_clip_ros.node.frame_pipeline import FILTERED_CAPACITY, KEPT_CAPACITY
+    from space_clip_ros.node.settings import NodeSettings
+    from space_clip_ros.planner_outputs import filtered_points_static, laser_scan, scan_geometry, scan_rows
     from space_clip_ros.sync_guard import count_ops
     from space_clip_ros.synthetic import KITTI_K, render_scene
 

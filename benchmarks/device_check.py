@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-CUDA_TEST_FILES = ["test/test_backends.py", "test/test_outputs.py", "test/test_planning.py", "test/test_alignment.py",
-                   "test/test_export.py", "test/test_estimator.py", "test/test_sync_free_frame_path.py"]
+CUDA_TEST_FILES = ["test/test_backends.py", "test/test_dense_outputs.py", "test/test_planner_outputs.py",
+                   "test/test_alignment.py", "test/test_export.py", "test/test_estimator.py",
+                   "test/test_sync_free_frame_path.py"]
 
 
 @dataclass

@@ -203,11 +203,10 @@ class ScaleTracker:
 class ScaleAligner:
     """Aligns one camera's depth to its sparse reference, frame after frame (see the module's docstring)."""
 
-    def __init__(self, holdout: float = 0.2, min_points: int = 50, time_constant_s: float = 2.0,
-                 hold_s: float = 5.0, min_depth: float = 0.1, max_depth: float = 80.0) -> None:
-        self.holdout, self.min_points = float(holdout), int(min_points)
-        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+    def __init__(self, *, holdout: float, min_points: int, time_constant_s: float, hold_s: float, min_depth: float,
+                 max_depth: float) -> None:
         self.tracker = ScaleTracker(time_constant_s, hold_s)
+        self.configure(holdout, min_points, time_constant_s, hold_s, min_depth, max_depth)
 
     def configure(self, holdout: float, min_points: int, time_constant_s: float, hold_s: float, min_depth: float,
                   max_depth: float) -> None:

@@ -45,10 +45,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     from .checkpoint import CheckpointError
+    from .dense_outputs import colorize
     from .estimator import DepthEstimator
     from .model import BackboneUnavailableError
     from .model.untrained import UNTRAINED_LABEL, build_untrained_model
-    from .outputs import colorize
 
     if args.checkpoint is None and not args.untrained:
         parser.error("no model: pass --checkpoint FILE (a trained decoder; convert the authors' release with "

@@ -1,4 +1,4 @@
-"""The colour maps of depth for people (tables; :func:`space_clip_ros.outputs.colorize` applies them)."""
+"""The colour maps of depth for people (tables; :func:`space_clip_ros.dense_outputs.colorize` applies them)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ COLORMAPS = ("turbo", "viridis", "inferno", "magma", "plasma", "jet", "gray")
 @functools.lru_cache(maxsize=None)
 def colormap_table(colormap: str) -> np.ndarray:
     """(256, 3) uint8 RGB: the colour of each index of colormap ``colormap`` (OpenCV's tables; ``gray`` a ramp).
-    Read-only; :func:`space_clip_ros.outputs.colorize` maps depth through it."""
+    Read-only; :func:`space_clip_ros.dense_outputs.colorize` maps depth through it."""
     import cv2
 
     name = colormap.lower()

@@ -48,7 +48,7 @@ class DepthEstimator:
 
     Preprocessing follows the authors' evaluation and train/: the whole image is resized (bicubic, antialiased,
     aspect ratio not kept, 8-bit) to the training size and then to the tower's input size, and normalised with the
-    checkpoint's mean/std, in torch on the model's device (:mod:`space_clip_ros.inference.pipeline`, the same code
+    checkpoint's mean/std, in torch on the model's device (:mod:`space_clip_ros.inference.processing`, the same code
     for every backend; within one 8-bit level of train/'s PIL path).
 
     Args:

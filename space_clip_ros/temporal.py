@@ -8,7 +8,7 @@ the two are averaged in inverse depth, weighted by how many frames the carried v
 ``max_frames``); elsewhere (something moved, a surface came into view) the new depth starts over with weight 1.
 
 Confidence (0..1) = the temporal term (weight / max_frames: how many agreeing frames back the pixel) x the
-flying-pixel term (0 at a depth edge, :func:`space_clip_ros.planning.edge_mask`). Without fusion the temporal
+flying-pixel term (0 at a depth edge, :func:`space_clip_ros.planner_outputs.edge_mask`). Without fusion the temporal
 term is 1. Pixels without depth have confidence 0.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .planning import edge_mask
+from .planner_outputs import edge_mask
 
 Intrinsics = Tuple[float, float, float, float]  # fx, fy, cx, cy
 
@@ -117,10 +117,14 @@ class TemporalFusion:
     """One camera's fused depth over time. ``gate``: the largest relative inverse-depth difference that still
     counts as agreement; ``max_frames``: the most frames one pixel averages."""
 
-    def __init__(self, gate: float = 0.15, max_frames: int = 8) -> None:
-        self.gate, self.max_frames = float(gate), int(max_frames)
+    def __init__(self, *, gate: float, max_frames: int) -> None:
+        self.configure(gate, max_frames)
         self._previous: Optional[_Previous] = None
         self._rays: Tuple[Any, Optional[Tensor]] = (None, None)  # (key, rays) of the last camera model
+
+    def configure(self, gate: float, max_frames: int) -> None:
+        """New parameter values; the carried depth stays."""
+        self.gate, self.max_frames = float(gate), int(max_frames)
 
     def motion_to(self, pose: Optional[np.ndarray], stamp_ns: int, device: Any) -> Optional[Tensor]:
         """The camera's motion since the fused history (4x4, current <- previous optical frame) on ``device``, or
@@ -163,7 +167,7 @@ class TemporalFusion:
 
 def confidence(depth: Tensor, temporal: Optional[Tensor], edge_threshold: float) -> Tensor:
     """(H, W) float32 0..1: ``temporal`` (or 1) where ``depth`` is finite and positive and not a flying pixel
-    (:func:`~space_clip_ros.planning.edge_mask` with ``edge_threshold``), else 0."""
+    (:func:`~space_clip_ros.planner_outputs.edge_mask` with ``edge_threshold``), else 0."""
     valid = torch.isfinite(depth) & (depth > 0)
     if edge_threshold > 0:
         valid &= ~edge_mask(depth.float(), edge_threshold)

@@ -58,3 +58,19 @@ def positive_heads(decoder: torch.nn.Module) -> None:
     heads = [decoder.depth_prediction_head] + list(getattr(decoder, "aux_depth_heads", []))
     for head in heads:
         [conv for conv in head if isinstance(conv, torch.nn.Conv2d)][-1].bias.data.fill_(1.0)
+
+
+def node_aligner(**values: Any):
+    """A ScaleAligner with the node's default values (its parameter table), ``values`` replacing some."""
+    from space_clip_ros.alignment import ScaleAligner
+    from space_clip_ros.node.settings import NodeSettings
+
+    return ScaleAligner(**{**NodeSettings.from_values({}).alignment(), **values})
+
+
+def node_fusion(**values: Any):
+    """A TemporalFusion with the node's default values, ``values`` replacing some."""
+    from space_clip_ros.node.settings import NodeSettings
+    from space_clip_ros.temporal import TemporalFusion
+
+    return TemporalFusion(**{**NodeSettings.from_values({}).fusion(), **values})

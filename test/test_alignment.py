@@ -7,13 +7,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import node_aligner, node_fusion
 from oracles import depth_to_points
 
-from space_clip_ros.alignment import ScaleAligner, ScaleTracker, holdout_mask, robust_log_scale
+from space_clip_ros.alignment import ScaleTracker, holdout_mask, robust_log_scale
 from space_clip_ros.geometry import project_to_depth
-from space_clip_ros.ros.reference import ReferenceQueue, ReferenceRefused, check_cloud, reference_depth
+from space_clip_ros.node.reference import ReferenceQueue, ReferenceRefused, check_cloud, reference_depth
 from space_clip_ros.synthetic import render_scene
-from space_clip_ros.temporal import TemporalFusion, confidence, warp_depth
+from space_clip_ros.temporal import confidence, warp_depth
 from space_clip_ros.tf_tree import TfTree, matrix_quaternion
 
 H, W = 120, 400
@@ -65,7 +66,7 @@ def test_aligner_fixes_the_scale_and_measures_on_held_out_pixels(scene):
     truth = torch.from_numpy(scene).float()
     model = torch.where(truth > 0, truth / 1.6, torch.full_like(truth, 30.0))  # 1.6x too near; sky at 30 m
     reference = torch.from_numpy(_sparse_reference(scene))
-    aligner = ScaleAligner(holdout=0.2, min_points=50, time_constant_s=0.0)
+    aligner = node_aligner(holdout=0.2, min_points=50, time_constant_s=0.0)
     depth = model.clone()
     fit = aligner.align(depth, reference, 1_000_000_000)
     assert fit.state == "aligned" and fit.fitted == pytest.approx(1.6, rel=1e-3) and fit.applied == fit.fitted
@@ -80,7 +81,7 @@ def test_aligner_fixes_the_scale_and_measures_on_held_out_pixels(scene):
 
 def test_aligner_too_few_points_holds_then_drops_the_scale(scene):
     truth = torch.from_numpy(scene).float()
-    aligner = ScaleAligner(min_points=50, time_constant_s=0.0, hold_s=2.0)
+    aligner = node_aligner(min_points=50, time_constant_s=0.0, hold_s=2.0)
     aligner.align(truth / 2, torch.from_numpy(_sparse_reference(scene)), 1_000_000_000)
     few = torch.zeros_like(truth)
     few[60, 100:110] = truth[60, 100:110]
@@ -139,7 +140,7 @@ def _noisy_sequence(scene, frames, noise, seed=0, step=0.5):
 
 
 def test_fusion_on_a_moving_camera_halves_the_noise_and_keeps_the_depth(scene):
-    fusion = TemporalFusion(gate=0.15, max_frames=8)
+    fusion = node_fusion(gate=0.15, max_frames=8)
     raw_err, fused_err = [], []
     for i, (truth, noisy, pose) in enumerate(_noisy_sequence(scene, 14, 0.05)):
         depth = torch.from_numpy(noisy.copy()).double()
@@ -153,7 +154,7 @@ def test_fusion_on_a_moving_camera_halves_the_noise_and_keeps_the_depth(scene):
 
 
 def test_fusion_restarts_where_the_scene_changes_and_without_a_pose(scene):
-    fusion = TemporalFusion(gate=0.15, max_frames=8)
+    fusion = node_fusion(gate=0.15, max_frames=8)
     pose = np.eye(4)
     base = torch.from_numpy(np.where(scene > 0, scene, np.nan)).double()
     for i in range(5):
@@ -319,10 +320,10 @@ def test_alignment_and_fusion_on_cuda_match_the_cpu(scene):
     reference = torch.from_numpy(_sparse_reference(scene))
     fits, fused = {}, {}
     for device in ("cpu", "cuda"):
-        aligner = ScaleAligner(time_constant_s=0.0)
+        aligner = node_aligner(time_constant_s=0.0)
         depth = model.clone().to(device)
         fits[device] = aligner.align(depth, reference, 1_000_000_000)
-        fusion = TemporalFusion()
+        fusion = node_fusion()
         outs = []
         for i, (_, noisy, pose) in enumerate(_noisy_sequence(scene, 4, 0.05, step=0.5)):
             current = torch.from_numpy(noisy.copy()).to(device)

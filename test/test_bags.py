@@ -17,7 +17,8 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
-from space_clip_ros.ros import bags, messages  # noqa: E402
+from space_clip_ros.node import decoding  # noqa: E402
+from space_clip_ros.ros import bags  # noqa: E402
 
 W, H = 160, 48
 FRAMES, GAP_NS = 4, 250_000_000  # recorded at 4 Hz
@@ -142,7 +143,7 @@ def test_a_recording_plays_into_the_node_and_its_outputs_are_recorded(ros, check
         recorded = bags.read_topics(out)
         depth = [msg for topic, _, msg in recorded if topic == f"{ns}/depth/image"]
         assert [m.header.stamp for m in depth] == depth_stamps
-        assert messages.image_to_depth(depth[0]).shape == (H, W)
+        assert decoding.image_to_depth(depth[0]).shape == (H, W)
         assert sum(topic == f"{ns}/depth/camera_info" for topic, _, _ in recorded) == len(depth_stamps)
     finally:
         for proc in (player, recorder):

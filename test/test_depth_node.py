@@ -16,7 +16,7 @@ from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # n
 
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
 from space_clip_ros.inference import choose_backend  # noqa: E402
-from space_clip_ros.ros import messages  # noqa: E402
+from space_clip_ros.node import decoding  # noqa: E402
 
 W, H = 160, 48  # a small KITTI-shaped frame keeps CPU inference fast
 
@@ -96,7 +96,7 @@ def test_every_output_for_a_good_frame(node, reference):
     depth_msg = _depth_for(h, stamp)
     assert depth_msg.encoding == "32FC1" and (depth_msg.width, depth_msg.height) == (W, H)
     assert depth_msg.header.frame_id == "cam_optical" and depth_msg.step == W * 4
-    depth = messages.image_to_depth(depth_msg)
+    depth = decoding.image_to_depth(depth_msg)
     np.testing.assert_allclose(depth, _expected_depth(reference, rgb, fx), rtol=1e-4, equal_nan=True)
     h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["points"]), 30, "the cloud")
     h.spin_until(lambda: any(m.header.stamp == stamp for m in h.received["colored"]), 30, "the coloured image")
@@ -106,7 +106,7 @@ def test_every_output_for_a_good_frame(node, reference):
     cloud = next(m for m in h.received["points"] if m.header.stamp == stamp)
     assert (cloud.height, cloud.width, cloud.point_step, cloud.is_dense) == (H, W, 16, False)
     assert [(f.name, f.offset, f.datatype) for f in cloud.fields] == [("x", 0, 7), ("y", 4, 7), ("z", 8, 7)]
-    xyz = messages.cloud_to_array(cloud)[..., :3]
+    xyz = decoding.cloud_to_array(cloud)[..., :3]
     np.testing.assert_allclose(xyz, depth_to_points(depth, fx, 110.0, 80.0, 24.0), rtol=1e-6, equal_nan=True)
     v, u = 40, 150  # spot check one point by hand
     z = depth[v, u]
@@ -118,8 +118,8 @@ def test_every_output_for_a_good_frame(node, reference):
 def test_focal_length_scale_transfer_uses_camera_info(node, reference):
     h = node.h
     rgb = _frame(2)
-    a = messages.image_to_depth(_depth_for(h, _send(h, 2, rgb, fx=100.0)[0]))
-    b = messages.image_to_depth(_depth_for(h, _send(h, 3, rgb, fx=200.0)[0]))
+    a = decoding.image_to_depth(_depth_for(h, _send(h, 2, rgb, fx=100.0)[0]))
+    b = decoding.image_to_depth(_depth_for(h, _send(h, 3, rgb, fx=200.0)[0]))
     finite = np.isfinite(a) & np.isfinite(b)
     assert finite.mean() > 0.5
     np.testing.assert_allclose(b[finite], 2 * a[finite], rtol=1e-4)
@@ -133,14 +133,14 @@ def test_encodings_and_step_padding_give_the_same_depth(node):
         stamp = h.stamp(100 + i)
         h.info_pub.publish(camera_info_msg(stamp, W, H, fx=100.0))
         h.image_pub.publish(rgb_image_msg(rgb, stamp, encoding=encoding, pad=pad))
-        depth = messages.image_to_depth(_depth_for(h, stamp))
+        depth = decoding.image_to_depth(_depth_for(h, stamp))
         if base is None:
             base = depth
         np.testing.assert_allclose(depth, base, rtol=1e-5, equal_nan=True, err_msg=f"{encoding} pad {pad}")
     mono_stamp = h.stamp(110)
     h.info_pub.publish(camera_info_msg(mono_stamp, W, H, fx=100.0))
     h.image_pub.publish(rgb_image_msg(rgb, mono_stamp, encoding="mono8"))
-    assert messages.image_to_depth(_depth_for(h, mono_stamp)).shape == (H, W)
+    assert decoding.image_to_depth(_depth_for(h, mono_stamp)).shape == (H, W)
 
 
 def _bad_inputs(h):
@@ -301,7 +301,7 @@ def test_camera_info_scaling_stride_rgb_and_compressed_input(ros, checkpoint, tm
         msg.header.stamp = stamp
         msg.data = png.tobytes()
         h.compressed_pub.publish(msg)
-        depth = messages.image_to_depth(_depth_for(h, stamp))
+        depth = decoding.image_to_depth(_depth_for(h, stamp))
         assert depth.shape == (24, 80)
         np.testing.assert_allclose(depth, _expected_depth(reference, _frame(7), 100.0, (24, 80)), rtol=1e-4,
                                    equal_nan=True)
@@ -315,7 +315,7 @@ def test_camera_info_scaling_stride_rgb_and_compressed_input(ros, checkpoint, tm
         cloud = next(m for m in h.received["points"] if m.header.stamp == stamp)
         assert (cloud.height, cloud.width, cloud.point_step) == (12, 40, 32)
         assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"]
-        data = messages.cloud_to_array(cloud)
+        data = decoding.cloud_to_array(cloud)
         np.testing.assert_allclose(data[..., :3], depth_to_points(depth, 50, 50, 40, 12, stride=2), rtol=1e-6,
                                    equal_nan=True)
         packed = data[..., 4].view(np.uint32)
@@ -494,7 +494,7 @@ def test_every_parameter_is_described_with_its_range_choices_and_when_it_changes
     from rcl_interfaces.msg import ParameterType
     from rcl_interfaces.srv import DescribeParameters
 
-    from space_clip_ros.ros.settings import CHANGES, SPECS
+    from space_clip_ros.node.settings import CHANGES, SPECS
 
     h = node.h
     client = h.node.create_client(DescribeParameters, "/cam_a/depth_node/describe_parameters")
@@ -533,14 +533,14 @@ def test_runtime_parameter_changes_are_checked_and_applied(node, reference):
     assert _get(h, "/cam_a", "colormap") == "turbo" and _get(h, "/cam_a", "device") == "cpu"
     # The node keeps working with its values ...
     stamp, rgb = _send(h, 700, fx=100.0)
-    np.testing.assert_allclose(messages.image_to_depth(_depth_for(h, stamp)), _expected_depth(reference, rgb, 100.0),
+    np.testing.assert_allclose(decoding.image_to_depth(_depth_for(h, stamp)), _expected_depth(reference, rgb, 100.0),
                                rtol=1e-4, equal_nan=True)
     # ... and applies a valid change from the next frame on.
     expected = reference(_frame(701), fx=100.0)
     cut = float(np.nanmedian(expected))
     assert all(r.successful for r in _set(h, "/cam_a", max_depth=cut, colormap="gray"))
     try:
-        depth = messages.image_to_depth(_depth_for(h, _send(h, 701, fx=100.0)[0]))
+        depth = decoding.image_to_depth(_depth_for(h, _send(h, 701, fx=100.0)[0]))
         kept = (expected >= 0.1) & (expected <= cut)
         assert 0 < kept.sum() < kept.size
         assert np.isnan(depth[~kept]).all()
@@ -575,7 +575,7 @@ def test_several_cameras_share_one_model_each_with_its_own_outputs(ros, checkpoi
                 stamp, rgb = frames[name]
                 msg = _depth_for(h, stamp)
                 assert msg.header.frame_id == f"{name}_optical" and (msg.height, msg.width) == sizes[name]
-                np.testing.assert_allclose(messages.image_to_depth(msg), _expected_depth(reference, rgb, fxs[name]),
+                np.testing.assert_allclose(decoding.image_to_depth(msg), _expected_depth(reference, rgb, fxs[name]),
                                            rtol=1e-4, equal_nan=True)
         for name, h in rigs.items():
             stamp = frames[name][0]
@@ -613,9 +613,9 @@ def test_scan_and_filtered_cloud_for_a_planner(node, reference):
     """depth/scan is depthimage_to_laserscan's scan of the published depth and depth/camera_info (depth beyond
     max_depth +Inf), in the x-forward frame; depth/points_filtered is the published depth's cloud, filtered. Both
     only while someone subscribes; parameters change them at runtime."""
-    from test_planning import reference_scan
+    from test_planner_outputs import reference_scan
 
-    from space_clip_ros.planning import filtered_points
+    from space_clip_ros.planner_outputs import filtered_points
 
     h = node.h
     before = h.fresh_status(lambda s: True)
@@ -643,7 +643,7 @@ def test_scan_and_filtered_cloud_for_a_planner(node, reference):
         cloud = next(m for m in h.received["points_filtered"] if m.header.stamp == stamp)
         assert (cloud.height, cloud.point_step, cloud.is_dense, cloud.header.frame_id) == (1, 12, True, "cam_optical")
         points = np.frombuffer(cloud.data, np.float32).reshape(-1, 3)
-        published = messages.image_to_depth(_depth_for(h, stamp))
+        published = decoding.image_to_depth(_depth_for(h, stamp))
         expected = filtered_points(torch.from_numpy(published), fx, fx, 80.0, 24.0, 0.3, 25.0).numpy()
         np.testing.assert_allclose(points, expected, rtol=1e-4)
         # Defaults: a 5 cm voxel grid and the flying-pixel filter make it smaller than the organized cloud.

@@ -23,7 +23,7 @@ def test_nav2_example_names_only_topics_and_types_the_node_publishes():
     """config/nav2_costmap_example.yaml: every observation source is a topic of the node (namespace camera) with
     the type the node publishes there; the scan clears with +Inf; the cloud keeps the floor out."""
     pytest.importorskip("rclpy")
-    from space_clip_ros.ros.depth_node import OUTPUTS
+    from space_clip_ros.ros.output_messages import OUTPUTS
 
     published = {f"/camera/{topic}": msg_type.__name__ for _, msg_type, topic in OUTPUTS}
     costmap = yaml.safe_load((ROOT / "config" / "nav2_costmap_example.yaml").read_text())

@@ -11,6 +11,7 @@ pytest.importorskip("sensor_msgs", reason="needs the ROS message packages: pip i
 from oracles import depth_to_points, points_to_cloud  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
+from space_clip_ros.node import decoding  # noqa: E402
 from space_clip_ros.ros import messages  # noqa: E402
 
 
@@ -33,17 +34,17 @@ RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 ])
 @pytest.mark.parametrize("pad", [0, 5])
 def test_colour_encodings_decode_to_rgb(encoding, pixels, pad):
-    np.testing.assert_array_equal(messages.image_to_rgb(_image(np.ascontiguousarray(pixels), encoding, pad)), RGB)
+    np.testing.assert_array_equal(decoding.image_to_rgb(_image(np.ascontiguousarray(pixels), encoding, pad)), RGB)
 
 
 @pytest.mark.parametrize("bigendian", [False, True])
 def test_sixteen_bit_and_float_encodings(bigendian):
     wide = RGB.astype(np.uint16) * 257
-    np.testing.assert_array_equal(messages.image_to_rgb(_image(wide, "rgb16", bigendian=bigendian)), RGB)
-    mono = messages.image_to_rgb(_image(wide[..., 0].copy(), "mono16", bigendian=bigendian))
+    np.testing.assert_array_equal(decoding.image_to_rgb(_image(wide, "rgb16", bigendian=bigendian)), RGB)
+    mono = decoding.image_to_rgb(_image(wide[..., 0].copy(), "mono16", bigendian=bigendian))
     np.testing.assert_array_equal(mono, np.repeat(RGB[..., :1], 3, axis=2))
     unit = (RGB / 255.0).astype(np.float32)
-    np.testing.assert_array_equal(messages.image_to_rgb(_image(unit, "32FC3", bigendian=bigendian)), RGB)
+    np.testing.assert_array_equal(decoding.image_to_rgb(_image(unit, "32FC3", bigendian=bigendian)), RGB)
 
 
 @pytest.mark.parametrize("msg, reason, match", [
@@ -66,8 +67,8 @@ def test_sixteen_bit_and_float_encodings(bigendian):
      "is_bigendian is 7"),
 ])
 def test_bad_images_raise_with_the_reason(msg, reason, match):
-    with pytest.raises(messages.InputRejected, match=match) as caught:
-        messages.image_to_rgb(msg)
+    with pytest.raises(decoding.InputRejected, match=match) as caught:
+        decoding.image_to_rgb(msg)
     assert caught.value.reason == reason
 
 
@@ -80,8 +81,8 @@ def test_bad_images_raise_with_the_reason(msg, reason, match):
     ("jpeg", b"\xff\xd8" + bytes(32) + b"\xff\xd9", "undecodable_compressed"),
 ])
 def test_bad_compressed_images_raise_with_the_reason(fmt, data, reason):
-    with pytest.raises(messages.InputRejected) as caught:
-        messages.compressed_to_rgb(CompressedImage(format=fmt, data=data))
+    with pytest.raises(decoding.InputRejected) as caught:
+        decoding.compressed_to_rgb(CompressedImage(format=fmt, data=data))
     assert caught.value.reason == reason
 
 
@@ -90,9 +91,9 @@ def test_a_jpeg_cut_short_is_refused_not_decoded_grey():
 
     ok, jpeg = cv2.imencode(".jpg", RGB[..., ::-1])
     whole = CompressedImage(format="rgb8; jpeg compressed bgr8", data=jpeg.tobytes())
-    assert messages.compressed_to_rgb(whole).shape == RGB.shape
-    with pytest.raises(messages.InputRejected, match="truncated"):
-        messages.compressed_to_rgb(CompressedImage(format="jpeg", data=jpeg.tobytes()[:-40]))
+    assert decoding.compressed_to_rgb(whole).shape == RGB.shape
+    with pytest.raises(decoding.InputRejected, match="truncated"):
+        decoding.compressed_to_rgb(CompressedImage(format="jpeg", data=jpeg.tobytes()[:-40]))
 
 
 def test_compressed_round_trip_and_corrupt_data():
@@ -101,11 +102,11 @@ def test_compressed_round_trip_and_corrupt_data():
     ok, png = cv2.imencode(".png", RGB[..., ::-1])
     assert ok
     msg = CompressedImage(format="png", data=messages.message_data(png))
-    np.testing.assert_array_equal(messages.compressed_to_rgb(msg), RGB)
+    np.testing.assert_array_equal(decoding.compressed_to_rgb(msg), RGB)
     with pytest.raises(ValueError, match="neither jpeg nor png"):
-        messages.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not an image"))
+        decoding.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not an image"))
     with pytest.raises(ValueError, match="empty"):
-        messages.compressed_to_rgb(CompressedImage(format="jpeg"))
+        decoding.compressed_to_rgb(CompressedImage(format="jpeg"))
 
 
 def test_depth_image_is_rep118_and_round_trips():
@@ -113,7 +114,7 @@ def test_depth_image_is_rep118_and_round_trips():
     depth[0, 0] = np.nan
     msg = messages.depth_to_image(depth, Image().header)
     assert (msg.encoding, msg.step, msg.is_bigendian) == ("32FC1", 24, int(sys.byteorder == "big"))
-    np.testing.assert_array_equal(messages.image_to_depth(msg), depth)
+    np.testing.assert_array_equal(decoding.image_to_depth(msg), depth)
     assert bytes(msg.data) == depth.tobytes()
 
 
@@ -124,20 +125,20 @@ def test_camera_info_scaling_and_intrinsics():
     info.roi.x_offset, info.roi.width = 10, 100
     half = messages.scale_camera_info(info, 621, 125)
     assert (half.width, half.height) == (621, 125)
-    assert messages.intrinsics(half) == pytest.approx((360.75, 240.5, 304.8, 57.6333), rel=1e-4)
+    assert decoding.intrinsics(half) == pytest.approx((360.75, 240.5, 304.8, 57.6333), rel=1e-4)
     assert half.p[3] == pytest.approx(22.45) and (half.roi.x_offset, half.roi.width) == (5, 50)
-    messages.check_camera_info(info)
+    decoding.check_camera_info(info)
     bad = CameraInfo(width=10, height=10)
     with pytest.raises(ValueError, match="unusable focal lengths"):
-        messages.check_camera_info(bad)
+        decoding.check_camera_info(bad)
     for fx, reason in ((0.0, "info_zero_focal"), (float("nan"), "info_non_finite_focal"),
                        (-5.0, "info_negative_focal")):
         bad.k = [fx, 0.0, 5.0, 0.0, 10.0, 5.0, 0.0, 0.0, 1.0]
-        with pytest.raises(messages.InputRejected) as caught:
-            messages.check_camera_info(bad)
+        with pytest.raises(decoding.InputRejected) as caught:
+            decoding.check_camera_info(bad)
         assert caught.value.reason == reason
-    with pytest.raises(messages.InputRejected) as caught:
-        messages.check_camera_info(CameraInfo(width=0, height=10, k=[5.0, 0, 1, 0, 5.0, 1, 0, 0, 1]))
+    with pytest.raises(decoding.InputRejected) as caught:
+        decoding.check_camera_info(CameraInfo(width=0, height=10, k=[5.0, 0, 1, 0, 5.0, 1, 0, 0, 1]))
     assert caught.value.reason == "info_zero_size"
 
 
@@ -153,7 +154,7 @@ def test_cloud_layout_matches_depth_image_proc(with_rgb):
                                                                                                False)
     names = [(f.name, f.offset) for f in cloud.fields]
     assert names == [("x", 0), ("y", 4), ("z", 8)] + ([("rgb", 16)] if with_rgb else [])
-    rows = messages.cloud_to_array(cloud)
+    rows = decoding.cloud_to_array(cloud)
     np.testing.assert_array_equal(rows[..., :3], points)
     if with_rgb:
         packed = rows[..., 4].view(np.uint32)

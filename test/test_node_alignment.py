@@ -16,7 +16,7 @@ from ros_harness import Harness, camera_info_msg, rgb_image_msg, start_node  # n
 
 from space_clip_ros import DepthEstimator, load_checkpoint  # noqa: E402
 from space_clip_ros.geometry import project_to_depth  # noqa: E402
-from space_clip_ros.ros import messages  # noqa: E402
+from space_clip_ros.node import decoding  # noqa: E402
 from space_clip_ros.tf_tree import matrix_quaternion  # noqa: E402
 
 W, H = 160, 48
@@ -122,7 +122,7 @@ def _masked(depth):
 def test_no_reference_publishes_the_models_depth_and_says_why(robot, expected):
     rgb, depth = expected
     stamp = robot.frame(1, rgb)
-    got = messages.image_to_depth(robot.output("depth", stamp))
+    got = decoding.image_to_depth(robot.output("depth", stamp))
     np.testing.assert_allclose(got, _masked(depth), rtol=1e-4, equal_nan=True)
     status = robot.h.fresh_status(lambda s: s.get("scale_state") == "unaligned")
     assert status["scale"] == "1.0000" and status["scale_reason"].startswith("reference_none")
@@ -135,7 +135,7 @@ def test_lidar_through_tf_aligns_every_pixel_and_reports_accuracy(robot, expecte
         stamp = robot.h.stamp(i)
         robot.lidar(stamp, depth)
         robot.frame(i, rgb)
-        got = messages.image_to_depth(robot.output("depth", stamp))
+        got = decoding.image_to_depth(robot.output("depth", stamp))
         if np.nanmedian(got / depth) > 1.2:
             robot.aligned_at = i
             break
@@ -154,12 +154,12 @@ def test_stopped_reference_holds_the_scale_then_drops_it(robot, expected):
     rgb, depth = expected
     last = getattr(robot, "aligned_at", 19)
     stamp = robot.frame(last + 1, rgb)  # one second after the last lidar scan: held (scale_hold_s 2)
-    got = messages.image_to_depth(robot.output("depth", stamp))
+    got = decoding.image_to_depth(robot.output("depth", stamp))
     np.testing.assert_allclose(got, _masked(depth * SCALE), rtol=1e-3, equal_nan=True)
     status = robot.h.fresh_status(lambda s: s.get("scale_state") == "holding")
     assert status["scale_reason"].startswith("reference_old")
     stamp = robot.frame(last + 5, rgb)  # long after: the model's own scale again
-    got = messages.image_to_depth(robot.output("depth", stamp))
+    got = decoding.image_to_depth(robot.output("depth", stamp))
     np.testing.assert_allclose(got, _masked(depth), rtol=1e-3, equal_nan=True)
     robot.h.fresh_status(lambda s: s.get("scale_state") == "unaligned")
 
@@ -180,7 +180,7 @@ def test_broken_reference_clouds_are_counted_and_the_node_keeps_going(robot, exp
     assert status["level"] == 1  # WARN: rejected inputs
     robot.lidar(robot.h.stamp(41), depth)  # and a good cloud aligns again
     stamp = robot.frame(41, rgb)
-    got = messages.image_to_depth(robot.output("depth", stamp))
+    got = decoding.image_to_depth(robot.output("depth", stamp))
     np.testing.assert_allclose(got, _masked(depth * SCALE), rtol=1e-3, equal_nan=True)
 
 
@@ -191,7 +191,7 @@ def test_confidence_grows_with_agreeing_frames_of_a_static_camera(robot, expecte
         stamp = robot.h.stamp(i)
         robot.lidar(stamp, depth)
         robot.frame(i, rgb)
-        confidences.append(messages.image_to_depth(robot.output("confidence", stamp)))
+        confidences.append(decoding.image_to_depth(robot.output("confidence", stamp)))
     valid = np.isfinite(_masked(depth))
     assert confidences[0].dtype == np.float32 and confidences[0].shape == (H, W)
     assert np.all(confidences[-1][~valid] == 0)
@@ -245,7 +245,7 @@ def test_rgbd_reference_on_a_named_camera(ros, checkpoint, expected, tmp_path):
             h.info_pub.publish(camera_info_msg(stamp, W, H, fx=FX, fy=FX, cx=CX, cy=CY))
             h.image_pub.publish(rgb_image_msg(rgb, stamp))
             h.spin_until(lambda s=stamp: any(m.header.stamp == s for m in h.received["depth"]), 60, "depth")
-            got = messages.image_to_depth(next(m for m in h.received["depth"] if m.header.stamp == stamp))
+            got = decoding.image_to_depth(next(m for m in h.received["depth"] if m.header.stamp == stamp))
             if np.nanmedian(got / depth) > 1.2:
                 break
         else:

@@ -7,16 +7,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import node_aligner, node_fusion
 
-from space_clip_ros.planning import filtered_points, laser_scan, scan_geometry, scan_rows
-from space_clip_ros.ros.camera_state import (
+from space_clip_ros.node.camera_state import (
     DELIVERY_WAIT_S,
     STAMP_RESET_NS,
     CameraState,
     LatestSlot,
     StampOrder,
 )
-from space_clip_ros.ros.settings import NodeSettings, apply_changes
+from space_clip_ros.node.settings import NodeSettings, apply_changes
+from space_clip_ros.planner_outputs import filtered_points, laser_scan, scan_geometry, scan_rows
 
 
 def _stamp(ns):
@@ -98,9 +99,9 @@ sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs not ins
 
 from ros_harness import camera_info_msg, rgb_image_msg  # noqa: E402
 
-from space_clip_ros.ros.frame_pipeline import CameraModel, FramePipeline, FrameRequest  # noqa: E402
-from space_clip_ros.ros.intake import Rejected, take_frame  # noqa: E402
-from space_clip_ros.ros.outgoing import output_messages  # noqa: E402
+from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest  # noqa: E402
+from space_clip_ros.node.intake import Rejected, take_frame  # noqa: E402
+from space_clip_ros.ros.output_messages import output_messages  # noqa: E402
 
 W, H = 160, 48
 ALL = {"colored": 1, "points": 1, "scan": 1, "points_filtered": 1}
@@ -186,9 +187,7 @@ def test_pipeline_without_camera_info_or_with_a_scan_too_tall(pipeline):
 def test_pipeline_aligns_fuses_and_drops_untrusted_pixels(pipeline):
     """With an aligner and fusion: every output comes from the aligned depth; depth/confidence is the flying-pixel
     test times the temporal term; scan_min_confidence / points_filtered_min_confidence drop untrusted pixels."""
-    from space_clip_ros.alignment import ScaleAligner
-    from space_clip_ros.planning import edge_mask
-    from space_clip_ros.temporal import TemporalFusion
+    from space_clip_ros.planner_outputs import edge_mask
 
     info = camera_info_msg(_stamp_msg(6), W, H, fx=100.0, fy=100.0, cx=80.0, cy=24.0)
     model = CameraModel.from_info(info)
@@ -196,7 +195,7 @@ def test_pipeline_aligns_fuses_and_drops_untrusted_pixels(pipeline):
     raw = pipeline.estimator.predict_tensor([rgb], [(H, W)], [1.0])[0]
     reference = np.where(np.arange(H * W).reshape(H, W) % 3 == 0, raw.numpy() * 2.0, 0.0).astype(np.float32)
     wants = frozenset({"scan", "points_filtered", "confidence"})
-    aligner, fusion = ScaleAligner(min_points=10, time_constant_s=0.0), TemporalFusion(max_frames=4)
+    aligner, fusion = node_aligner(min_points=10, time_constant_s=0.0), node_fusion(max_frames=4)
     results = []
     for i, (threshold, edge) in enumerate(((0.0, 0.1), (0.0, 0.1), (0.6, 0.1))):
         settings = NodeSettings.from_values({"scan_min_confidence": threshold, "points_filtered_edge_threshold": edge,

@@ -5,14 +5,14 @@ import dataclasses
 
 import pytest
 
-from space_clip_ros.ros import fastdds
-from space_clip_ros.ros.settings import (
+from space_clip_ros.node.settings import (
     PARAMETERS,
     NodeSettings,
     parse_output_size,
     runtime_change_refusal,
 )
-from space_clip_ros.ros.stats import FrameStats, Rate
+from space_clip_ros.node.stats import FrameStats, Rate
+from space_clip_ros.ros import fastdds
 
 
 def test_every_parameter_is_a_typed_setting_and_the_defaults_are_valid():

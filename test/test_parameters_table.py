@@ -1,4 +1,4 @@
-"""One source per parameter (space_clip_ros/ros/settings.py, SPECS): the defaults, NodeSettings, the runtime-change
+"""One source per parameter (space_clip_ros/node/settings.py, SPECS): the defaults, NodeSettings, the runtime-change
 rules, config/depth.yaml, the launch file's arguments and the tables of docs/node.md and the README follow it.
 (What ROS shows of it, `ros2 param describe`, is tested over DDS in test_depth_node.py.)"""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from space_clip_ros.ros.settings import (
+from space_clip_ros.node.settings import (
     CHANGES,
     PARAMETERS,
     RELOAD_PARAMETERS,

@@ -6,16 +6,16 @@ launches). The static-shape functions give the same numbers as the host-shaped o
 import numpy as np
 import pytest
 import torch
+from helpers import node_aligner, node_fusion
 from ros_harness import camera_info_msg
 
-from space_clip_ros.alignment import ScaleAligner, sparse
+from space_clip_ros.alignment import sparse
 from space_clip_ros.geometry import capacity_bucket, project_points, project_points_static
-from space_clip_ros.planning import compact, filtered_points, voxel_downsample, voxel_downsample_static
-from space_clip_ros.ros.frame_pipeline import CameraModel, FramePipeline, FrameRequest, download
-from space_clip_ros.ros.settings import NodeSettings
+from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest, download
+from space_clip_ros.node.settings import NodeSettings
+from space_clip_ros.planner_outputs import compact, filtered_points, voxel_downsample, voxel_downsample_static
 from space_clip_ros.sync_guard import DataDependentOpError, SyncGuard
 from space_clip_ros.synthetic import render_scene
-from space_clip_ros.temporal import TemporalFusion
 
 H, W = 96, 320
 K4 = (200.0, 200.0, 159.5, 47.5)
@@ -53,7 +53,7 @@ def test_the_whole_frame_path_between_upload_and_download_is_sync_free(pipeline)
     model = CameraModel.from_info(info)
     settings = NodeSettings.from_values({"scan_height": 3, "temporal_filter": "odom", "points_rgb": True,
                                          "scan_min_confidence": 0.2, "points_filtered_min_confidence": 0.2})
-    aligner, fusion = ScaleAligner(min_points=10), TemporalFusion(max_frames=4)
+    aligner, fusion = node_aligner(min_points=10), node_fusion(max_frames=4)
     buffer, valid, _ = _lidar(depth)
     counts = []
     for i in range(4):  # the first frame starts the fusion, the next ones warp and fuse (the 2nd caches rays)
@@ -153,7 +153,7 @@ def test_one_download_carries_every_output_with_its_dtype_and_shape():
 def test_a_filtered_cloud_larger_than_its_buffers_comes_whole_and_the_buffers_grow(pipeline):
     """More kept points than the capacity summed (count -1 on the device), more voxels than the rows downloaded:
     the frame's cloud is still whole (a second pass / transfer that once) and the camera's buffers grow."""
-    from space_clip_ros.planning import filtered_points_static
+    from space_clip_ros.planner_outputs import filtered_points_static
 
     rgb, depth = render_scene((H, W), K4)
     model = CameraModel.from_info(camera_info_msg(None, W, H, *K4))
@@ -185,7 +185,7 @@ def test_on_cuda_the_path_after_the_model_moves_nothing_between_host_and_device(
     results = {}
     for device in ("cpu", "cuda"):
         pipeline = FramePipeline(DepthEstimator(str(checkpoint), device=device, precision="fp32", backend="eager"))
-        aligner, fusion = ScaleAligner(min_points=10), TemporalFusion(max_frames=4)
+        aligner, fusion = node_aligner(min_points=10), node_fusion(max_frames=4)
         for i in range(3):
             stamp = (i + 1) * 100_000_000
             with torch.inference_mode():

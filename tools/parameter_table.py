@@ -1,5 +1,5 @@
 """The node's parameter table in docs/node.md, made from the one place parameters are written
-(space_clip_ros/ros/settings.py, SPECS). test/test_parameters_table.py fails when the file and the table differ.
+(space_clip_ros/node/settings.py, SPECS). test/test_parameters_table.py fails when the file and the table differ.
 
     python tools/parameter_table.py            # print the table
     python tools/parameter_table.py --write    # rewrite it in docs/node.md, between its markers
@@ -15,9 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from space_clip_ros.ros.settings import CHANGES, SPECS  # noqa: E402
+from space_clip_ros.node.settings import CHANGES, SPECS  # noqa: E402
 
-BEGIN = "<!-- parameters: made by tools/parameter_table.py from space_clip_ros/ros/settings.py; do not edit -->"
+BEGIN = "<!-- parameters: made by tools/parameter_table.py from space_clip_ros/node/settings.py; do not edit -->"
 END = "<!-- end of parameters -->"
 DOC = ROOT / "docs" / "node.md"
 SHORT = {"runtime": "run time", "reload": "cleanup / configure (model)", "topics": "cleanup / configure (topics)",

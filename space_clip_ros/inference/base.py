@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..device import precision_name
 from ..model import SpaceClip
-from .pipeline import Size, to_output, to_pixel_values
+from .processing import Size, to_output, to_pixel_values
 
 LOG = logging.getLogger("space_clip_ros.inference")
 

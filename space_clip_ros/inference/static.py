@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..model import SpaceClip
 from .base import LOG, Backend, BackendUnavailableError, user_cache_folder
-from .pipeline import Size, to_output, to_pixel_values
+from .processing import Size, to_output, to_pixel_values
 
 #: How a static backend compiles: as written, before the first run, or on a worker while the uncompiled one serves.
 COMPILE_MODES = ("off", "foreground", "background")

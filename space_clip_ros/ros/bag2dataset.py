@@ -34,8 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..geometry import project_to_depth
+from ..node.range_data import cloud_points, depth_image_points
 from ..tf_tree import TfError, TfTree
-from .range_data import cloud_points, depth_image_points
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 DEPTH_TYPES = ("sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/Image")
@@ -211,7 +211,7 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
     import cv2
     import yaml
 
-    from . import messages  # the node's image decoders: every encoding it takes
+    from ..node import decoding  # the node's image decoders: every encoding it takes
 
     bag = Bag(bag_path)
     image_type = bag.require(opts.image_topic, IMAGE_TYPES, "--image-topic")
@@ -279,8 +279,7 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
         msg = bag.decode(raw, image_type)
         image_frame = image_frame or msg.header.frame_id
         try:
-            rgb = (messages.compressed_to_rgb(msg) if image_type.endswith("CompressedImage")
-                   else messages.image_to_rgb(msg))
+            rgb = decoding.any_image_to_rgb(msg)
         except ValueError as error:
             summary.skipped[f"undecodable_image ({getattr(error, 'reason', 'error')})"] += 1
             return

@@ -139,7 +139,7 @@ def configure_failure(diagnostics: list) -> Optional[str]:
 def report(received: Dict[str, list], args: argparse.Namespace) -> int:
     import cv2
 
-    from . import messages
+    from ..node import decoding
 
     depth_msgs = received["depth"]
     if not depth_msgs:
@@ -148,7 +148,7 @@ def report(received: Dict[str, list], args: argparse.Namespace) -> int:
     label = "" if args.checkpoint else "_untrained"
     latencies = [(t - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)) * 1000 for t, m in depth_msgs]
     span = depth_msgs[-1][0] - depth_msgs[0][0]
-    depth = messages.image_to_depth(depth_msgs[-1][1])
+    depth = decoding.image_to_depth(depth_msgs[-1][1])
     print(f"\nreceived {len(depth_msgs)} depth images ({depth.shape[1]}x{depth.shape[0]} 32FC1), "
           f"{len(received['points'])} clouds, {len(received['colored'])} coloured images")
     if len(depth_msgs) > 1:
@@ -159,14 +159,14 @@ def report(received: Dict[str, list], args: argparse.Namespace) -> int:
         print(f"depth: {finite.size / depth.size:.0%} valid, median {np.median(finite):.2f} m, "
               f"range {finite.min():.2f}..{finite.max():.2f} m" + (" (UNTRAINED)" if label else ""))
     if received["colored"]:
-        colour = messages.image_to_rgb(received["colored"][-1][1])
+        colour = decoding.image_to_rgb(received["colored"][-1][1])
         path = args.out / f"depth_colored{label}.png"
         cv2.imwrite(str(path), colour[..., ::-1])
         print(f"wrote {path}")
     if received["points"]:
         cloud = received["points"][-1][1]
         path = args.out / f"cloud{label}.ply"
-        n = write_ply(path, messages.cloud_to_array(cloud))
+        n = write_ply(path, decoding.cloud_to_array(cloud))
         print(f"wrote {path} ({n} points of an organized {cloud.width}x{cloud.height} cloud)")
     if received["diagnostics"]:
         for status in received["diagnostics"][-1][1].status:

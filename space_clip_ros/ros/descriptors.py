@@ -7,7 +7,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from .settings import CHANGES, ParameterSpec
+from ..node.settings import CHANGES, ParameterSpec
 
 
 def describe(spec: ParameterSpec) -> ParameterDescriptor:

@@ -29,7 +29,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..kitti_calib import read_kitti_calib
@@ -93,7 +93,7 @@ class PlayerNode(Node):
         if bag:
             self.recording = Recording(source, self.get_parameter("image_topic").value,
                                        self.get_parameter("camera_info_topic").value)
-            compressed = self.recording.image_type is messages.CompressedImage
+            compressed = self.recording.image_type is CompressedImage
             self.image_pub = self.create_publisher(self.recording.image_type,
                                                    "image/compressed" if compressed else "image", qos)
             self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
@@ -108,7 +108,7 @@ class PlayerNode(Node):
         self.frames = list_frames(source)
         self.images = [self._load(p) for p in self.frames]
         self.info = self._camera_info(source)
-        self.image_pub = self.create_publisher(messages.Image, "image", qos)
+        self.image_pub = self.create_publisher(Image, "image", qos)
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
         self.timer = self.create_timer(1.0 / (rate if rate > 0 else FOLDER_RATE_HZ), self._tick)
         self.get_logger().info(f"publishing {len(self.frames)} frame(s) from {source} at "

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from space_clip_ros.dense_outputs import colorize
 from space_clip_ros.device import PRECISIONS
-from space_clip_ros.outputs import colorize
 
 from .data import DepthDataset, collate
 from .metrics import MetricAverager, evaluate_image, format_table, prediction_size, write_json

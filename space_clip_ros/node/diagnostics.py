@@ -31,9 +31,18 @@ def model_values(estimator: Optional[Any], precision: str) -> Dict[str, str]:
     }
 
 
+def model_line(estimator: Any, settings: Any) -> str:
+    """The log line of a configured node: the model, where and how it runs, the cameras."""
+    cameras = f", cameras {list(settings.cameras)}" if settings.cameras else ""
+    return (f"model loaded ({'trained' if estimator.trained else 'UNTRAINED'}, "
+            f"{estimator.model.provenance.get('source', '?')}) on {estimator.device} in "
+            f"{precision_name(estimator.dtype)} (precision {settings.precision}), backend {estimator.backend_name} "
+            f"({estimator.backend_reason}){cameras}")
+
+
 def camera_status(node_name: str, state: str, estimator: Optional[Any], camera: Any, now: float,
                   model: Dict[str, str], subscription: Dict[str, str]) -> Status:
-    """The status of ``camera`` (a :class:`~space_clip_ros.ros.camera_state.CameraState`): ``<node>: depth`` (or
+    """The status of ``camera`` (a :class:`~space_clip_ros.node.camera_state.CameraState`): ``<node>: depth`` (or
     ``<node>: depth <camera>``); ERROR without a model, WARN for an untrained model or rejected inputs.
     ``subscription``: the image subscription's values (reliability, matched publishers) and the output
     subscriber counts."""

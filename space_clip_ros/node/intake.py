@@ -1,6 +1,6 @@
 """From a camera's image message to a :class:`~.frame_pipeline.FrameRequest`, without publishers or DDS: stamp
 order, decoding, size limits, camera_info pairing and checks, focal-length scale, output size, wanted outputs.
-Every refusal is an :class:`~.messages.InputRejected` with a reason name; notes for the log come back with the
+Every refusal is an :class:`~.decoding.InputRejected` with a reason name; notes for the log come back with the
 frame."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..stamps import format_ns, stamp_ns
-from . import messages
+from . import decoding
 from .camera_state import CameraState
 from .frame_pipeline import OPTIONAL_OUTPUTS, CameraModel, FrameRequest
 from .settings import NodeSettings
@@ -62,12 +62,11 @@ def take_frame(settings: NodeSettings, camera: CameraState, msg: Any, estimator:
         notes.append((f"time_reset_{camera.name}", f"time jumped back {(camera.order.last - stamp) / 1e9:.1f} s (a "
                       "recording looping or a simulator restarting?): taking it as a new start", "info"))
     try:
-        rgb = (messages.compressed_to_rgb(msg) if isinstance(msg, messages.CompressedImage)
-               else messages.image_to_rgb(msg))
+        rgb = decoding.any_image_to_rgb(msg)
         if min(rgb.shape[:2]) < MIN_SIDE:
-            raise messages.InputRejected("image_too_small", f"{rgb.shape[1]}x{rgb.shape[0]} image: at least "
+            raise decoding.InputRejected("image_too_small", f"{rgb.shape[1]}x{rgb.shape[0]} image: at least "
                                          f"{MIN_SIDE} px on each side are needed")
-    except messages.InputRejected as error:
+    except decoding.InputRejected as error:
         raise Rejected("image", error.reason, str(error)) from None
     height, width = rgb.shape[:2]
     info, exact = camera.pair_info(msg.header.stamp)
@@ -78,11 +77,11 @@ def take_frame(settings: NodeSettings, camera: CameraState, msg: Any, estimator:
                       f"{format_ns(stamp_ns(info.header.stamp))})", "warn"))
     if info is not None:
         try:
-            messages.check_camera_info(info)
+            decoding.check_camera_info(info)
             if (info.width, info.height) != (width, height):
-                raise messages.InputRejected("info_size_mismatch", f"camera_info is {info.width}x{info.height} "
+                raise decoding.InputRejected("info_size_mismatch", f"camera_info is {info.width}x{info.height} "
                                              f"but the image is {width}x{height}")
-        except messages.InputRejected as error:
+        except decoding.InputRejected as error:
             raise Rejected("camera_info", error.reason, str(error)) from None
     camera.order.processed(stamp)
     scale = 1.0
@@ -90,7 +89,7 @@ def take_frame(settings: NodeSettings, camera: CameraState, msg: Any, estimator:
         notes.append((f"no_info_{camera.name}", "no camera_info received: publishing depth without focal-length "
                       "scale transfer, and no point clouds or scan", "warn"))
     elif settings.focal_scale_transfer:
-        scale = estimator.focal_scale(messages.intrinsics(info)[0], width)
+        scale = estimator.focal_scale(decoding.intrinsics(info)[0], width)
     size = output_size(settings, estimator.model.preprocessing.output_size, height, width)
     model = CameraModel.from_info(info) if info is not None else None
     return Intake(FrameRequest(rgb, size, scale, model, wanted_outputs(settings, listeners), stamp), info, notes)

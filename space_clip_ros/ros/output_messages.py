@@ -6,10 +6,18 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ..planning import scan_frame_id
+from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+
+from ..node.frame_pipeline import FrameResult
+from ..node.settings import NodeSettings
+from ..planner_outputs import scan_frame_id
 from . import messages
-from .frame_pipeline import FrameResult
-from .settings import NodeSettings
+
+#: key, type, relative topic of every output; all but depth and info are computed only while subscribed.
+OUTPUTS = (("depth", Image, "depth/image"), ("info", CameraInfo, "depth/camera_info"),
+           ("points", PointCloud2, "depth/points"), ("points_filtered", PointCloud2, "depth/points_filtered"),
+           ("scan", LaserScan, "depth/scan"), ("colored", Image, "depth/colored"),
+           ("confidence", Image, "depth/confidence"))
 
 
 def output_messages(result: FrameResult, header: Any, info: Optional[Any], settings: NodeSettings,

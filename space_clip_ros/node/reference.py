@@ -189,8 +189,7 @@ def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: T
     stamp = request.stamp_ns
     model = request.model.resized(request.size[1], request.size[0]) if request.model is not None else None
     if camera.aligner is not None:
-        camera.aligner.configure(settings.scale_holdout, settings.scale_min_points, settings.scale_time_constant,
-                                 settings.scale_hold_s, settings.min_depth, settings.max_depth)
+        camera.aligner.configure(**settings.alignment())
         request.aligner = camera.aligner
         try:
             if model is None:
@@ -205,7 +204,7 @@ def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: T
     if camera.fusion is not None and model is None:
         camera.pose_problem = "no camera_info: depth not fused"
     elif camera.fusion is not None:
-        camera.fusion.gate, camera.fusion.max_frames = settings.temporal_gate, settings.temporal_max_frames
+        camera.fusion.configure(**settings.fusion())
         request.fusion = camera.fusion
         try:
             request.pose = tree.lookup(settings.odom_frame, frame_id, stamp)

@@ -11,7 +11,10 @@ import collections
 import threading
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from ..alignment import ScaleAligner
 from ..stamps import stamp_ns
+from ..temporal import TemporalFusion
+from .reference import ReferenceQueue
 from .stats import FrameStats
 
 #: A stamp this far behind the last processed one is a time reset (a bag loop, a simulator restart), not disorder.
@@ -144,6 +147,13 @@ class CameraState:
         self.fusion: Optional[Any] = None
         self.last_fit: Optional[Any] = None
         self.pose_problem = ""
+
+    def refine(self, settings: Any) -> None:
+        """Set up (or drop) the camera's scale reference, aligner and fusion as ``settings`` (NodeSettings) ask."""
+        self.reference = ReferenceQueue(settings.scale_reference) if settings.scale_reference else None
+        self.aligner = ScaleAligner(**settings.alignment()) if settings.scale_reference else None
+        self.fusion = TemporalFusion(**settings.fusion()) if settings.temporal_filter != "off" else None
+        self.last_fit = None
 
     def topic(self, relative: str) -> str:
         return f"{self.name}/{relative}" if self.name else relative

@@ -1,4 +1,4 @@
-"""Planner outputs (space_clip_ros.planning) against independent references: the LaserScan against a line-by-line
+"""Planner outputs (space_clip_ros.planner_outputs) against independent references: the LaserScan against a line-by-line
 numpy port of depthimage_to_laserscan (ros-perception, ros2 branch: convert_msg, convert<float>, use_point, with
 image_geometry's rectifyPoint / projectPixelTo3dRay), the voxel grid against a dictionary of voxels, the flying-pixel
 filter on a synthetic step; the CUDA path equal to the CPU path where a GPU is present."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 from oracles import depth_to_points
 
-from space_clip_ros.planning import (
+from space_clip_ros.planner_outputs import (
     edge_mask,
     filtered_points,
     laser_scan,

@@ -6,7 +6,7 @@ import torch
 from oracles import colorize_depth, depth_to_points, organized_cloud_bytes
 
 from space_clip_ros.colormaps import COLORMAPS
-from space_clip_ros.outputs import cloud_buffer, colorize, mask_range, resize_rgb
+from space_clip_ros.dense_outputs import cloud_buffer, colorize, mask_range, resize_rgb
 from space_clip_ros.synthetic import KITTI_K
 
 

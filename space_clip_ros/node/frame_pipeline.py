@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from ..alignment import ScaleAligner, ScaleFit, sparse
+from ..dense_outputs import cloud_buffer, colorize, mask_range, resize_rgb
 from ..geometry import camera_intrinsics, capacity_bucket, scale_intrinsics
-from ..outputs import cloud_buffer, colorize, mask_range, resize_rgb
-from ..planning import ScanGeometry, filtered_points_static, laser_scan, scan_geometry, scan_rows
+from ..planner_outputs import ScanGeometry, filtered_points_static, laser_scan, scan_geometry, scan_rows
 from ..temporal import TemporalFusion, confidence
 from .settings import NodeSettings
 

@@ -220,6 +220,16 @@ class NodeSettings:
         settings.validate()
         return settings
 
+    def alignment(self) -> Dict[str, Any]:
+        """The values of a camera's :class:`~space_clip_ros.alignment.ScaleAligner` (its constructor's names)."""
+        return dict(holdout=self.scale_holdout, min_points=self.scale_min_points,
+                    time_constant_s=self.scale_time_constant, hold_s=self.scale_hold_s, min_depth=self.min_depth,
+                    max_depth=self.max_depth)
+
+    def fusion(self) -> Dict[str, Any]:
+        """The values of a camera's :class:`~space_clip_ros.temporal.TemporalFusion` (its constructor's names)."""
+        return dict(gate=self.temporal_gate, max_frames=self.temporal_max_frames)
+
     def replace(self, **changes: Any) -> "NodeSettings":
         return NodeSettings.from_values({**dataclasses.asdict(self), **changes})
 
