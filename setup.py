@@ -22,8 +22,10 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["data/*", "data/**/*"]},
+    # space_clip_train (train/'s library) is installed too: space-clip-datasets and its split lists live there.
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]) + ["space_clip_train"],
+    package_dir={"space_clip_train": "train/space_clip_train"},
+    package_data={PACKAGE: ["data/*", "data/**/*"], "space_clip_train": ["splits/*.txt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -37,7 +39,6 @@ setup(
         "transformers>=4.45",
         "opencv-python-headless>=4.8",
         "pyyaml>=6",
-        "tqdm>=4.60",  # progress of space-clip-datasets' downloads
         "setuptools",
     ],
     extras_require={
@@ -70,7 +71,7 @@ setup(
         "console_scripts": [
             "space-clip-ament = space_clip_ros.ament:main",
             "space-clip-convert = space_clip_ros.convert:main",
-            "space-clip-datasets = space_clip_ros.dataset_download:main",
+            "space-clip-datasets = space_clip_train.download:main",
             "space-clip-bag2dataset = space_clip_ros.ros.bag2dataset:main",
             "space-clip-depth = space_clip_ros.cli:main",
             "space-clip-export = space_clip_ros.export:main",

@@ -36,7 +36,8 @@ def main() -> int:
     cv2.setNumThreads(1)
     import robot_bag as rb
 
-    from space_clip_ros.ros.bag2dataset import Bag, Options, convert
+    from space_clip_ros.ros.bag2dataset import Options, convert
+    from space_clip_ros.ros.bags import BagReader
     from space_clip_ros.synthetic import KITTI_K, render_scene
 
     tmp = Path(tempfile.mkdtemp(prefix="space_clip_bag2dataset_"))
@@ -60,8 +61,8 @@ def main() -> int:
     bag = rb.write_bag(tmp / "bag", messages)
 
     def read_all():
-        reader = Bag(bag)
-        for topic, raw in reader.messages(list(reader.topics)):
+        reader = BagReader(bag)
+        for topic, _, raw in reader.messages(list(reader.topics)):
             reader.decode(raw, reader.topics[topic])
 
     runs = itertools.count()

@@ -1,5 +1,5 @@
 """Scale alignment, temporal fusion and confidence without ROS (space_clip_ros.alignment, .temporal) and the
-reference path of the node (ros/reference.py: a lidar cloud through a tf chain, an RGB-D image, broken clouds)."""
+reference path of the node (node/reference.py: a lidar cloud through a tf chain, an RGB-D image, broken clouds)."""
 
 import math
 from types import SimpleNamespace

@@ -10,9 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from space_clip_ros import dataset_download as datasets
-from space_clip_ros.dataset_download import DatasetError, download, kitti_archives, list_drives
+from space_clip_train import download as datasets
+from space_clip_train.download import DatasetError, download, kitti_archives, list_drives
 
 DRIVES = ["2011_09_26_drive_0001", "2011_09_26_drive_0002"]
 

@@ -224,6 +224,8 @@ def test_colcon_build_installs_what_ros2_looks_for(tmp_path, request):
         assert (prefix / relative).exists(), relative
     data = list(prefix.glob("lib/python3*/site-packages/space_clip_ros/data/fastdds_profile.xml"))
     assert data, "the Fast DDS profile is not installed with the package"
+    lists = list(prefix.glob("lib/python3*/site-packages/space_clip_train/splits/eigen_test_files_with_gt.txt"))
+    assert lists and len(lists[0].read_text().splitlines()) == 697, "space-clip-datasets' split lists not installed"
     import importlib.util
 
     if importlib.util.find_spec("launch_ros") and importlib.util.find_spec("rclpy"):

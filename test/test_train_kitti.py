@@ -3,7 +3,7 @@ commands, on a tree the tests write."""
 
 import json
 
-import eval_kitti
+import evaluate
 import export_gt_depth
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ import torch
 from kitti_tree import DATE
 from space_clip_train.data import collate, read_list
 from space_clip_train.kitti import (
+    EIGEN_TEST,
     KittiDepth,
     crop_mask,
     kb_crop_box,
@@ -22,6 +23,11 @@ from space_clip_train.kitti import (
 )
 from space_clip_train.losses import SpaceClipLoss, silog_loss, ssim_loss
 from space_clip_train.metrics import compute_errors, evaluate_image
+
+
+def eval_kitti(argv):
+    """``python train/evaluate.py --dataset kitti ARGV``."""
+    return evaluate.main(["--dataset", "kitti", *argv])
 
 
 # ------------------------------------------------------------------------------------------------ projection
@@ -212,8 +218,8 @@ def test_lists_in_both_formats(tmp_path):
     assert s[0].depth.endswith("0000000001.png") and s[0].focal == pytest.approx(721.5377)
     assert s[1].depth is None
     assert s[2].image == "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png"
-    assert len(read_list(eval_kitti.EIGEN_TEST)) == 697
-    assert sum(x.depth is not None for x in read_list(eval_kitti.EIGEN_TEST)) == 652
+    assert len(read_list(EIGEN_TEST)) == 697
+    assert sum(x.depth is not None for x in read_list(EIGEN_TEST)) == 652
 
 
 def test_depth_png_round_trip_and_errors(tmp_path):
@@ -264,7 +270,7 @@ def _write_predictions(tree, folder, fn, suffix):
 def test_pred_dir_equal_to_gt_over_1_1_gives_the_exact_abs_rel(tree, tmp_path, capsys):
     _write_predictions(tree, tmp_path / "preds", lambda sparse, dense: dense / 1.1, ".npy")
     out = tmp_path / "r.json"
-    assert eval_kitti.main(["--pred-dir", str(tmp_path / "preds"), "--filenames", str(tree.test_list),
+    assert eval_kitti(["--pred-dir", str(tmp_path / "preds"), "--filenames", str(tree.test_list),
                             "--gt-path", str(tree.gt), "--crop", "none", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert set(results) >= {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog", "log10",
@@ -275,7 +281,7 @@ def test_pred_dir_equal_to_gt_over_1_1_gives_the_exact_abs_rel(tree, tmp_path, c
     assert "AbsRel" in capsys.readouterr().out
     # Exactly, when predictions are made from the annotated values themselves (PNG predictions, uint16 x 256).
     _write_predictions(tree, tmp_path / "exact", lambda sparse, dense: sparse / 1.1, ".npy")
-    assert eval_kitti.main(["--pred-dir", str(tmp_path / "exact"), "--filenames", str(tree.test_list),
+    assert eval_kitti(["--pred-dir", str(tmp_path / "exact"), "--filenames", str(tree.test_list),
                             "--gt-path", str(tree.gt), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-6)
 
@@ -286,12 +292,12 @@ def test_pred_dir_png_spaceclip_protocol_and_missing_predictions(tree, tmp_path,
     _write_predictions(tree, tmp_path / "preds", lambda sparse, dense: pil_resize(dense, (352, 704), "nearest"),
                        ".png")
     out = tmp_path / "r.json"
-    assert eval_kitti.main(["--pred-dir", str(tmp_path / "preds"), "--filenames", str(tree.test_list),
+    assert eval_kitti(["--pred-dir", str(tmp_path / "preds"), "--filenames", str(tree.test_list),
                             "--gt-path", str(tree.gt), "--protocol", "spaceclip", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["abs_rel"] < 0.02
     # The full-resolution predictions are not 352x704: a clear error.
     _write_predictions(tree, tmp_path / "full", lambda sparse, dense: dense, ".npy")
-    assert eval_kitti.main(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
+    assert eval_kitti(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
                             "--gt-path", str(tree.gt), "--protocol", "spaceclip"]) == 2
     assert "352x704" in capsys.readouterr().err
     # Under the paper protocol predictions of any size are resized bilinearly to 352x704, as the authors' first
@@ -301,18 +307,18 @@ def test_pred_dir_png_spaceclip_protocol_and_missing_predictions(tree, tmp_path,
     _write_predictions(tree, tmp_path / "bilinear", lambda sparse, dense: resize_prediction(dense, (352, 704)), ".npy")
     results = []
     for folder in ("full", "bilinear"):
-        assert eval_kitti.main(["--pred-dir", str(tmp_path / folder), "--filenames", str(tree.test_list),
+        assert eval_kitti(["--pred-dir", str(tmp_path / folder), "--filenames", str(tree.test_list),
                                 "--gt-path", str(tree.gt), "--protocol", "paper", "--out", str(out)]) == 0
         results.append(json.loads(out.read_text()))
     assert results[0]["abs_rel"] == pytest.approx(results[1]["abs_rel"], rel=1e-6) and results[0]["n_images"] == 3
     # One prediction missing: counted and named; --strict makes it an error.
     missing = next((tmp_path / "full").rglob("0000000001.npy"))
     missing.unlink()
-    assert eval_kitti.main(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
+    assert eval_kitti(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
                             "--gt-path", str(tree.gt), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["n_images"] == 2
     assert "skipped 1 line(s)" in capsys.readouterr().err
-    assert eval_kitti.main(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
+    assert eval_kitti(["--pred-dir", str(tmp_path / "full"), "--filenames", str(tree.test_list),
                             "--gt-path", str(tree.gt), "--strict"]) == 2
 
 
@@ -325,7 +331,7 @@ def test_pred_dir_against_velodyne_npz(tree, tmp_path):
         (preds / image_rel).parent.mkdir(parents=True, exist_ok=True)
         np.save(preds / image_rel.replace(".png", ".npy"), np.where(gt > 0, gt / 1.1, 1.0).astype(np.float32))
     out = tmp_path / "r.json"
-    assert eval_kitti.main(["--pred-dir", str(preds), "--filenames", str(tree.velodyne_list), "--gt-path", str(npz),
+    assert eval_kitti(["--pred-dir", str(preds), "--filenames", str(tree.velodyne_list), "--gt-path", str(npz),
                             "--out", str(out)]) == 0
     assert json.loads(out.read_text())["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-5)
 
@@ -401,15 +407,13 @@ def test_colour_jitter_by_table_equals_the_authors_per_pixel_arithmetic():
 
 
 def test_evaluate_py_is_the_one_entry_and_names_the_missing_dataset(capsys):
-    import eval_kitti
-    import evaluate
     from space_clip_train.datasets import DATASETS
 
     assert evaluate.COMMANDS["kitti"] is not None and set(evaluate.COMMANDS) == set(DATASETS)  # every dataset
     with pytest.raises(SystemExit):
         evaluate.main(["--checkpoint", "x.pt"])
     assert "--dataset kitti|nyu|folder is required" in capsys.readouterr().err
-    assert eval_kitti.main(["--pred-dir", "nowhere", "--gt-path", "nowhere"]) == 2  # the alias reaches KITTI's
+    assert eval_kitti(["--pred-dir", "nowhere", "--gt-path", "nowhere"]) == 2  # --dataset kitti reaches KITTI's
     assert "evaluate.py: error: --gt-path nowhere is neither" in capsys.readouterr().err
 
 

@@ -3,7 +3,7 @@ end on a tree the tests write, and checkpoints that carry NYU's camera."""
 
 import json
 
-import eval_nyu
+import evaluate
 import numpy as np
 import pytest
 import train_nyu
@@ -16,6 +16,11 @@ from space_clip_train.data import collate, read_list
 from space_clip_train.metrics import compute_errors, evaluate_image
 
 from space_clip_ros import DepthEstimator, load_checkpoint
+
+
+def eval_nyu(argv):
+    """``python train/evaluate.py --dataset nyu ARGV``."""
+    return evaluate.main(["--dataset", "nyu", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +127,7 @@ def test_train_nyu_end_to_end(clip_tower, nyu_tree, tmp_path):
     # eval_nyu.py on the checkpoint reproduces the final report under both protocols.
     for protocol in ("spaceclip", "standard"):
         result = tmp_path / f"{protocol}.json"
-        assert eval_nyu.main(["--checkpoint", str(out / "best.pt"), "--data-path", str(nyu_tree.root), "--filenames",
+        assert eval_nyu(["--checkpoint", str(out / "best.pt"), "--data-path", str(nyu_tree.root), "--filenames",
                               str(nyu_tree.test_list), "--protocol", protocol, "--flip-tta", "--device", "cpu",
                               "--workers", "0", "--out", str(result)]) == 0
         assert json.loads(result.read_text())["abs_rel"] == pytest.approx(finals[protocol]["abs_rel"], rel=1e-5)
@@ -142,12 +147,12 @@ def test_eval_nyu_on_saved_predictions(nyu_tree, tmp_path, capsys):
         valid = nyu.crop_mask(gt.shape, "eigen") & (gt > 1e-3) & (gt < 10.0)
         expected.append(compute_errors(gt[valid], np.clip(gt[valid] * 1.1, 1e-3, 10.0))["abs_rel"])
     result = tmp_path / "r.json"
-    assert eval_nyu.main(["--pred-dir", str(preds), "--data-path", str(nyu_tree.root), "--filenames",
+    assert eval_nyu(["--pred-dir", str(preds), "--data-path", str(nyu_tree.root), "--filenames",
                           str(nyu_tree.test_list), "--out", str(result)]) == 0
     got = json.loads(result.read_text())
     assert got["abs_rel"] == pytest.approx(np.mean(expected)) and got["n_images"] == 3
     assert 0.09 < got["abs_rel"] <= 0.1 + 1e-9  # 10% too far, less where the 10 m clamp cuts the error
     (preds / samples[0].image.replace(".jpg", ".npy")).unlink()
-    assert eval_nyu.main(["--pred-dir", str(preds), "--data-path", str(nyu_tree.root), "--filenames",
+    assert eval_nyu(["--pred-dir", str(preds), "--data-path", str(nyu_tree.root), "--filenames",
                           str(nyu_tree.test_list), "--strict"]) == 2
     assert "no prediction" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 import json
 
-import eval_kitti
+import evaluate
 import numpy as np
 import pytest
 import torch
@@ -13,6 +13,11 @@ from space_clip_train import config as cfgmod
 
 from space_clip_ros import DepthEstimator, load_checkpoint
 from space_clip_ros.checkpoint import read_checkpoint
+
+
+def eval_kitti(argv):
+    """``python train/evaluate.py --dataset kitti ARGV``."""
+    return evaluate.main(["--dataset", "kitti", *argv])
 
 
 def _config(tmp_path, tower, architecture="paper", **extra):
@@ -80,7 +85,7 @@ def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tm
     # eval_kitti.py runs the checkpoint and reproduces the validation numbers, under both protocols.
     result = tmp_path / "eval.json"
     for protocol in ("paper", "standard"):
-        assert eval_kitti.main(["--checkpoint", str(out / "best.pt"), "--data-path", str(tree.raw), "--gt-path",
+        assert eval_kitti(["--checkpoint", str(out / "best.pt"), "--data-path", str(tree.raw), "--gt-path",
                                 str(tree.gt), "--filenames", str(tree.test_list), "--device", "cpu", "--workers",
                                 "0", "--protocol", protocol, "--out", str(result)]) == 0
         assert json.loads(result.read_text())["abs_rel"] == pytest.approx(summaries[protocol]["abs_rel"], rel=1e-5)
@@ -268,7 +273,7 @@ def test_release_recipe_validates_on_the_release_path_with_flip_tta(clip_tower, 
     chosen = "best.pt"
     args = ["--data-path", str(tree.raw), "--gt-path", str(tree.gt), "--filenames", str(tree.test_list), "--device",
             "cpu", "--workers", "0", "--protocol", "spaceclip", "--flip-tta", "--out", str(result)]
-    assert eval_kitti.main(["--checkpoint", str(out / chosen), *args]) == 0
+    assert eval_kitti(["--checkpoint", str(out / chosen), *args]) == 0
     assert json.loads(result.read_text())["abs_rel"] == pytest.approx(record["abs_rel"], rel=1e-5)
 
 
@@ -303,7 +308,7 @@ def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
     result = tmp_path / "eval.json"
     args = ["--checkpoint", str(tmp_path / "tiny.pt"), "--data-path", str(tree.raw), "--gt-path", str(tree.gt),
             "--filenames", str(tree.test_list), "--device", "cpu", "--workers", "0", "--protocol", "spaceclip"]
-    assert eval_kitti.main([*args, "--flip-tta", "--out", str(result)]) == 0
+    assert eval_kitti([*args, "--flip-tta", "--out", str(result)]) == 0
     got = json.loads(result.read_text())
     sums = {}
     for x, gt in _frames_by_hand(model, tree):
@@ -315,7 +320,7 @@ def test_spaceclip_protocol_with_flip_tta_by_hand(clip_tower, tree, tmp_path):
             sums[key] = sums.get(key, 0.0) + value / 3
     for key in sums:
         assert got[key] == pytest.approx(sums[key], rel=1e-4), key
-    assert eval_kitti.main([*args, "--out", str(result)]) == 0  # without TTA: other numbers
+    assert eval_kitti([*args, "--out", str(result)]) == 0  # without TTA: other numbers
     assert json.loads(result.read_text())["abs_rel"] != pytest.approx(got["abs_rel"], rel=1e-6)
 
 
@@ -331,7 +336,7 @@ def test_paper_protocol_by_hand(clip_tower, tree, tmp_path):
     model = tiny_model(clip_tower, architecture="paper")
     save_checkpoint(model, tmp_path / "tiny.pt", provenance={"trained": True})
     result = tmp_path / "eval.json"
-    assert eval_kitti.main(["--checkpoint", str(tmp_path / "tiny.pt"), "--data-path", str(tree.raw), "--gt-path",
+    assert eval_kitti(["--checkpoint", str(tmp_path / "tiny.pt"), "--data-path", str(tree.raw), "--gt-path",
                             str(tree.gt), "--filenames", str(tree.test_list), "--device", "cpu", "--workers", "0",
                             "--protocol", "paper", "--out", str(result)]) == 0
     got = json.loads(result.read_text())
@@ -357,7 +362,7 @@ def test_train_is_a_package_and_its_scripts_run_from_any_folder(tmp_path):
     train_dir = Path(train_kitti.__file__).parent
     for path in sorted(train_dir.rglob("*.py")):
         assert "sys.path" not in path.read_text(), f"{path} edits sys.path"
-    for script in ("train_kitti.py", "train_nyu.py", "eval_kitti.py", "eval_nyu.py", "ablate.py", "visualize.py",
+    for script in ("train_kitti.py", "train_nyu.py", "ablate.py", "visualize.py",
                    "export_gt_depth.py", "finetune.py", "evaluate.py"):
         result = subprocess.run([sys.executable, str(train_dir / script), "--help"], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)

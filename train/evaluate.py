@@ -6,8 +6,7 @@ table in space_clip_train/protocols.py; docs/evaluation.md says which numbers to
     python train/evaluate.py --dataset nyu --checkpoint runs/nyu/best.pt --data-path NYU_ROOT [--protocol spaceclip]
     python train/evaluate.py --dataset folder --data DIR --checkpoint CKPT [--align none|median|scale] [--csv F]
 
-``python train/evaluate.py --dataset kitti --help`` lists that dataset's options. eval_kitti.py and eval_nyu.py are
-the same commands with the dataset given.
+``python train/evaluate.py --dataset kitti --help`` lists that dataset's options.
 """
 
 import argparse

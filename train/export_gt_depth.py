@@ -4,7 +4,7 @@ pixel-index bug (its duplicate-pixel test used a wrong linear index, so the near
     python train/export_gt_depth.py --data-path RAW --out gt_eigen.npz                 # camera z (default)
     python train/export_gt_depth.py --data-path RAW --out gt_eigen_vel.npz --vel-depth  # Velodyne x, monodepth2's
                                                                                         # legacy --split eigen values
-eval_kitti.py --gt-path gt_eigen.npz reads the result (keys: images, depth_00000, ...; no pickle).
+evaluate.py --dataset kitti --gt-path gt_eigen.npz reads the result (keys: images, depth_00000, ...; no pickle).
 """
 
 from __future__ import annotations

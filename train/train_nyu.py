@@ -5,7 +5,8 @@
     torchrun --nproc_per_node=8 train/train_nyu.py --data-path NYU
 
 NYU is the release's layout: NYU/sync/<scene>/rgb_*.jpg + sync_depth_*.png (mm) for training and
-NYU/official_splits/test/<scene>/... for evaluation, listed by train/splits/nyudepthv2_*_files_with_gt.txt.
+NYU/official_splits/test/<scene>/... for evaluation, listed by splits/nyudepthv2_*_files_with_gt.txt (shipped in
+space_clip_train/).
 Checkpoints carry NYU's camera (fx 518.8579 px at 640 px) for the node's focal-length transfer. Outputs and
 --resume as train_kitti.py.
 """

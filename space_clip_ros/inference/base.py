@@ -64,7 +64,7 @@ class Backend(abc.ABC):
         self.model = model
         prep = model.preprocessing
         self.input_size: Size = (int(prep.input_size[0]), int(prep.input_size[1]))
-        #: The training size frames pass through on their way to the tower (see inference/pipeline.py).
+        #: The training size frames pass through on their way to the tower (see inference/processing.py).
         self.via: Size = (int(prep.output_size[0]), int(prep.output_size[1]))
         self.mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)

@@ -1,6 +1,6 @@
 """The depth node's inference thread, without ROS: every camera's latest frame is taken from the slot, checked and
 decoded (:mod:`.intake`), given its scale reference and pose (:mod:`.reference`), run through one batched forward
-(:mod:`.frame_pipeline`) and handed to the node's ``publish``; rejections, skipped outputs and timings are counted
+(:mod:`.frame_pipeline`) and handed to the camera's publishers; rejections, skipped outputs and timings are counted
 per camera, and log lines are throttled per key. A failing batch is counted on its cameras; the thread goes on."""
 
 from __future__ import annotations

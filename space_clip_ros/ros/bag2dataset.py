@@ -36,14 +36,10 @@ import numpy as np
 from ..geometry import project_to_depth
 from ..node.range_data import cloud_points, depth_image_points
 from ..tf_tree import TfError, TfTree
+from .bags import IMAGE_TYPES, BagReader, RecordingError
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 DEPTH_TYPES = ("sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/Image")
 TF_TOPICS = ("/tf_static", "/tf")
-
-
-class BagError(ValueError):
-    """A recording that cannot be converted: the message names it and says what to pass."""
 
 
 @dataclass
@@ -82,7 +78,7 @@ def header_stamp_ns(raw: bytes) -> int:
     """The header stamp of a serialized message whose first field is a std_msgs/Header (CDR: 4 bytes of
     encapsulation, then sec int32, nanosec uint32), without deserializing the rest."""
     if len(raw) < 12:
-        raise BagError(f"a message of {len(raw)} bytes is too short to hold a header")
+        raise RecordingError(f"a message of {len(raw)} bytes is too short to hold a header")
     order = "<" if raw[1] == 1 else ">"
     sec, nanosec = struct.unpack_from(order + "iI", raw, 4)
     return sec * 1_000_000_000 + nanosec
@@ -112,67 +108,11 @@ def camera_yaml(info: Any, frame_id: str) -> Dict[str, Any]:
             "projection_matrix": matrix(info.p, 3, 4)}
 
 
-# ---------------------------------------------------------------------------- reading the recording
-class Bag:
-    """A rosbag2 recording (folder, or one .mcap / .db3 file) read with rosbags; types from its typestore."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            from rosbags.rosbag2 import Reader
-            from rosbags.typesys import Stores, get_typestore
-        except ImportError:
-            raise BagError("reading rosbag2 recordings needs the rosbags library: pip install 'space_clip_ros[bags]'"
-                           " (or pip install rosbags)") from None
-        self.path = Path(path)
-        if not self.path.exists():
-            raise BagError(f"recording {self.path} does not exist")
-        self._reader_type = Reader
-        self.typestore = get_typestore(Stores.ROS2_JAZZY)
-        try:
-            with Reader(self.path) as reader:
-                self.topics = {c.topic: c.msgtype for c in reader.connections}
-                self.counts = collections.Counter()
-                for c in reader.connections:
-                    self.counts[c.topic] += c.msgcount
-        except Exception as error:  # rosbags raises several types for damaged or foreign files
-            raise BagError(f"cannot read {self.path} as a rosbag2 recording (mcap or sqlite3): {error}") from None
-
-    def listing(self) -> str:
-        return ", ".join(f"{t} ({m}, {self.counts[t]} messages)" for t, m in sorted(self.topics.items())) or "none"
-
-    def require(self, topic: str, types: Sequence[str], what: str) -> str:
-        if topic not in self.topics:
-            raise BagError(f"{self.path} has no topic {topic} ({what}); its topics: {self.listing()}")
-        if self.topics[topic] not in types:
-            raise BagError(f"{topic} is {self.topics[topic]}, but {what} must be {' or '.join(types)}")
-        if not self.counts[topic]:
-            raise BagError(f"{topic} ({what}) has no messages in {self.path}")
-        return self.topics[topic]
-
-    def messages(self, topics: Sequence[str]):
-        """(topic, raw CDR bytes) of ``topics`` in recorded order (none for no topics: rosbags reads all then)."""
-        if not [t for t in topics if t]:
-            return
-        try:
-            with self._reader_type(self.path) as reader:
-                wanted = [c for c in reader.connections if c.topic in topics]
-                for connection, _, raw in reader.messages(connections=wanted):
-                    yield connection.topic, raw
-        except BagError:
-            raise
-        except Exception as error:
-            raise BagError(f"{self.path} could not be read to the end (truncated or damaged?): "
-                           f"{type(error).__name__}: {error}") from None
-
-    def decode(self, raw: bytes, msgtype: str) -> Any:
-        return self.typestore.deserialize_cdr(raw, msgtype)
-
-
-def read_tf(bag: Bag, tree: TfTree) -> int:
+def read_tf(bag: BagReader, tree: TfTree) -> int:
     """Every transform of /tf_static and /tf into ``tree``; how many."""
     topics = [t for t in TF_TOPICS if t in bag.topics]
     return sum(tree.add_transforms(bag.decode(raw, bag.topics[topic]).transforms, topic == "/tf_static")
-               for topic, raw in bag.messages(topics))
+               for topic, _, raw in bag.messages(topics))
 
 
 # ---------------------------------------------------------------------------- conversion
@@ -207,13 +147,13 @@ def _val_flags(stamps: List[int], opts: Options) -> List[bool]:
 
 
 def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
-    """Convert a recording (see the module's docstring); raises :class:`BagError`."""
+    """Convert a recording (see the module's docstring); raises :class:`RecordingError`."""
     import cv2
     import yaml
 
     from ..node import decoding  # the node's image decoders: every encoding it takes
 
-    bag = Bag(bag_path)
+    bag = BagReader(bag_path)
     image_type = bag.require(opts.image_topic, IMAGE_TYPES, "--image-topic")
     bag.require(opts.camera_info_topic, ("sensor_msgs/msg/CameraInfo",), "--camera-info-topic")
     depth_type = bag.require(opts.depth_topic, DEPTH_TYPES, "--depth-topic")
@@ -223,15 +163,15 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
         bag.require(depth_info_topic, ("sensor_msgs/msg/CameraInfo",), "the depth image's camera_info "
                     "(--depth-camera-info-topic)")
     if opts.accumulate and not opts.fixed_frame:
-        raise BagError("--accumulate needs --fixed-frame (e.g. odom): scans are merged through a frame fixed in the "
-                       "world")
+        raise RecordingError("--accumulate needs --fixed-frame (e.g. odom): scans are merged through a frame fixed in "
+                             "the world")
     if out.exists() and any(out.iterdir()):
-        raise BagError(f"{out} exists and is not empty: give a new folder")
+        raise RecordingError(f"{out} exists and is not empty: give a new folder")
     tree = TfTree()
     read_tf(bag, tree)
     # Pass 1: stamps and the camera models (small), to plan which depth messages each image needs.
     image_stamps, depth_stamps, info, depth_info = [], [], None, None
-    for topic, raw in bag.messages([opts.image_topic, opts.depth_topic, opts.camera_info_topic, depth_info_topic]):
+    for topic, _, raw in bag.messages([opts.image_topic, opts.depth_topic, opts.camera_info_topic, depth_info_topic]):
         if topic == opts.image_topic:
             image_stamps.append(header_stamp_ns(raw))
         elif topic == opts.depth_topic:
@@ -241,7 +181,7 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
         elif topic == depth_info_topic and depth_info is None:
             depth_info = bag.decode(raw, "sensor_msgs/msg/CameraInfo")
     if info is None or not info.k[0] > 0:
-        raise BagError(f"{opts.camera_info_topic} has no usable camera_info (fx = 0: an uncalibrated camera?)")
+        raise RecordingError(f"{opts.camera_info_topic} has no usable camera_info (fx = 0: an uncalibrated camera?)")
     pairs = _pairs(image_stamps, depth_stamps, opts)
     summary = Summary()
     summary.skipped["no_depth_within_max_dt"] = sum(1 for j in pairs.values() if j is None)
@@ -326,7 +266,7 @@ def convert(bag_path: Path, out: Path, opts: Options, log=print) -> Summary:
                     cache.pop(j, None)
 
     # Pass 2: images wait in order until the depth messages they need have come; depth is kept until last used.
-    for topic, raw in bag.messages([opts.image_topic, opts.depth_topic]):
+    for topic, _, raw in bag.messages([opts.image_topic, opts.depth_topic]):
         if topic == opts.image_topic:
             i = counters["image"]
             counters["image"] += 1
@@ -386,7 +326,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    args.val_fraction, args.val_block_s, args.ignore_distortion)
     try:
         summary = convert(args.bag, args.out, opts)
-    except BagError as error:
+    except RecordingError as error:
         print(f"space-clip-bag2dataset: error: {error}", file=sys.stderr)
         return 1
     result = summary.as_dict()

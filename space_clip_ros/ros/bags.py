@@ -1,25 +1,23 @@
 """rosbag2 recordings (mcap or sqlite3) read and written with the ``rosbags`` library from PyPI (no rosbag2 install).
 
-Messages keep their serialized CDR bytes from the file and become real rclpy messages through
-``rclpy.serialization`` (so every field, the header stamps included, is what was recorded); written ones are
-serialized the same way.
+:class:`BagReader` is the one reader: topics, counts, raw CDR messages in recorded order, and messages decoded by
+rosbags' own type store (no rclpy needed: space-clip-bag2dataset). :class:`Recording` (the player's) makes real
+rclpy messages of the same bytes through ``rclpy.serialization``, so every field, the header stamps included, is
+what was recorded; :class:`RecordingWriter` serializes rclpy messages the same way.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
-from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-#: The message types a recording can feed the node with.
-TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage,
-         "sensor_msgs/msg/CameraInfo": CameraInfo}
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 
 
 class RecordingError(ValueError):
-    pass
+    """A recording that cannot be read or written as asked; the message says why and what to do."""
 
 
 def _require_rosbags():
@@ -30,6 +28,12 @@ def _require_rosbags():
                              "pip install 'space_clip_ros[bags]' (or pip install rosbags)") from None
 
 
+def rclpy_type(msgtype: str) -> Any:
+    """The rclpy message class of a type name such as ``sensor_msgs/msg/Image``."""
+    package, _, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
 def is_recording(path: Path) -> bool:
     """A rosbag2 folder (with metadata.yaml) or one .mcap / .db3 file."""
     path = Path(path)
@@ -37,31 +41,76 @@ def is_recording(path: Path) -> bool:
                                                                        and path.suffix in (".mcap", ".db3"))
 
 
+class BagReader:
+    """A rosbag2 recording (a folder, or one .mcap / .db3 file): ``topics`` (topic -> type name), ``counts``,
+    ``duration_ns``; raw messages in recorded order and their decoding by rosbags' type store."""
+
+    def __init__(self, path: Path) -> None:
+        _require_rosbags()
+        from rosbags.rosbag2 import Reader
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise RecordingError(f"recording {self.path} does not exist")
+        self.typestore = get_typestore(Stores.ROS2_JAZZY)
+        try:
+            with Reader(self.path) as reader:
+                self.topics: Dict[str, str] = {c.topic: c.msgtype for c in reader.connections}
+                self.counts: Dict[str, int] = {}
+                for c in reader.connections:
+                    self.counts[c.topic] = self.counts.get(c.topic, 0) + c.msgcount
+                self.duration_ns = reader.duration
+        except Exception as error:  # rosbags raises several types for damaged or foreign files
+            raise RecordingError(f"cannot read {self.path} as a rosbag2 recording (mcap or sqlite3): "
+                                 f"{error}") from None
+
+    def listing(self) -> str:
+        return ", ".join(f"{t} ({m}, {self.counts[t]} messages)" for t, m in sorted(self.topics.items())) or "none"
+
+    def require(self, topic: str, types: Sequence[str], what: str) -> str:
+        """The type of ``topic``, which must be one of ``types`` and hold messages (``what``: its option)."""
+        if topic not in self.topics:
+            raise RecordingError(f"{self.path} has no topic {topic} ({what}); its topics: {self.listing()}")
+        if self.topics[topic] not in types:
+            raise RecordingError(f"{topic} is {self.topics[topic]}, but {what} must be {' or '.join(types)}")
+        if not self.counts[topic]:
+            raise RecordingError(f"{topic} ({what}) has no messages in {self.path}")
+        return self.topics[topic]
+
+    def messages(self, topics: Sequence[str]) -> Iterator[Tuple[str, int, bytes]]:
+        """(topic, recorded time in ns, raw CDR bytes) of ``topics`` in recorded order (none for no topics)."""
+        from rosbags.rosbag2 import Reader
+
+        if not [t for t in topics if t]:
+            return
+        try:
+            with Reader(self.path) as reader:
+                wanted = [c for c in reader.connections if c.topic in topics]
+                for connection, timestamp, raw in reader.messages(connections=wanted):
+                    yield connection.topic, timestamp, raw
+        except Exception as error:
+            raise RecordingError(f"{self.path} could not be read to the end (truncated or damaged?): "
+                                 f"{type(error).__name__}: {error}") from None
+
+    def decode(self, raw: bytes, msgtype: str) -> Any:
+        """A message as rosbags' type store reads it (the fields of the ROS message, no rclpy)."""
+        return self.typestore.deserialize_cdr(raw, msgtype)
+
+
 class Recording:
-    """The image and camera_info messages of a rosbag2 recording, in recorded order.
+    """The image and camera_info messages of a recording as rclpy messages, in recorded order, for the player.
 
     ``image_topic`` / ``info_topic``: the topics to play ('' picks the only Image or CompressedImage topic, and the
     CameraInfo topic beside it: ``.../camera_info`` of the same namespace, else the only CameraInfo topic).
     """
 
     def __init__(self, path: Path, image_topic: str = "", info_topic: str = ""):
-        _require_rosbags()
-        from rosbags.rosbag2 import Reader
-
-        self.path = Path(path)
-        if not self.path.exists():
-            raise RecordingError(f"recording {self.path} does not exist")
-        try:
-            with Reader(self.path) as reader:
-                topics = {c.topic: c.msgtype for c in reader.connections}
-                self.duration_ns = reader.duration
-                self.counts = {c.topic: c.msgcount for c in reader.connections}
-        except Exception as error:  # rosbags raises several types for damaged or foreign files
-            raise RecordingError(f"cannot read {self.path} as a rosbag2 recording: {error}") from None
-        images = sorted(t for t, m in topics.items() if m in ("sensor_msgs/msg/Image",
-                                                               "sensor_msgs/msg/CompressedImage"))
-        infos = sorted(t for t, m in topics.items() if m == "sensor_msgs/msg/CameraInfo")
-        listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "none"
+        self.bag = bag = BagReader(path)
+        self.path, self.duration_ns = bag.path, bag.duration_ns
+        images = sorted(t for t, m in bag.topics.items() if m in IMAGE_TYPES)
+        infos = sorted(t for t, m in bag.topics.items() if m == INFO_TYPE)
+        listing = bag.listing()
         if image_topic:
             if image_topic not in images:
                 raise RecordingError(f"{self.path} has no image topic {image_topic}; its topics: {listing}")
@@ -79,20 +128,19 @@ class Recording:
                 beside = image_topic.rsplit("/", 2)[0] + "/camera_info"
             info_topic = beside if beside in infos else (infos[0] if len(infos) == 1 else "")
         self.image_topic, self.info_topic = image_topic, info_topic
-        self.image_type = TYPES[topics[image_topic]]
-        self.frames = self.counts[image_topic]
+        self.image_type = rclpy_type(bag.topics[image_topic])
+        self.frames = bag.counts[image_topic]
 
     def messages(self) -> Iterator[Tuple[str, int, Any]]:
         """(``"image"`` or ``"camera_info"``, recorded time in ns, the rclpy message) in recorded order."""
-        from rosbags.rosbag2 import Reader
+        from rclpy.serialization import deserialize_message
 
-        with Reader(self.path) as reader:
-            wanted = [c for c in reader.connections if c.topic in (self.image_topic, self.info_topic)]
-            for connection, timestamp, raw in reader.messages(connections=wanted):
-                if connection.topic == self.image_topic:
-                    yield "image", timestamp, deserialize_message(bytes(raw), self.image_type)
-                else:
-                    yield "camera_info", timestamp, deserialize_message(bytes(raw), CameraInfo)
+        info_type = rclpy_type(INFO_TYPE)
+        for topic, timestamp, raw in self.bag.messages([self.image_topic, self.info_topic]):
+            if topic == self.image_topic:
+                yield "image", timestamp, deserialize_message(bytes(raw), self.image_type)
+            else:
+                yield "camera_info", timestamp, deserialize_message(bytes(raw), info_type)
 
 
 class RecordingWriter:
@@ -118,6 +166,8 @@ class RecordingWriter:
             self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
 
     def write(self, topic: str, timestamp_ns: int, message: Any) -> None:
+        from rclpy.serialization import serialize_message
+
         data = message if isinstance(message, (bytes, bytearray, memoryview)) else serialize_message(message)
         self.writer.write(self.connections[topic], int(timestamp_ns), bytes(data))
 
@@ -129,26 +179,6 @@ class RecordingWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def read_topics(path: Path, topics: Sequence[str] = ()) -> List[Tuple[str, int, Any]]:
-    """Every message of ``topics`` (all when empty) of a recording as (topic, recorded ns, rclpy message), for
-    tools and tests; only the sensor_msgs types in :data:`TYPES` and the others rclpy can import are decoded."""
-    _require_rosbags()
-    import importlib
-
-    from rosbags.rosbag2 import Reader
-
-    out = []
-    with Reader(Path(path)) as reader:
-        wanted = [c for c in reader.connections if not topics or c.topic in topics]
-        for connection, timestamp, raw in reader.messages(connections=wanted):
-            msg_type = TYPES.get(connection.msgtype)
-            if msg_type is None:
-                package, _, name = connection.msgtype.split("/")
-                msg_type = getattr(importlib.import_module(f"{package}.msg"), name)
-            out.append((connection.topic, timestamp, deserialize_message(bytes(raw), msg_type)))
-    return out
 
 
 def topic_type(node: Any, topic: str) -> Optional[str]:

@@ -1,6 +1,6 @@
-"""A frame's outputs (:class:`~.frame_pipeline.FrameResult`) as the messages the node publishes, without
-publishers: depth/image, depth/camera_info, depth/colored, depth/points, depth/points_filtered, depth/scan,
-depth/confidence."""
+"""A frame's outputs (:class:`~space_clip_ros.node.frame_pipeline.FrameResult`) as the messages the node
+publishes, without publishers: depth/image, depth/camera_info, depth/colored, depth/points, depth/points_filtered,
+depth/scan, depth/confidence."""
 
 from __future__ import annotations
 

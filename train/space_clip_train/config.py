@@ -21,6 +21,7 @@ from .datasets import DATASETS as DATASET_TABLE
 from .metrics import DATASET_PROTOCOLS
 
 TRAIN_DIR = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIGS = TRAIN_DIR / "configs"
 DEFAULT_CONFIG = CONFIGS / "kitti_paper.yaml"
 
@@ -202,11 +203,12 @@ def resolve_config(path: Optional[Path], assignments: Iterable[str] = (), **name
 
 
 def list_path(value: str) -> Path:
-    """A list file as given, else relative to train/ (so ``splits/...`` works from any folder)."""
+    """A list file as given, else relative to train/, else to this package (``splits/...``: the shipped lists, from
+    any folder)."""
     path = Path(value)
     if path.is_file() or path.is_absolute():
         return path
-    return TRAIN_DIR / path
+    return next((base / path for base in (TRAIN_DIR, PACKAGE_DIR) if (base / path).is_file()), TRAIN_DIR / path)
 
 
 def dump(config: TrainConfig, path: Path) -> None:

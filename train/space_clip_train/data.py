@@ -14,7 +14,7 @@ import numpy as np
 from space_clip_ros.model.config import CLIP_MEAN, CLIP_STD, KITTI_OUTPUT_SIZE
 
 PathLike = Union[str, Path]
-SPLITS = Path(__file__).resolve().parents[1] / "splits"
+SPLITS = Path(__file__).resolve().parent / "splits"
 
 # ---------------------------------------------------------------------------------------------------------- lists
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ paper's (see docs/evaluation.md, "Which numbers to compare").
     python train/evaluate.py --dataset kitti --checkpoint runs/kitti_paper/best.pt --data-path RAW --gt-path ANNOTATED
     python train/evaluate.py --dataset kitti --pred-dir PREDS --gt-path ANNOTATED --out results.json
     python train/evaluate.py --dataset kitti --checkpoint C --data-path RAW \\
-        --filenames train/splits/eigen_test_files.txt --gt-path gt_eigen.npz   # 697 frames, Velodyne ground truth
+        --filenames splits/eigen_test_files.txt --gt-path gt_eigen.npz   # 697 frames, Velodyne ground truth
 
 --pred-dir holds one file per list line at the image's relative path with the extension .npy (float32 metres) or
 .png (uint16, metres x 256). Metrics are averaged over images; no median scaling (metric depth), except under

@@ -132,7 +132,7 @@ def evaluation_parser(doc: str) -> argparse.ArgumentParser:
 
 
 def add_run_options(parser) -> None:
-    """The options of eval_kitti.py and eval_nyu.py for running a checkpoint and writing the result."""
+    """The options of evaluate.py --dataset kitti / nyu for running a checkpoint and writing the result."""
     from pathlib import Path
 
     parser.add_argument("--flip-tta", action="store_true",

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+#: The split lists shipped with the training code (in the package, so an installed wheel has them too).
+SPLITS = Path(__file__).resolve().parent / "splits"
 #: KITTI's own server (the one the authors' scripts/setup_datasets.sh uses); --base-url for a mirror.
 KITTI_BASE_URL = "https://s3.eu-central-1.amazonaws.com/avg-kitti"
 #: The preprocessed NYU Depth v2 package the authors' script downloads (sync/ and official_splits/test/).
@@ -238,10 +240,9 @@ def fetch_all(archives: Sequence[Archive], root: Path, retries: int, progress: b
 
 # ---------------------------------------------------------------------------- KITTI and NYU
 def default_lists() -> Dict[str, Path]:
-    """The shipped split lists (train/splits/ of this repository)."""
-    splits = Path(__file__).resolve().parents[1] / "train" / "splits"
-    return {"eigen_train": splits / "eigen_train_files_with_gt.txt",
-            "eigen_test": splits / "eigen_test_files_with_gt.txt"}
+    """The shipped Eigen split lists (:data:`SPLITS`)."""
+    return {"eigen_train": SPLITS / "eigen_train_files_with_gt.txt",
+            "eigen_test": SPLITS / "eigen_test_files_with_gt.txt"}
 
 
 def list_drives(lists: Iterable[Path]) -> List[str]:
@@ -329,7 +330,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--base-url", default=KITTI_BASE_URL, help=f"KITTI server or mirror (default {KITTI_BASE_URL})")
     parser.add_argument("--url", default=NYU_URL, help="NYU: the preprocessed package (default: the release's)")
     parser.add_argument("--lists", nargs="+", metavar="NAME=PATH",
-                        help="split lists to reconcile and report on (default: train/splits/ eigen or nyu lists)")
+                        help="split lists to reconcile and report on (default: the shipped eigen or nyu lists)")
     parser.add_argument("--retries", type=int, default=5, help="tries per download (back-off 1, 2, 4 ... s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -352,13 +353,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 linked = f", {fixes[key][0]} depth maps linked from the other folder" if key in fixes else ""
                 print(f"  {key} ({path.name}): {found} of {total} lines resolve{linked}")
             print(f"train: python train/train_kitti.py --data-path {raw} --gt-path {depth} --out runs/kitti\n"
-                  f"evaluate: python train/eval_kitti.py --checkpoint runs/kitti/best.pt --data-path {raw} "
-                  f"--gt-path {depth}")
+                  f"evaluate: python train/evaluate.py --dataset kitti --checkpoint runs/kitti/best.pt "
+                  f"--data-path {raw} --gt-path {depth}")
         else:
-            splits = Path(__file__).resolve().parents[1] / "train" / "splits"
             lists = {k: Path(v) for k, v in (lists or {
-                "nyu_train": splits / "nyudepthv2_train_files_with_gt.txt",
-                "nyu_test": splits / "nyudepthv2_test_files_with_gt.txt"}).items()}
+                "nyu_train": SPLITS / "nyudepthv2_train_files_with_gt.txt",
+                "nyu_test": SPLITS / "nyudepthv2_test_files_with_gt.txt"}).items()}
             archive = Archive(args.url, "nyu_depth_v2.zip", "nyu_depth_v2")
             counts = fetch_all([archive], root, args.retries, not args.no_progress, {archive.name: _nyu_root})
             nyu = root / "nyu_depth_v2"
@@ -369,7 +369,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 found, total = resolve_lines(path, base, [base])
                 print(f"  {key} ({path.name}): {found} of {total} lines resolve")
             print(f"train: python train/train_nyu.py --data-path {nyu} --out runs/nyu\n"
-                  f"evaluate: python train/eval_nyu.py --checkpoint runs/nyu/best.pt --data-path {nyu}")
+                  f"evaluate: python train/evaluate.py --dataset nyu --checkpoint runs/nyu/best.pt --data-path {nyu}")
     except DatasetError as error:
         print(f"space-clip-datasets: error: {error}", file=sys.stderr)
         return 1
