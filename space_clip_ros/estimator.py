@@ -110,6 +110,12 @@ class DepthEstimator:
             return state()
         return "compiled" if self.backend.name == "compile" else "off"
 
+    def programs(self) -> List[str]:
+        """The static-shape programs the backend holds, least recently used first
+        (:meth:`~.inference.static.StaticShapeBackend.programs`); [] for the other backends."""
+        programs = getattr(self.backend, "programs", None)
+        return programs() if programs is not None else []
+
     def wait_compiled(self, timeout: Optional[float] = None) -> bool:
         """Block until a background compilation has finished; True when the compiled code serves every frame."""
         wait = getattr(self.backend, "wait_compiled", None)

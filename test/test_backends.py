@@ -111,6 +111,7 @@ def test_static_shapes_bucket_chunk_and_evict_like_eager(clip_tower):
         assert got.shape == (11, 30, 50)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         assert static.program_keys() == [("frames", 8, 48, 80, (30, 50)), ("frames", 4, 48, 80, (30, 50))]
+        assert static.programs() == ["b8 80x48->50x30", "b4 80x48->50x30"]  # what /diagnostics says
         # Stale padding from the 8-batch must not leak into a smaller batch; the output is a copy.
         first = static.infer(frames[:3], (30, 50), None)
         torch.testing.assert_close(first, eager.infer(frames[:3], (30, 50), None), rtol=1e-5, atol=1e-5)

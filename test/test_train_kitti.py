@@ -14,7 +14,6 @@ from space_clip_train.kitti import (
     EIGEN_TEST,
     KittiDepth,
     crop_mask,
-    kb_crop_box,
     project_velodyne,
     read_depth_png,
     velodyne_depth,
@@ -92,7 +91,6 @@ def test_crops_on_the_kitti_frame_size():
     rows, cols = np.nonzero(eigen)
     assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (124, 342, 44, 1197)
     assert crop_mask((375, 1242), "none") is None
-    assert kb_crop_box((375, 1242)) == (23, 13, 352, 1216)
     with pytest.raises(ValueError, match="garg, eigen or none"):
         crop_mask((10, 10), "kb")
 

@@ -175,8 +175,16 @@ class StaticShapeBackend(Backend):
         raise ValueError(f"a batch of {n} is larger than the largest bucket {self.max_batch}")
 
     def program_keys(self) -> List[Tuple]:
+        """The keys of the programs held, least recently used first: ("frames", batch, height, width, output size)
+        or ("forward", batch)."""
         with self._lock:
             return list(self._programs)
+
+    def programs(self) -> List[str]:
+        """The programs held (each a captured graph on CUDA), least recently used first, for diagnostics:
+        ``b8 1242x375->1242x375`` (a batch of 8 such frames) or ``b8 pixels``."""
+        return [f"b{key[1]} {key[3]}x{key[2]}->{key[4][1]}x{key[4][0]}" if key[0] == "frames" else f"b{key[1]} pixels"
+                for key in self.program_keys()]
 
     # ------------------------------------------------------------------ compilation
     def _compiled_model(self) -> Callable[[Tensor], Tensor]:

@@ -64,11 +64,6 @@ class FrameStats:
             self._reasons[reason] += 1
             self.last_rejection = f"{kind}: {message}"
 
-    def reasons(self) -> Dict[str, int]:
-        """Rejections per reason so far."""
-        with self._lock:
-            return dict(self._reasons)
-
     def published(self, now: float, inference_ms: float, latency_ms: float,
                   points_latency_ms: Optional[float] = None, batch: int = 1) -> None:
         """A published frame: its forward took ``inference_ms`` for ``batch`` frames (of all cameras)."""

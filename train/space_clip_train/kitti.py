@@ -119,12 +119,6 @@ def crop_mask(size: Tuple[int, int], crop: str) -> Optional[np.ndarray]:
     return mask
 
 
-def kb_crop_box(size: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """KB crop (352x1216, bottom-centred) as (top, left, height, width)."""
-    height, width = size
-    return height - 352, int((width - 1216) / 2), 352, 1216
-
-
 
 
 class KittiDepth(DepthDataset):
