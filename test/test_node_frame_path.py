@@ -86,8 +86,8 @@ def test_apply_changes_refuses_with_the_reason_and_applies_valid_values():
     current = NodeSettings.from_values({})
     updated, reason = apply_changes(current, {}, {"scan_height": 3, "points_filtered_voxel": 0.1}, active=True)
     assert reason is None and updated.scan_height == 3 and updated.points_filtered_voxel == 0.1
-    assert apply_changes(current, {}, {"scan_height": 0}, active=True) == (None, "scan_height must be >= 1 (rows "
-                                                                            "of the depth image around cy), got 0")
+    assert apply_changes(current, {}, {"scan_height": 0}, active=True) == (
+        None, "scan_height must be >= 1 (depth/scan (LaserScan as depthimage_to_laserscan): rows around cy), got 0")
     _, reason = apply_changes(current, {}, {"device": "cuda"}, active=False)
     assert "needs the model loaded again" in reason
     assert apply_changes(None, {}, {"device": "cuda"}, active=False) == (None, None)  # read at configure

@@ -141,6 +141,16 @@ STARTUP_PARAMETERS = _changing("startup")
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 
 
+def check_spec(spec: ParameterSpec, value: Any) -> None:
+    """``ValueError`` unless ``value`` lies in ``spec``'s range (inclusive; NaN never does) or is one of its choices
+    (as written there); the message names the parameter and its meaning."""
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"{spec.name} must be one of {list(spec.choices)} ({spec.description}), got {value!r}")
+    if spec.low is not None and not spec.low <= value <= spec.high:
+        bound = f">= {spec.low:g}" if spec.high in (INF, INT_MAX) else f"within {spec.low:g}..{spec.high:g}"
+        raise ValueError(f"{spec.name} must be {bound} ({spec.description}), got {value}")
+
+
 def parse_output_size(value: str) -> Optional[Tuple[int, int]]:
     """``input`` / ``model`` -> None; ``WIDTHxHEIGHT`` -> (height, width); anything else raises ``ValueError``."""
     text = str(value).strip().lower()
@@ -234,76 +244,23 @@ class NodeSettings:
         return NodeSettings.from_values({**dataclasses.asdict(self), **changes})
 
     def validate(self) -> None:
-        if self.input_transport not in INPUT_TRANSPORTS:
-            raise ValueError(f"input_transport must be 'raw' or 'compressed', got {self.input_transport!r}")
-        if self.image_reliability not in IMAGE_RELIABILITY:
-            raise ValueError(f"image_reliability must be one of {IMAGE_RELIABILITY}, got {self.image_reliability!r}")
-        if self.colormap not in COLORMAPS:
-            raise ValueError(f"colormap must be one of {COLORMAPS}, got {self.colormap!r}")
-        if int(self.points_stride) < 1:
-            raise ValueError(f"points_stride must be >= 1, got {self.points_stride}")
-        if not 0 <= self.min_depth < self.max_depth:
-            raise ValueError(f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
-        if not 0 <= self.colored_min_depth < self.colored_max_depth:
-            raise ValueError("need 0 <= colored_min_depth < colored_max_depth, got "
-                             f"{self.colored_min_depth} and {self.colored_max_depth}")
+        """Every parameter within its range or choices (:data:`SPECS`), then the rules that join parameters;
+        ``ValueError`` says which value is wrong and what it means."""
+        for low, high in (("min_depth", "max_depth"), ("colored_min_depth", "colored_max_depth"),
+                          ("scan_range_min", "scan_range_max"),
+                          ("points_filtered_min_range", "points_filtered_max_range")):
+            if not 0 <= getattr(self, low) < getattr(self, high):
+                raise ValueError(f"need 0 <= {low} < {high}, got {getattr(self, low)} and {getattr(self, high)}")
+        for spec in SPECS:
+            check_spec(spec, getattr(self, spec.name))
         parse_output_size(self.output_size)
-        if int(self.scan_height) < 1:
-            raise ValueError(f"scan_height must be >= 1 (rows of the depth image around cy), got {self.scan_height}")
-        if not 0 <= self.scan_range_min < self.scan_range_max:
-            raise ValueError("need 0 <= scan_range_min < scan_range_max, got "
-                             f"{self.scan_range_min} and {self.scan_range_max}")
-        if self.scan_frame.startswith("/") or self.scan_frame != self.scan_frame.strip():
-            raise ValueError(f"scan_frame must be a tf2 frame id without a leading '/' or spaces (or '' for the depth "
-                             f"frame without '_optical_frame'), got {self.scan_frame!r}")
-        if not 0 <= self.points_filtered_min_range < self.points_filtered_max_range:
-            raise ValueError("need 0 <= points_filtered_min_range < points_filtered_max_range, got "
-                             f"{self.points_filtered_min_range} and {self.points_filtered_max_range}")
-        if not 0 <= self.points_filtered_edge_threshold < float("inf"):
-            raise ValueError("points_filtered_edge_threshold must be >= 0 (a fraction of the depth; 0 keeps flying "
-                             f"pixels), got {self.points_filtered_edge_threshold}")
-        if not 0 <= self.points_filtered_voxel < float("inf"):
-            raise ValueError("points_filtered_voxel must be >= 0 metres (0 keeps every point), got "
-                             f"{self.points_filtered_voxel}")
-        if int(self.points_filtered_stride) < 1:
-            raise ValueError(f"points_filtered_stride must be >= 1, got {self.points_filtered_stride}")
-        for name in ("points_filtered_min_confidence", "scan_min_confidence"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be within 0..1 (0 keeps every pixel), got {getattr(self, name)}")
-        if self.scale_reference not in SCALE_REFERENCES:
-            raise ValueError(f"scale_reference must be '' (none), 'points' (a PointCloud2 on "
-                             f"scale_reference/points) or 'depth' (an Image on scale_reference/depth with "
-                             f"scale_reference/camera_info), got {self.scale_reference!r}")
-        for name in ("scale_max_dt", "scale_time_constant", "scale_hold_s"):
-            if not 0 <= getattr(self, name) < float("inf"):
-                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
-        if not 0 <= self.scale_holdout < 1:
-            raise ValueError("scale_holdout must be within 0..1 (the share of reference pixels kept out of the fit "
-                             f"to measure accuracy), got {self.scale_holdout}")
-        if int(self.scale_min_points) < 1:
-            raise ValueError(f"scale_min_points must be >= 1, got {self.scale_min_points}")
-        if self.temporal_filter not in TEMPORAL_FILTERS:
-            raise ValueError(f"temporal_filter must be one of {TEMPORAL_FILTERS}, got {self.temporal_filter!r}")
-        if not 0 < self.temporal_gate < float("inf"):
-            raise ValueError(f"temporal_gate must be > 0 (a relative inverse-depth difference), got "
-                             f"{self.temporal_gate}")
-        if not 1 <= int(self.temporal_max_frames) <= MAX_FRAMES_LIMIT:
-            raise ValueError(f"temporal_max_frames must be within 1..{MAX_FRAMES_LIMIT}, got "
-                             f"{self.temporal_max_frames}")
-        if self.odom_frame.startswith("/") or self.odom_frame != self.odom_frame.strip():
-            raise ValueError(f"odom_frame must be a tf2 frame id without a leading '/' or spaces, got "
-                             f"{self.odom_frame!r}")
+        for name in ("scan_frame", "odom_frame"):
+            frame = getattr(self, name)
+            if frame.startswith("/") or frame != frame.strip():
+                raise ValueError(f"{name} must be a tf2 frame id without a leading '/' or spaces, got {frame!r}")
         if self.temporal_filter == "odom" and not self.odom_frame:
             raise ValueError("temporal_filter odom needs odom_frame (the fixed frame of the robot's odometry)")
-        if int(self.camera_info_cache) < 1:
-            raise ValueError(f"camera_info_cache must be >= 1, got {self.camera_info_cache}")
-        if not self.diagnostics_period > 0:
-            raise ValueError(f"diagnostics_period must be > 0 seconds, got {self.diagnostics_period}")
         check_device_spec(self.device)
-        if str(self.precision).strip().lower() not in INFERENCE_PRECISIONS:
-            raise ValueError(f"precision must be one of {list(INFERENCE_PRECISIONS)}, got {self.precision!r}")
-        if str(self.backend).strip().lower() not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in self.cameras:
             if not CAMERA_NAME.fullmatch(name):
                 raise ValueError(f"camera name {name!r} is not a relative ROS name (letters, digits, '_', '/' "
