@@ -62,34 +62,57 @@ def project_points(points, size: Tuple[int, int], k: np.ndarray, d: Optional[np.
     so P is not used.)"""
     import torch
 
-    height, width = size
     points = torch.as_tensor(points).reshape(-1, 3)
     k = np.asarray(k, dtype=np.float64).reshape(3, 3)
     d = np.zeros(0) if d is None else np.asarray(d, dtype=np.float64).ravel()
-    z = points[:, 2]
-    points = points[(z > 0) & (z >= min_depth) & (z <= max_depth)]
-    depth = points[:, 2]
+    keep = _in_range(points, min_depth, max_depth)
     if np.any(d):
         import cv2
 
         zeros = np.zeros(3)
-        cpu = points.cpu().numpy().astype(np.float64).reshape(-1, 1, 3)
+        cpu = points[keep].cpu().numpy().astype(np.float64).reshape(-1, 1, 3)
         if distortion_model == "equidistant":
             uv, _ = cv2.fisheye.projectPoints(cpu, zeros, zeros, k, d[:4])
         else:
             uv, _ = cv2.projectPoints(cpu, zeros, zeros, k, d)
         uv = torch.from_numpy(uv.reshape(-1, 2)).to(points.device, points.dtype)
-        u, v = uv[:, 0], uv[:, 1]
+        points, keep = points[keep], torch.ones(len(uv), dtype=torch.bool, device=points.device)
+        u, v = torch.round(uv[:, 0]), torch.round(uv[:, 1])
     else:
-        u = k[0, 0] * points[:, 0] / depth + k[0, 2]
-        v = k[1, 1] * points[:, 1] / depth + k[1, 2]
-    u, v = torch.round(u), torch.round(v)
-    inside = (u >= 0) & (v >= 0) & (u < width) & (v < height)
-    pixel = v[inside].long() * width + u[inside].long()
-    nearest = torch.full((height * width,), float("inf"), dtype=points.dtype, device=points.device)
-    nearest.scatter_reduce_(0, pixel, depth[inside], "amin")  # the nearest point of each pixel
-    pixels = (nearest != float("inf")).nonzero(as_tuple=True)[0]
+        u, v = _rectified_uv(points, keep, (k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
+    _, _, nearest, _ = _nearest_per_pixel(u, v, points[:, 2], keep, size)
+    pixels = (nearest[:-1] != float("inf")).nonzero(as_tuple=True)[0]
     return pixels, nearest[pixels]
+
+
+def _in_range(points, min_depth: float, max_depth: float):
+    z = points[:, 2]
+    return (z > 0) & (z >= min_depth) & (z <= max_depth)
+
+
+def _rectified_uv(points, keep, intrinsics: Tuple[float, float, float, float]):
+    """Rounded pixel coordinates through a rectified camera (rows not kept get those of z = 1)."""
+    import torch
+
+    fx, fy, cx, cy = intrinsics
+    z = points[:, 2]
+    safe = torch.where(keep, z, torch.ones_like(z))
+    return torch.round(fx * points[:, 0] / safe + cx), torch.round(fy * points[:, 1] / safe + cy)
+
+
+def _nearest_per_pixel(u, v, z, keep, size: Tuple[int, int]):
+    """The z-buffer of both projections: (pixel index of each row, H*W for rows that land nowhere; its depth, inf
+    there; the nearest depth of each pixel (H*W + 1,), inf where none; which rows land in the image)."""
+    import torch
+
+    height, width = size
+    keep = keep & (u >= 0) & (v >= 0) & (u < width) & (v < height)
+    spare = height * width  # where rows that land nowhere go
+    pixel = torch.where(keep, v * width + u, torch.full_like(u, spare)).long()
+    depth = torch.where(keep, z, torch.full_like(z, float("inf")))
+    nearest = torch.full((spare + 1,), float("inf"), dtype=z.dtype, device=z.device)
+    nearest.scatter_reduce_(0, pixel, depth, "amin")
+    return pixel, depth, nearest, keep
 
 
 def capacity_bucket(n: int, smallest: int = 1024) -> int:
@@ -110,23 +133,13 @@ def project_points_static(points, valid, size: Tuple[int, int], intrinsics: Tupl
     :func:`project_points`, in buffer order, without reading anything on the host."""
     import torch
 
-    height, width = size
-    fx, fy, cx, cy = intrinsics
-    device = points.device
+    keep = valid & _in_range(points, min_depth, max_depth)
+    u, v = _rectified_uv(points, keep, intrinsics)
     z = points[:, 2]
-    keep = valid & (z > 0) & (z >= min_depth) & (z <= max_depth)
-    safe = torch.where(keep, z, torch.ones_like(z))
-    u = torch.round(fx * points[:, 0] / safe + cx)
-    v = torch.round(fy * points[:, 1] / safe + cy)
-    keep = keep & (u >= 0) & (v >= 0) & (u < width) & (v < height)
-    spare = height * width  # rows that land nowhere
-    pixel = torch.where(keep, v * width + u, torch.full_like(u, spare)).long()
-    depth = torch.where(keep, z, torch.full_like(z, float("inf")))
-    nearest = torch.full((spare + 1,), float("inf"), dtype=points.dtype, device=device)
-    nearest.scatter_reduce_(0, pixel, depth, "amin")
-    rows = torch.arange(points.shape[0], device=device)
+    pixel, depth, nearest, keep = _nearest_per_pixel(u, v, z, keep, size)
+    rows = torch.arange(points.shape[0], device=points.device)
     candidate = keep & (depth == nearest[pixel])
-    first = torch.full((spare + 1,), points.shape[0], dtype=torch.int64, device=device)
+    first = torch.full_like(nearest, points.shape[0], dtype=torch.int64)
     first.scatter_reduce_(0, pixel, torch.where(candidate, rows, torch.full_like(rows, points.shape[0])), "amin")
     winner = candidate & (first[pixel] == rows)
     return torch.where(winner, pixel, torch.zeros_like(pixel)), torch.where(winner, z, torch.zeros_like(z))
