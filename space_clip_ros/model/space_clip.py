@@ -89,14 +89,8 @@ class SpaceClip(nn.Module):
             return_aux=return_aux,
         )
 
-    def decode(
-        self,
-        hidden_states: Sequence[Tensor],
-        pooled: Tensor,
-        output_size: Optional[Size] = None,
-        grid_size: Optional[Size] = None,
-        return_aux: bool = False,
-    ) -> DecoderOutput:
+    def decode(self, hidden_states: Sequence[Tensor], pooled: Tensor, output_size: Optional[Size] = None,
+               grid_size: Optional[Size] = None, return_aux: bool = False) -> DecoderOutput:
         """Depth from features the caller's own frozen tower already computed (e.g. the vision encoder of a VLA);
         the encoder is not run again. Arguments as :meth:`SpaceClipDecoder.forward`."""
         return self.decoder(hidden_states, pooled, output_size=output_size, grid_size=grid_size,
