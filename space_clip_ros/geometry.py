@@ -80,7 +80,10 @@ def project_points(points, size: Tuple[int, int], k: np.ndarray, d: Optional[np.
         u, v = torch.round(uv[:, 0]), torch.round(uv[:, 1])
     else:
         u, v = _rectified_uv(points, keep, (k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
-    _, _, nearest, _ = _nearest_per_pixel(u, v, points[:, 2], keep, size)
+    pixel, keep = _landing(u, v, keep, size)
+    depth = torch.where(keep, points[:, 2], torch.full_like(points[:, 2], float("inf")))
+    nearest = torch.full((size[0] * size[1] + 1,), float("inf"), dtype=depth.dtype, device=depth.device)
+    nearest.scatter_reduce_(0, pixel, depth, "amin")  # the nearest point of each pixel
     pixels = (nearest[:-1] != float("inf")).nonzero(as_tuple=True)[0]
     return pixels, nearest[pixels]
 
@@ -100,19 +103,17 @@ def _rectified_uv(points, keep, intrinsics: Tuple[float, float, float, float]):
     return torch.round(fx * points[:, 0] / safe + cx), torch.round(fy * points[:, 1] / safe + cy)
 
 
-def _nearest_per_pixel(u, v, z, keep, size: Tuple[int, int]):
-    """The z-buffer of both projections: (pixel index of each row, H*W for rows that land nowhere; its depth, inf
-    there; the nearest depth of each pixel (H*W + 1,), inf where none; which rows land in the image)."""
+def _landing(u, v, keep, size: Tuple[int, int]):
+    """(flat pixel index of each row, H*W for rows that land nowhere; which rows land in the image)."""
     import torch
 
     height, width = size
     keep = keep & (u >= 0) & (v >= 0) & (u < width) & (v < height)
-    spare = height * width  # where rows that land nowhere go
-    pixel = torch.where(keep, v * width + u, torch.full_like(u, spare)).long()
-    depth = torch.where(keep, z, torch.full_like(z, float("inf")))
-    nearest = torch.full((spare + 1,), float("inf"), dtype=z.dtype, device=z.device)
-    nearest.scatter_reduce_(0, pixel, depth, "amin")
-    return pixel, depth, nearest, keep
+    return torch.where(keep, v * width + u, torch.full_like(u, height * width)).long(), keep
+
+
+#: The z-buffer key of a row that lands nowhere (above every packed depth and row).
+_NO_KEY = 2 ** 63 - 1
 
 
 def capacity_bucket(n: int, smallest: int = 1024) -> int:
@@ -135,13 +136,15 @@ def project_points_static(points, valid, size: Tuple[int, int], intrinsics: Tupl
 
     keep = valid & _in_range(points, min_depth, max_depth)
     u, v = _rectified_uv(points, keep, intrinsics)
+    pixel, keep = _landing(u, v, keep, size)
     z = points[:, 2]
-    pixel, depth, nearest, keep = _nearest_per_pixel(u, v, z, keep, size)
+    # One minimum per pixel over (depth, row) packed in an int64: the depth's float32 bits (ordered as integers for
+    # positive floats) above the row, so the nearest point wins and the first row breaks a tie.
     rows = torch.arange(points.shape[0], device=points.device)
-    candidate = keep & (depth == nearest[pixel])
-    first = torch.full_like(nearest, points.shape[0], dtype=torch.int64)
-    first.scatter_reduce_(0, pixel, torch.where(candidate, rows, torch.full_like(rows, points.shape[0])), "amin")
-    winner = candidate & (first[pixel] == rows)
+    key = torch.where(keep, (z.float().view(torch.int32).long() << 32) | rows, torch.full_like(rows, _NO_KEY))
+    nearest = torch.full((size[0] * size[1] + 1,), _NO_KEY, dtype=torch.int64, device=points.device)
+    nearest.scatter_reduce_(0, pixel, key, "amin")
+    winner = keep & (nearest.index_select(0, pixel) == key)
     return torch.where(winner, pixel, torch.zeros_like(pixel)), torch.where(winner, z, torch.zeros_like(z))
 
 

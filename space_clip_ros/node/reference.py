@@ -24,6 +24,8 @@ from .range_data import cloud_points, depth_image_points
 
 #: Larger clouds are refused (a 128-beam lidar sends about 260k points; 4M is a broken or merged-map message).
 MAX_REFERENCE_POINTS = 4_000_000
+#: Reference points this far behind ``min_depth`` in the camera are dropped before the upload (metres).
+FRONT_MARGIN_M = 0.01
 #: Reference messages kept per camera, newest last.
 REFERENCE_QUEUE = 10
 #: What the scale_reference parameter selects: its topic (relative to the camera) and message kind.
@@ -136,13 +138,14 @@ def _reference_in_camera(queue: ReferenceQueue, tree: TfTree, camera_frame: str,
     return points, to_camera
 
 
-def _moved(points: Any, to_camera: np.ndarray) -> Any:
-    """(N, 3) points (a tensor) moved by the 4x4 ``to_camera``, on their device, in float32."""
+def _moved(planes: Any, to_camera: np.ndarray) -> Any:
+    """(N, 3) points given as (3, N) float32 planes (a tensor), moved by the 4x4 ``to_camera`` on their device.
+    (A 3x3 @ 3xN product: six times faster on a CPU than the points as rows times the rotation.)"""
     import torch
 
-    rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(points.device)
-    translation = torch.from_numpy(to_camera[:3, 3].astype(np.float32)).to(points.device)
-    return points @ rotation.T + translation
+    rotation = torch.from_numpy(to_camera[:3, :3].astype(np.float32)).to(planes.device, non_blocking=True)
+    translation = torch.from_numpy(to_camera[:3, 3:].astype(np.float32)).to(planes.device, non_blocking=True)
+    return torch.addmm(translation, rotation, planes).T
 
 
 def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
@@ -156,7 +159,7 @@ def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
     import torch
 
     points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
-    moved = _moved(torch.from_numpy(points).to(device, non_blocking=True), to_camera)
+    moved = _moved(torch.from_numpy(np.ascontiguousarray(points.T)).to(device, non_blocking=True), to_camera)
     return project_points(moved, size, k, d, distortion_model, min_depth, max_depth)
 
 
@@ -171,14 +174,20 @@ def reference_depth_static(queue: ReferenceQueue, tree: TfTree, camera_frame: st
     import torch
 
     points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
+    # Points behind the camera never land: left on the host (their depth in the camera, with a margin far above
+    # float32 rounding, so the device's own range test decides every point near the limit). A 360-degree lidar's
+    # buffer halves, and with it the projection and the fit.
+    front = points @ to_camera[2, :3].astype(np.float32) >= min_depth - FRONT_MARGIN_M - to_camera[2, 3]
+    if not front.all():
+        points = np.compress(front, points, axis=0)  # six times faster than a boolean index here
     n = points.shape[0]
     capacity = capacity_bucket(n)
-    buffer = np.zeros((capacity, 4), np.float32)  # x, y, z, valid
-    buffer[:n, :3] = points
-    buffer[:n, 3] = 1.0
+    buffer = np.zeros((4, capacity), np.float32)  # planes x, y, z, valid
+    buffer[:3, :n] = points.T
+    buffer[3, :n] = 1.0
     uploaded = torch.from_numpy(buffer).to(device, non_blocking=True)
-    return project_points_static(_moved(uploaded[:, :3], to_camera), uploaded[:, 3] > 0, size, intrinsics,
-                                 min_depth, max_depth)
+    return project_points_static(_moved(uploaded[:3], to_camera), uploaded[3] > 0, size, intrinsics, min_depth,
+                                 max_depth)
 
 
 def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
