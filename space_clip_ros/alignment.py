@@ -79,9 +79,10 @@ def sparse(reference: Union[Tensor, np.ndarray]) -> Tuple[Tensor, Tensor]:
     return pixels, flat[pixels]
 
 
-def holdout_mask(pixels: Tensor, share: float, seed: int) -> Tensor:
+def holdout_mask(pixels: Tensor, share: float, seed: Union[int, Tensor]) -> Tensor:
     """True for the held-out share of ``pixels`` (flat pixel indices, int64): a hash of index and ``seed`` (the
-    frame's stamp), so the held-out pixels change from frame to frame and are the same for the same frame."""
+    frame's stamp, an int or a 0-d int64 tensor on their device), so the held-out pixels change from frame to frame
+    and are the same for the same frame."""
     if share <= 0:
         return torch.zeros(pixels.shape, dtype=torch.bool, device=pixels.device)
     mixed = ((pixels + (seed % 1_000_003)) * _HASH) & 0xFFFFFFFF
@@ -175,21 +176,26 @@ class ScaleTracker:
             self.has_scale = torch.zeros((), dtype=torch.bool, device=device)
         return self.log_scale, self.last_fit_ns, self.has_scale  # type: ignore[return-value]
 
-    def update_static(self, stamp_ns: int, fitted_log_scale: Tensor, fitted: Tensor) -> Tuple[Tensor, Tensor]:
-        """(the scale to apply at ``stamp_ns``, its state code in :data:`STATES`), both 0-d on the device, after
-        this frame's fit: ``fitted_log_scale`` counts where ``fitted`` (0-d bool) is True."""
+    def update_static(self, stamp_ns: Union[int, Tensor], fitted_log_scale: Tensor,
+                      fitted: Tensor) -> Tuple[Tensor, Tensor]:
+        """(the scale to apply at ``stamp_ns`` (an int, or a 0-d int64 tensor on the device), its state code in
+        :data:`STATES`), both 0-d on the device, after this frame's fit: ``fitted_log_scale`` counts where
+        ``fitted`` (0-d bool) is True. The state is updated in place (the same memory every frame)."""
         log_scale, last, has = self._state(fitted.device)
+        stamp = stamp_ns.to(last.dtype) if isinstance(stamp_ns, Tensor) else torch.full_like(last, stamp_ns)
         fitted_log_scale = fitted_log_scale.to(torch.float64)
-        elapsed_s = (stamp_ns - last).to(torch.float64) / 1e9
+        elapsed_s = (stamp - last).to(torch.float64) / 1e9
         restart = ~has | (elapsed_s <= 0) | (self.time_constant_s <= 0)
         gain = 1.0 - torch.exp(-elapsed_s.clamp(min=0) / max(self.time_constant_s, 1e-12))
         filtered = torch.where(restart, fitted_log_scale, log_scale + gain * (fitted_log_scale - log_scale))
         holding = ~fitted & has & (elapsed_s >= 0) & (elapsed_s <= self.hold_s)
+        new_log = torch.where(fitted, filtered, torch.where(holding, log_scale, torch.zeros_like(log_scale)))
+        new_last = torch.where(fitted, stamp, last)
         new_has = fitted | holding
-        self.log_scale = torch.where(fitted, filtered, torch.where(holding, log_scale, torch.zeros_like(log_scale)))
-        self.last_fit_ns = torch.where(fitted, torch.full_like(last, stamp_ns), last)
-        self.has_scale = new_has
-        scale = torch.where(new_has, torch.exp(self.log_scale), torch.ones_like(log_scale))
+        log_scale.copy_(new_log)
+        last.copy_(new_last)
+        has.copy_(new_has)
+        scale = torch.where(new_has, torch.exp(new_log), torch.ones_like(new_log))
         state = torch.where(fitted, 1, torch.where(holding, 2, 0))
         return scale, state
 
@@ -226,10 +232,11 @@ class ScaleAligner:
         return self.resolve(self.align_static(depth, reference, stamp_ns).cpu(), reason)
 
     def align_static(self, depth: Tensor, reference: Union[None, Tensor, Tuple[Tensor, Tensor]],
-                     stamp_ns: int) -> Tensor:
+                     stamp_ns: Union[int, Tensor]) -> Tensor:
         """:meth:`align` without reading anything on the host: ``depth`` scaled in place, and the frame's numbers
         as a float64 tensor of :data:`STAT_FIELDS` on the device (for :meth:`resolve` after the frame's download).
-        Every shape is fixed by the reference's buffer size."""
+        Every shape is fixed by the reference's buffer size; ``stamp_ns`` may be a 0-d int64 tensor on the device
+        (then no per-frame value is a Python number: a CUDA graph can replay it)."""
         device = depth.device
         if reference is None:
             pixels = torch.zeros(1, dtype=torch.int64, device=device)

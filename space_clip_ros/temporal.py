@@ -105,9 +105,10 @@ def _fill_holes(depth: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 @dataclass
-class _Previous:
-    depth: Tensor  # fused metres, 0 = none
-    weight: Tensor
+class _History:
+    """What the host knows of the fused depth held on the device: its camera model and pose and its stamp."""
+
+    shape: Tuple[int, int]
     intrinsics: Intrinsics
     pose: np.ndarray  # 4x4 fixed <- optical frame at its stamp
     stamp_ns: int
@@ -115,12 +116,19 @@ class _Previous:
 
 class TemporalFusion:
     """One camera's fused depth over time. ``gate``: the largest relative inverse-depth difference that still
-    counts as agreement; ``max_frames``: the most frames one pixel averages."""
+    counts as agreement; ``max_frames``: the most frames one pixel averages.
+
+    The fused depth and its weights live on the device in buffers of their own, updated in place, so a frame's
+    device work (:meth:`fuse_static`) reads and writes the same memory every frame (a CUDA graph can replay it);
+    what the host keeps (:meth:`remember`: pose, stamp, camera model) decides whether the next frame carries the
+    history (:meth:`motion_to`)."""
 
     def __init__(self, *, gate: float, max_frames: int) -> None:
         self.configure(gate, max_frames)
-        self._previous: Optional[_Previous] = None
-        self._rays: Tuple[Any, Optional[Tensor]] = (None, None)  # (key, rays) of the last camera model
+        self._history: Optional[_History] = None
+        self._depth: Optional[Tensor] = None  # fused metres, 0 = none
+        self._weight: Optional[Tensor] = None
+        self._rays: Tuple[Any, Optional[Tensor]] = (None, None)  # (key, rays) of the history's camera model
 
     def configure(self, gate: float, max_frames: int) -> None:
         """New parameter values; the carried depth stays."""
@@ -129,28 +137,31 @@ class TemporalFusion:
     def motion_to(self, pose: Optional[np.ndarray], stamp_ns: int, device: Any) -> Optional[Tensor]:
         """The camera's motion since the fused history (4x4, current <- previous optical frame) on ``device``, or
         None when the history cannot be carried (no pose, no history yet, time went back). The node uploads it
-        before the frame's path, so :meth:`fuse` itself takes nothing from the host."""
-        previous = self._previous
-        if pose is None or previous is None or stamp_ns <= previous.stamp_ns:
+        before the frame's path, so :meth:`fuse_static` itself takes nothing from the host."""
+        history = self._history
+        if pose is None or history is None or stamp_ns <= history.stamp_ns or self._depth is None:
             return None
-        return torch.from_numpy(np.linalg.inv(pose) @ previous.pose).to(device=device, dtype=previous.depth.dtype)
+        return torch.from_numpy(np.linalg.inv(pose) @ history.pose).to(device=device, dtype=self._depth.dtype)
 
-    def fuse(self, depth: Tensor, intrinsics: Intrinsics, pose: Optional[np.ndarray], stamp_ns: int,
-             motion: Optional[Tensor] = None) -> Tensor:
+    def fuse(self, depth: Tensor, intrinsics: Intrinsics, pose: Optional[np.ndarray], stamp_ns: int) -> Tensor:
         """Fuse ``depth`` (H, W metres; NaN, 0 or inf = none; changed in place) with the carried previous depth;
-        ``pose`` (4x4 fixed <- camera at ``stamp_ns``, None when tf has none: the history starts over); ``motion``:
-        :meth:`motion_to` of them when the caller uploaded it already. Returns the temporal term of the confidence
-        (H, W, 0..1)."""
+        ``pose`` (4x4 fixed <- camera at ``stamp_ns``, None when tf has none: the history starts over). Returns the
+        temporal term of the confidence (H, W, 0..1). :meth:`fuse_static` and :meth:`remember` together."""
+        term = self.fuse_static(depth, intrinsics, self.motion_to(pose, stamp_ns, depth.device))
+        self.remember(tuple(depth.shape), intrinsics, pose, stamp_ns)
+        return term
+
+    def fuse_static(self, depth: Tensor, intrinsics: Intrinsics, motion: Optional[Tensor]) -> Tensor:
+        """The device's part of :meth:`fuse`: ``motion`` (:meth:`motion_to`, None: start over) carries the held
+        depth into this frame; the fused depth is written back into the held buffers in place."""
         valid = torch.isfinite(depth) & (depth > 0)
         weight = torch.ones_like(depth)
-        previous = self._previous
-        if motion is None:
-            motion = self.motion_to(pose, stamp_ns, depth.device)
-        if motion is not None and previous is not None:
-            key = (tuple(previous.depth.shape), previous.intrinsics, previous.depth.device, previous.depth.dtype)
+        history = self._history
+        if motion is not None and history is not None and self._depth is not None:
+            key = (history.shape, history.intrinsics, self._depth.device, self._depth.dtype)
             if self._rays[0] != key:
                 self._rays = (key, _rays(*key))
-            carried, carried_weight = warp_depth(previous.depth, previous.weight, previous.intrinsics, motion,
+            carried, carried_weight = warp_depth(self._depth, self._weight, history.intrinsics, motion,
                                                  intrinsics, tuple(depth.shape), self._rays[1])
             inverse = torch.where(valid, 1.0 / depth, torch.zeros_like(depth))
             carried_inverse = torch.where(carried > 0, 1.0 / carried, torch.zeros_like(carried))
@@ -159,10 +170,18 @@ class TemporalFusion:
             fused_inverse = (held * carried_inverse + inverse) / (held + 1)
             depth.copy_(torch.where(agree, 1.0 / fused_inverse, depth))
             weight = torch.where(agree, held + 1, weight)
-        stored = torch.where(valid, depth, torch.zeros_like(depth))
-        self._previous = (_Previous(stored, torch.where(valid, weight, torch.zeros_like(weight)), intrinsics,
-                                    pose, stamp_ns) if pose is not None else None)
+        if self._depth is None or self._depth.shape != depth.shape or self._depth.device != depth.device \
+                or self._depth.dtype != depth.dtype:
+            self._depth, self._weight = torch.zeros_like(depth), torch.zeros_like(depth)
+        self._depth.copy_(torch.where(valid, depth, torch.zeros_like(depth)))
+        self._weight.copy_(torch.where(valid, weight, torch.zeros_like(weight)))
         return torch.where(valid, weight / self.max_frames, torch.zeros_like(weight))
+
+    def remember(self, shape: Tuple[int, int], intrinsics: Intrinsics, pose: Optional[np.ndarray],
+                 stamp_ns: int) -> None:
+        """The host's part of :meth:`fuse`, after the frame's device work: the held depth is this frame's, at
+        ``pose`` (None: no pose, the next frame starts over)."""
+        self._history = _History(tuple(shape), intrinsics, pose, stamp_ns) if pose is not None else None
 
 
 def confidence(depth: Tensor, temporal: Optional[Tensor], edge_threshold: float) -> Tensor:

@@ -11,7 +11,7 @@ from ros_harness import camera_info_msg
 
 from space_clip_ros.alignment import sparse
 from space_clip_ros.geometry import capacity_bucket, project_points, project_points_static
-from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest, download
+from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest, download, remember
 from space_clip_ros.node.settings import NodeSettings
 from space_clip_ros.planner_outputs import compact, filtered_points, voxel_downsample, voxel_downsample_static
 from space_clip_ros.sync_guard import DataDependentOpError, SyncGuard
@@ -63,11 +63,10 @@ def test_the_whole_frame_path_between_upload_and_download_is_sync_free(pipeline)
                 reference = project_points_static(buffer, valid, (H, W), K4, 0.1, 80.0)
                 frames = _frames(rgb, model, aligner, fusion, reference, stamp)
                 raw = pipeline.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames], [1.0])
-            for frame in frames:  # what FramePipeline.run uploads before the path
-                frame.motion = fusion.motion_to(frame.pose, frame.stamp_ns, raw[0].device)
-                frame.rgb_device = torch.from_numpy(frame.rgb)
+            pipeline.upload(frames, settings)  # what FramePipeline.run uploads before the path
             with SyncGuard() as after:  # everything after the model: nothing from the host either
                 staged = pipeline.stage(frames, [model], raw, settings)
+            remember(frames, [model])
         assert guard.violations == [] and after.violations == [] and guard.transfers == after.transfers == 0
         if i:  # the first frame makes the camera's constants (scan indices, colour table) on the device, once
             assert after.uploads == 0, after.upload_sites
@@ -192,11 +191,10 @@ def test_on_cuda_the_path_after_the_model_moves_nothing_between_host_and_device(
                 reference = project_points_static(buffer.to(device), valid.to(device), (H, W), K4, 0.1, 80.0)
                 frames = _frames(rgb, model, aligner, fusion, reference, stamp)
                 raw = pipeline.estimator.predict_tensor([rgb], [(H, W)], [1.0])
-                for frame in frames:
-                    frame.motion = fusion.motion_to(frame.pose, frame.stamp_ns, raw[0].device)
-                    frame.rgb_device = torch.from_numpy(frame.rgb).to(device)
+                pipeline.upload(frames, settings)
                 with SyncGuard() as after:
                     staged = pipeline.stage(frames, [model], raw, settings)
+                remember(frames, [model])
             if i and device == "cuda":
                 assert after.violations == [] and after.transfers == 0 and after.uploads == 0, after.upload_sites
             [host] = download([tensors for tensors, _ in staged])

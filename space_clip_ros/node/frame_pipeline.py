@@ -89,6 +89,7 @@ class FrameRequest:
     fusion: Optional[TemporalFusion] = None
     pose: Optional[np.ndarray] = None
     motion: Optional[torch.Tensor] = None  # the fusion's motion_to(pose), uploaded before the frame's path
+    stamp_t: Optional[torch.Tensor] = None  # stamp_ns as a 0-d int64 on the device, uploaded before the path
     rgb_device: Optional[torch.Tensor] = None  # the frame on the model's device (the cloud's colour)
     prepare: Optional[Callable[["FrameRequest", torch.device], None]] = None
 
@@ -158,21 +159,29 @@ class FramePipeline:
             raw = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
                                                 [f.scale for f in frames])
             models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
-            device = self.estimator.device
-            for frame in frames:  # what the frames' path needs from the host, uploaded before it
-                if frame.prepare is not None:
-                    frame.prepare(frame, device)
-                if "points" in frame.wants and settings.points_rgb:
-                    frame.rgb_device = torch.from_numpy(frame.rgb).to(device, non_blocking=True)
-                if frame.fusion is not None:
-                    frame.motion = frame.fusion.motion_to(frame.pose, frame.stamp_ns, device)
+            self.upload(frames, settings)
             staged = self.stage(frames, models, raw, settings)
+            remember(frames, models)
             host = download([tensors for tensors, _ in staged])
             results = [self._result(frame, model, tensors, problems, settings)
                        for frame, model, tensors, (_, problems) in zip(frames, models, host, staged, strict=True)]
             self._grow_buffers(frames, results, host, staged)
             inference_ms = (time.perf_counter() - start) * 1000.0
         return results, inference_ms
+
+    def upload(self, frames: Sequence[FrameRequest], settings: NodeSettings) -> None:
+        """What the frames' path needs from the host, on the model's device before it: each frame's ``prepare``
+        (reference, pose), its fusion's motion, the frame itself for a coloured cloud."""
+        device = self.estimator.device
+        stamps = torch.tensor([frame.stamp_ns for frame in frames], dtype=torch.int64).to(device, non_blocking=True)
+        for frame, stamp in zip(frames, stamps, strict=True):
+            frame.stamp_t = stamp
+            if frame.prepare is not None:
+                frame.prepare(frame, device)
+            if "points" in frame.wants and settings.points_rgb:
+                frame.rgb_device = torch.from_numpy(frame.rgb).to(device, non_blocking=True)
+            if frame.fusion is not None:
+                frame.motion = frame.fusion.motion_to(frame.pose, frame.stamp_ns, device)
 
     def stage(self, frames: Sequence[FrameRequest], models: Sequence[Optional[CameraModel]],
               raw: Sequence[torch.Tensor], settings: NodeSettings
@@ -206,10 +215,11 @@ class FramePipeline:
             reference = frame.reference
             if isinstance(reference, np.ndarray):
                 reference = sparse(reference)  # measured pixels only
-            stats = frame.aligner.align_static(depth_t, reference, frame.stamp_ns)
+            stats = frame.aligner.align_static(depth_t, reference,
+                                               frame.stamp_t if frame.stamp_t is not None else frame.stamp_ns)
         temporal = None
         if frame.fusion is not None and model is not None:
-            temporal = frame.fusion.fuse(depth_t, model.intrinsics, frame.pose, frame.stamp_ns, frame.motion)
+            temporal = frame.fusion.fuse_static(depth_t, model.intrinsics, frame.motion)
         trust = None
         if self._needs_confidence(frame, settings):
             trust = confidence(depth_t, temporal, settings.points_filtered_edge_threshold)
@@ -311,6 +321,14 @@ class FramePipeline:
                 result.points_filtered = tensors["_points_filtered_all"][:count].cpu().numpy()
             if count > got["points_filtered"].shape[0]:
                 self._filtered_capacity[frame.size] = capacity_bucket(int(count * 1.5), FILTERED_CAPACITY)
+
+
+def remember(frames: Sequence[FrameRequest], models: Sequence[Optional[CameraModel]]) -> None:
+    """The host's part of each frame's temporal fusion, once its device work is staged: the camera's pose and stamp
+    and the model of the depth its fusion now holds."""
+    for frame, model in zip(frames, models, strict=True):
+        if frame.fusion is not None and model is not None:
+            frame.fusion.remember(frame.size, model.intrinsics, frame.pose, frame.stamp_ns)
 
 
 def download(batches: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:
