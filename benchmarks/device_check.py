@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_TEST_FILES = ["test/test_backends.py", "test/test_dense_outputs.py", "test/test_planner_outputs.py",
                    "test/test_alignment.py", "test/test_export.py", "test/test_estimator.py",
-                   "test/test_sync_free_frame_path.py"]
+                   "test/test_sync_free_frame_path.py", "test/test_frame_graphs.py"]
 
 
 @dataclass
@@ -78,6 +78,8 @@ def python_steps() -> List[Step]:
         Step("inference", 110, 40, lambda c: py + [
             "benchmarks/bench_inference.py", "--device", "cuda", "--iters", "30",
             "--backends", "eager:fp32,eager:fp16,cudagraph-nocompile:fp32,cudagraph-nocompile:fp16,cudagraph:fp16"]),
+        Step("frame path", 60, 20, lambda c: py + ["benchmarks/bench_frame_path.py", "--device", "cuda",
+                                                    "--repeats", "30"]),
         Step("node", 100, 40, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--cameras", "1,8",
                                               "--frames", "6", "--seconds", "5", "--wait-compiled", "60"],
              needs=lambda c: c.ros_problem),

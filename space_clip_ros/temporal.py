@@ -15,7 +15,7 @@ term is 1. Pixels without depth have confidence 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -112,6 +112,7 @@ class _History:
     intrinsics: Intrinsics
     pose: np.ndarray  # 4x4 fixed <- optical frame at its stamp
     stamp_ns: int
+    dtype: torch.dtype
 
 
 class TemporalFusion:
@@ -126,8 +127,9 @@ class TemporalFusion:
     def __init__(self, *, gate: float, max_frames: int) -> None:
         self.configure(gate, max_frames)
         self._history: Optional[_History] = None
-        self._depth: Optional[Tensor] = None  # fused metres, 0 = none
-        self._weight: Optional[Tensor] = None
+        #: (size, device, dtype) -> (fused metres, 0 = none; weights): one pair per size, so a program captured
+        #: for one size always reads and writes the same memory
+        self._held: Dict[Tuple, Tuple[Tensor, Tensor]] = {}
         self._rays: Tuple[Any, Optional[Tensor]] = (None, None)  # (key, rays) of the history's camera model
 
     def configure(self, gate: float, max_frames: int) -> None:
@@ -139,16 +141,21 @@ class TemporalFusion:
         None when the history cannot be carried (no pose, no history yet, time went back). The node uploads it
         before the frame's path, so :meth:`fuse_static` itself takes nothing from the host."""
         history = self._history
-        if pose is None or history is None or stamp_ns <= history.stamp_ns or self._depth is None:
+        if pose is None or history is None or stamp_ns <= history.stamp_ns:
             return None
-        return torch.from_numpy(np.linalg.inv(pose) @ history.pose).to(device=device, dtype=self._depth.dtype)
+        return torch.from_numpy(np.linalg.inv(pose) @ history.pose).to(device=device, dtype=history.dtype)
+
+    def carried_from(self) -> Optional[Tuple]:
+        """The held depth's size and camera model (what a frame carrying it depends on), None without history."""
+        history = self._history
+        return None if history is None else (history.shape, history.intrinsics, history.dtype)
 
     def fuse(self, depth: Tensor, intrinsics: Intrinsics, pose: Optional[np.ndarray], stamp_ns: int) -> Tensor:
         """Fuse ``depth`` (H, W metres; NaN, 0 or inf = none; changed in place) with the carried previous depth;
         ``pose`` (4x4 fixed <- camera at ``stamp_ns``, None when tf has none: the history starts over). Returns the
         temporal term of the confidence (H, W, 0..1). :meth:`fuse_static` and :meth:`remember` together."""
         term = self.fuse_static(depth, intrinsics, self.motion_to(pose, stamp_ns, depth.device))
-        self.remember(tuple(depth.shape), intrinsics, pose, stamp_ns)
+        self.remember(tuple(depth.shape), intrinsics, pose, stamp_ns, depth.dtype)
         return term
 
     def fuse_static(self, depth: Tensor, intrinsics: Intrinsics, motion: Optional[Tensor]) -> Tensor:
@@ -157,11 +164,12 @@ class TemporalFusion:
         valid = torch.isfinite(depth) & (depth > 0)
         weight = torch.ones_like(depth)
         history = self._history
-        if motion is not None and history is not None and self._depth is not None:
-            key = (history.shape, history.intrinsics, self._depth.device, self._depth.dtype)
+        if motion is not None and history is not None:
+            held_depth, held_weight = self._held[(history.shape, depth.device, history.dtype)]
+            key = (history.shape, history.intrinsics, depth.device, history.dtype)
             if self._rays[0] != key:
                 self._rays = (key, _rays(*key))
-            carried, carried_weight = warp_depth(self._depth, self._weight, history.intrinsics, motion,
+            carried, carried_weight = warp_depth(held_depth, held_weight, history.intrinsics, motion,
                                                  intrinsics, tuple(depth.shape), self._rays[1])
             inverse = torch.where(valid, 1.0 / depth, torch.zeros_like(depth))
             carried_inverse = torch.where(carried > 0, 1.0 / carried, torch.zeros_like(carried))
@@ -170,18 +178,19 @@ class TemporalFusion:
             fused_inverse = (held * carried_inverse + inverse) / (held + 1)
             depth.copy_(torch.where(agree, 1.0 / fused_inverse, depth))
             weight = torch.where(agree, held + 1, weight)
-        if self._depth is None or self._depth.shape != depth.shape or self._depth.device != depth.device \
-                or self._depth.dtype != depth.dtype:
-            self._depth, self._weight = torch.zeros_like(depth), torch.zeros_like(depth)
-        self._depth.copy_(torch.where(valid, depth, torch.zeros_like(depth)))
-        self._weight.copy_(torch.where(valid, weight, torch.zeros_like(weight)))
+        slot = (tuple(depth.shape), depth.device, depth.dtype)
+        if slot not in self._held:
+            self._held[slot] = (torch.zeros_like(depth), torch.zeros_like(depth))
+        held_depth, held_weight = self._held[slot]
+        held_depth.copy_(torch.where(valid, depth, torch.zeros_like(depth)))
+        held_weight.copy_(torch.where(valid, weight, torch.zeros_like(weight)))
         return torch.where(valid, weight / self.max_frames, torch.zeros_like(weight))
 
     def remember(self, shape: Tuple[int, int], intrinsics: Intrinsics, pose: Optional[np.ndarray],
-                 stamp_ns: int) -> None:
-        """The host's part of :meth:`fuse`, after the frame's device work: the held depth is this frame's, at
-        ``pose`` (None: no pose, the next frame starts over)."""
-        self._history = _History(tuple(shape), intrinsics, pose, stamp_ns) if pose is not None else None
+                 stamp_ns: int, dtype: torch.dtype = torch.float32) -> None:
+        """The host's part of :meth:`fuse`, after the frame's device work: the held depth is this frame's (its
+        size, camera model and ``dtype``), at ``pose`` (None: no pose, the next frame starts over)."""
+        self._history = _History(tuple(shape), intrinsics, pose, stamp_ns, dtype) if pose is not None else None
 
 
 def confidence(depth: Tensor, temporal: Optional[Tensor], edge_threshold: float) -> Tensor:

@@ -16,7 +16,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import device_check  # noqa: E402
 
-STEPS = ["machine", "ros wheels", "start-up", "cuda tests", "training", "inference", "node", "outputs", "alignment"]
+STEPS = ["machine", "ros wheels", "start-up", "cuda tests", "training", "inference", "frame path", "node", "outputs",
+         "alignment"]
 
 
 def test_the_whole_check_runs_dry_on_the_cpu(tmp_path):

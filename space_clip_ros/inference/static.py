@@ -65,6 +65,11 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
+#: One CUDA graph capture at a time in the process (the model's programs, the background compiler's, the node's
+#: per-frame path: space_clip_ros.node.frame_graphs).
+CAPTURE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def cudnn_benchmark():
     """cuDNN's benchmark mode while a program is warmed and captured (static shapes: the fastest convolution is
@@ -129,7 +134,6 @@ class StaticShapeBackend(Backend):
         self._compiled_fn: Optional[Callable[[Tensor], Tensor]] = None
         self._programs: "OrderedDict[Tuple, _Program]" = OrderedDict()
         self._lock = threading.RLock()  # the programs table
-        self._capture_lock = threading.Lock()  # one graph capture at a time, in any thread
         self._queue: "queue.Queue[Tuple]" = queue.Queue()
         self._pending: set = set()
         self._worker: Optional[threading.Thread] = None
@@ -363,7 +367,7 @@ class CudaGraphBackend(StaticShapeBackend):
         with torch.cuda.device(self.device), cudnn_benchmark():
             self._warm(program)
             graph = torch.cuda.CUDAGraph()
-            with self._capture_lock, torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            with CAPTURE_LOCK, torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 program.output = program.fn(*program.inputs)
             program.graph = graph
 

@@ -21,6 +21,7 @@ from ..dense_outputs import cloud_buffer, colorize, mask_range, resize_rgb
 from ..geometry import camera_intrinsics, capacity_bucket, scale_intrinsics
 from ..planner_outputs import ScanGeometry, filtered_points_static, laser_scan, scan_geometry, scan_rows
 from ..temporal import TemporalFusion, confidence
+from .frame_graphs import FrameGraphs, cuda_graph
 from .settings import NodeSettings
 
 #: Outputs beyond depth/image and depth/camera_info, computed only when asked for (someone subscribes).
@@ -109,10 +110,15 @@ class FrameResult:
 
 
 class FramePipeline:
-    """The model and what the node makes of its depth. ``estimator``: a :class:`space_clip_ros.DepthEstimator`."""
+    """The model and what the node makes of its depth. ``estimator``: a :class:`space_clip_ros.DepthEstimator`.
+    ``graphs``: how the path after the model is replayed (:class:`~.frame_graphs.FrameGraphs`); by default CUDA
+    graphs with the ``cudagraph`` backend (the model's own programs are graphs there too), else eager."""
 
-    def __init__(self, estimator: Any) -> None:
+    def __init__(self, estimator: Any, graphs: Optional[FrameGraphs] = None) -> None:
         self.estimator = estimator
+        if graphs is None and getattr(estimator, "backend_name", "") == "cudagraph":
+            graphs = FrameGraphs(cuda_graph())
+        self.graphs = graphs
         self._scan_cache: Dict[Tuple, Tuple[ScanGeometry, torch.Tensor]] = {}
         self._filtered_capacity: Dict[Tuple[int, int], int] = {}  # output size -> rows downloaded
         self._kept_capacity: Dict[Tuple[int, int], int] = {}  # output size -> kept points summed
@@ -160,7 +166,10 @@ class FramePipeline:
                                                 [f.scale for f in frames])
             models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
             self.upload(frames, settings)
-            staged = self.stage(frames, models, raw, settings)
+            if self.graphs is not None:
+                staged = self.graphs.stage(self, frames, models, raw, settings)
+            else:
+                staged = self.stage(frames, models, raw, settings)
             remember(frames, models)
             host = download([tensors for tensors, _ in staged])
             results = [self._result(frame, model, tensors, problems, settings)
@@ -168,6 +177,12 @@ class FramePipeline:
             self._grow_buffers(frames, results, host, staged)
             inference_ms = (time.perf_counter() - start) * 1000.0
         return results, inference_ms
+
+    def capacities(self, frames: Sequence[FrameRequest]) -> Tuple:
+        """The filtered cloud's buffer sizes for the frames' output sizes (a program depends on them)."""
+        sizes = sorted({tuple(frame.size) for frame in frames})
+        return tuple((size, self._kept_capacity.get(size, KEPT_CAPACITY),
+                      self._filtered_capacity.get(size, FILTERED_CAPACITY)) for size in sizes)
 
     def upload(self, frames: Sequence[FrameRequest], settings: NodeSettings) -> None:
         """What the frames' path needs from the host, on the model's device before it: each frame's ``prepare``
@@ -328,7 +343,7 @@ def remember(frames: Sequence[FrameRequest], models: Sequence[Optional[CameraMod
     and the model of the depth its fusion now holds."""
     for frame, model in zip(frames, models, strict=True):
         if frame.fusion is not None and model is not None:
-            frame.fusion.remember(frame.size, model.intrinsics, frame.pose, frame.stamp_ns)
+            frame.fusion.remember(frame.size, model.intrinsics, frame.pose, frame.stamp_ns)  # float32 depth
 
 
 def download(batches: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:

@@ -1,0 +1,123 @@
+"""The path after the model replayed as one captured program per batch signature (space_clip_ros.node.frame_graphs):
+on the CPU the capture is test/graph_replay.py's, which keeps CUDA graphs' rules (Python numbers frozen at
+capture, inputs read from the buffers captured, state written where it was). A replayed pipeline must publish
+exactly what an eager one does, frame after frame, with alignment and fusion carrying their state."""
+
+import numpy as np
+import pytest
+import torch
+from graph_replay import cpu_capture
+from helpers import node_aligner, node_fusion
+from ros_harness import camera_info_msg
+from test_sync_free_frame_path import EVERYTHING, K4, H, W, _lidar
+
+from space_clip_ros.geometry import project_points_static
+from space_clip_ros.node.frame_graphs import FrameGraphs, KeepState
+from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest
+from space_clip_ros.node.settings import NodeSettings
+from space_clip_ros.synthetic import render_scene
+
+
+def test_the_cpu_capture_keeps_cuda_graph_rules():
+    x, state, scale = torch.ones(3), torch.zeros(3), [1.0]
+
+    def step():
+        state.add_(x * scale[0])  # a Python number: frozen at capture
+        return state * 2
+
+    replay, out = cpu_capture(step)
+    assert torch.equal(state, torch.zeros(3))  # a capture runs nothing
+    scale[0] = 5.0
+    x.fill_(2.0)  # an input buffer: read again by every replay
+    replay()
+    assert torch.equal(state, torch.full((3,), 2.0)) and torch.equal(out, torch.full((3,), 4.0))
+    replay()
+    assert torch.equal(state, torch.full((3,), 4.0)) and torch.equal(out, torch.full((3,), 8.0))
+
+
+def test_keep_state_leaves_no_trace_in_tensors_from_before():
+    """What a warm-up before a CUDA capture runs under: the camera's state as it was, what it made as it made it."""
+    state = torch.zeros(3)
+    with KeepState():
+        state.add_(1.0)
+        made = state * 2
+        made.add_(1.0)
+    assert torch.equal(state, torch.zeros(3)) and torch.equal(made, torch.full((3,), 3.0))
+
+
+def test_a_stamp_given_as_a_python_number_would_be_frozen():
+    """Why the path takes its stamps as tensors: the tracker's update with an int stamp, captured, replays the
+    stamp of its capture."""
+    aligner = node_aligner(time_constant_s=1.0)
+    log_scale, fitted = torch.tensor(0.5, dtype=torch.float64), torch.tensor(True)
+    aligner.tracker.update_static(0, log_scale, fitted)
+    stamp = [1_000_000_000]
+    replay, _ = cpu_capture(lambda: aligner.tracker.update_static(stamp[0], log_scale, fitted))
+    stamp[0] = 9_000_000_000
+    replay()
+    assert int(aligner.tracker.last_fit_ns) == 1_000_000_000  # frozen: the reason stamps are device tensors
+
+
+def _frames(rgb, model, aligner, fusion, buffer, valid, i):
+    reference = project_points_static(buffer, valid, (H, W), K4, 0.1, 80.0)
+    pose = np.eye(4)
+    pose[2, 3] = 0.05 * i  # the camera moves forward: the fusion warps its history every frame
+    return [FrameRequest(rgb, (H, W), 1.0, model, EVERYTHING, stamp_ns=(i + 1) * 100_000_000, aligner=aligner,
+                         reference=reference, fusion=fusion, pose=pose)]
+
+
+@pytest.fixture(scope="module")
+def estimator(checkpoint):
+    from space_clip_ros import DepthEstimator
+
+    return DepthEstimator(str(checkpoint), device="cpu", backend="eager")
+
+
+def test_a_replayed_path_publishes_what_the_eager_path_does(estimator):
+    eager, graphed = FramePipeline(estimator), FramePipeline(estimator, FrameGraphs(cpu_capture))
+    _compare(eager, graphed, exact=True)
+    # Frame 0 starts the fusion, frame 1 carries it (a new signature, eager), frame 2 is captured, 3-5 replay.
+    assert graphed.graphs.captured == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/device_check.sh)")
+def test_cuda_graphs_of_the_path_publish_what_the_eager_path_does(checkpoint):
+    """The cudagraph backend's pipeline captures the path after the model as real CUDA graphs (the default), and
+    publishes what an eager pipeline on the same GPU does."""
+    from space_clip_ros import DepthEstimator
+
+    graphed = FramePipeline(DepthEstimator(str(checkpoint), device="cuda", precision="fp32", backend="cudagraph",
+                                           compile=False))
+    eager = FramePipeline(DepthEstimator(str(checkpoint), device="cuda", precision="fp32", backend="eager"))
+    assert graphed.graphs is not None and eager.graphs is None
+    _compare(eager, graphed, exact=False)
+    assert graphed.graphs.captured == 1
+
+
+def _compare(eager, graphed, exact):
+    rgb, depth = render_scene((H, W), K4)
+    model = CameraModel.from_info(camera_info_msg(None, W, H, *K4))
+    settings = NodeSettings.from_values({"scan_height": 3, "temporal_filter": "odom", "points_rgb": True,
+                                         "scan_min_confidence": 0.2, "points_filtered_min_confidence": 0.2})
+    cameras = {name: (node_aligner(min_points=10, time_constant_s=0.5), node_fusion(max_frames=4))
+               for name in ("eager", "graphed")}
+    for i in range(6):
+        buffer, valid, _ = _lidar(depth, seed=i)  # another reference every frame, in a buffer of one capacity
+        results = {}
+        for name, pipeline in (("eager", eager), ("graphed", graphed)):
+            frames = _frames(rgb, model, *cameras[name], buffer, valid, i)
+            [results[name]], _ = pipeline.run(frames, settings)
+        a, b = results["eager"], results["graphed"]
+        for field in ("depth", "confidence", "colored", "points", "scan"):
+            if exact:
+                np.testing.assert_array_equal(getattr(b, field), getattr(a, field), err_msg=f"frame {i}: {field}")
+            else:  # two backends of the model on a GPU: the same numbers but for the last bits
+                np.testing.assert_allclose(getattr(b, field).astype(np.float64), getattr(a, field).astype(np.float64),
+                                           rtol=1e-3, atol=2e-3, equal_nan=True, err_msg=f"frame {i}: {field}")
+        if exact:
+            np.testing.assert_array_equal(b.points_filtered, a.points_filtered, err_msg=f"frame {i}")
+            assert b.alignment == a.alignment, i
+        else:
+            assert abs(len(b.points_filtered) - len(a.points_filtered)) <= 0.01 * len(a.points_filtered), i
+            assert b.alignment.applied == pytest.approx(a.alignment.applied, rel=1e-3), i
+        assert a.alignment.state == "aligned" and a.alignment.applied != pytest.approx(1.0)  # the scale at work
