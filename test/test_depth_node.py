@@ -247,6 +247,7 @@ def test_diagnostics_report_rates_latency_and_device(node):
     assert status["device"] == "cpu" and status["precision"] == "fp32" and status["model"] == "trained"
     assert status["backend"] == choose_backend(torch.device("cpu"), torch.float32)[0]  # auto, by the README's rule
     assert status["state"] == "active" and status["programs"]  # graphs held, or n/a for dynamic-shape backends
+    assert status["path_graphs"] == "off (eager)"  # replayed with the cudagraph backend only
     assert float(status["inference_ms_median"]) > 0 and float(status["output_rate_hz"]) > 0
     assert float(status["input_rate_hz"]) > 0
     for key in ("latency_ms_median", "points_latency_ms_median", "frames_dropped", "rejected_total"):

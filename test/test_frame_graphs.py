@@ -80,6 +80,17 @@ def test_a_replayed_path_publishes_what_the_eager_path_does(estimator):
     assert graphed.graphs.captured == 1
 
 
+def test_a_failed_capture_leaves_the_path_eager_and_says_why(estimator):
+    def broken(fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    graphed = FramePipeline(estimator, FrameGraphs(broken))
+    _compare(FramePipeline(estimator), graphed, exact=True)  # every frame still right
+    assert graphed.graphs.captured == 0
+    assert graphed.graphs.state() == "failed, running eagerly: RuntimeError: operation not permitted when stream is " \
+                                     "capturing"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/device_check.sh)")
 def test_cuda_graphs_of_the_path_publish_what_the_eager_path_does(checkpoint):
     """The cudagraph backend's pipeline captures the path after the model as real CUDA graphs (the default), and

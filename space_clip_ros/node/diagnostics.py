@@ -20,9 +20,12 @@ class Status:
     values: Dict[str, str]
 
 
-def model_values(estimator: Optional[Any], precision: str) -> Dict[str, str]:
-    """What every camera's status says about the model: device, precision, backend, trained or not."""
+def model_values(estimator: Optional[Any], precision: str, pipeline: Optional[Any] = None) -> Dict[str, str]:
+    """What every camera's status says about the model: device, precision, backend, trained or not, its programs
+    and how the path after it runs (``path_graphs``: replayed programs, or eager)."""
+    graphs = getattr(pipeline, "graphs", None)
     return {
+        "path_graphs": graphs.state() if graphs is not None else "off (eager)",
         "device": str(estimator.device) if estimator else "",
         "precision": precision_name(estimator.dtype) if estimator else str(precision),  # auto resolved
         "backend": estimator.backend_name if estimator else "",

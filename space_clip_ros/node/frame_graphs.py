@@ -19,6 +19,7 @@ in the buffers captured.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -26,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+LOG = logging.getLogger(__name__)
 
 #: A capture: ``fn`` made into a program; returns (replay, the outputs fn returned while captured).
 Capture = Callable[[Callable[[], Any]], Tuple[Callable[[], None], Any]]
@@ -115,12 +118,14 @@ class FrameGraphs:
         self._entries: "OrderedDict[Tuple, _Entry]" = OrderedDict()
         self._lock = threading.Lock()
         self.captured = 0  # programs captured so far (diagnostics, tests)
+        self.failure: Optional[str] = None  # why a capture failed: the path runs eagerly from then on
 
     def stage(self, pipeline: Any, frames: Sequence[Any], models: Sequence[Any], raw: Sequence[torch.Tensor],
               settings: Any) -> List[Tuple[Dict[str, torch.Tensor], Dict[str, str]]]:
         """:meth:`FramePipeline.stage` of ``frames``, through the signature's program (a reference given as a
-        numpy depth image, as tools and tests may, is staged eagerly)."""
-        if any(frame.reference is not None and not isinstance(frame.reference, tuple) for frame in frames):
+        numpy depth image, as tools and tests may, is staged eagerly; after a failed capture everything is)."""
+        if self.failure is not None or any(frame.reference is not None and not isinstance(frame.reference, tuple)
+                                           for frame in frames):
             return pipeline.stage(frames, models, raw, settings)
         key = self.signature(pipeline, frames, models, raw, settings)
         with self._lock:
@@ -139,10 +144,26 @@ class FrameGraphs:
         if entry.runs == 1:  # the first batch of a signature: eagerly, on the buffers (constants, allocations)
             return run()
         if entry.replay is None:
-            entry.replay, entry.outputs = self.capture(run)
+            try:
+                entry.replay, entry.outputs = self.capture(run)
+            except Exception as error:  # noqa: BLE001 - capture failures are many and driver-specific
+                from ..inference.static import failure_reason
+
+                self.failure = failure_reason(error)
+                LOG.warning("capturing the path after the model failed (%s): it runs eagerly from now on",
+                            self.failure)
+                self._entries.clear()
+                return pipeline.stage(frames, models, raw, settings)
             self.captured += 1
+            LOG.info("the path after the model is captured for a new batch signature (%d so far)", self.captured)
         entry.replay()
         return entry.outputs
+
+    def state(self) -> str:
+        """For /diagnostics: how many programs are held, or why the path runs eagerly."""
+        if self.failure is not None:
+            return f"failed, running eagerly: {self.failure}"
+        return f"{len(self._entries)} signatures, {self.captured} captured"
 
     @staticmethod
     def signature(pipeline: Any, frames: Sequence[Any], models: Sequence[Any], raw: Sequence[torch.Tensor],

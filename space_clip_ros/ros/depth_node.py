@@ -174,7 +174,7 @@ class DepthNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         """One status per camera (``<node>: depth``, or ``<node>: depth <camera>``); before configure one status."""
         now, statuses = time.monotonic(), []
-        model = model_values(self.estimator, self.get_parameter("precision").value)
+        model = model_values(self.estimator, self.get_parameter("precision").value, self.pipeline)
         for camera in self.cameras or [CameraState("", 1)]:
             topics = self._topics.get(camera.name)
             values = topics.values() if topics is not None else {"image_reliability": "n/a"}
