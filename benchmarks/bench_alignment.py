@@ -22,7 +22,6 @@ Prints:
              <= 5% on a CPU)
 """
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -163,14 +162,9 @@ def fusion_quality(step, device, frames=30, warmup=10):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
+    parser = check_io.parser_for(__doc__, repeats=10)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--repeats", type=int, default=10)
-    check_io.add_arguments(parser)
-    args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error("--repeats must be positive")
+    args = check_io.parse(parser)
 
     import torch
     from bench_inference import full_size_model

@@ -16,7 +16,6 @@ The issue's target (H200): scan + filtered cloud + alignment + fusion <= 0.3 ms 
 on top.
 """
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -31,13 +30,7 @@ EVERYTHING = frozenset({"colored", "points", "scan", "points_filtered", "confide
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=30)
-    check_io.add_arguments(parser)
-    args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error("--repeats must be positive")
+    args = check_io.parse(check_io.parser_for(__doc__, repeats=30))
     import torch
     from bench_alignment import TRUE_SCALE, cloud_message, lidar_scan, rig
     from bench_node import median_ms

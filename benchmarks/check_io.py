@@ -20,6 +20,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results (and a one-line headline) as JSON")
 
 
+def parser_for(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """A benchmark's parser: its docstring's first paragraph, ``--device``, ``--repeats`` and the arguments above."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    add_arguments(parser)
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, ``--repeats`` checked."""
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be positive")
+    return args
+
+
 def device_for(args: argparse.Namespace, name: str = "device") -> str:
     """The device to build things on: ``cpu`` in a dry run (nothing is measured), else what was asked for."""
     return "cpu" if getattr(args, "dry_run", False) else getattr(args, name)
