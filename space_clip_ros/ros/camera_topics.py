@@ -12,7 +12,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ..node.camera_state import CameraState
-from ..node.reference import REFERENCE_TOPICS
+from ..node.reference import REFERENCE_TOPICS, ReferenceRefused
 from ..node.settings import NodeSettings
 from ..stamps import stamp_ns
 from .image_subscription import ImageSubscription, sensor_qos
@@ -35,7 +35,9 @@ class CameraTopics:
         self.subscriptions: List[Any] = []
 
     def subscribe(self, settings: NodeSettings, on_image: Callable[[Any], None],
-                  on_reference: Callable[[Any], None]) -> None:
+                  reject: Callable[[CameraState, str, str, str], None]) -> None:
+        """Subscribe as ``settings`` say: ``on_image(msg)`` for each frame, a broken reference message is
+        ``reject(camera, kind, message, reason)``ed."""
         camera, node = self.camera, self.node
         compressed = settings.input_transport == "compressed"
         self.image = ImageSubscription(node, camera.topic("image/compressed" if compressed else "image"), compressed,
@@ -43,11 +45,17 @@ class CameraTopics:
         wanted = [(CameraInfo, "camera_info", lambda msg: camera.saw_info(msg, time.monotonic()))]
         if settings.scale_reference:
             wanted.append((PointCloud2 if settings.scale_reference == "points" else Image,
-                           REFERENCE_TOPICS[settings.scale_reference], on_reference))
+                           REFERENCE_TOPICS[settings.scale_reference], lambda msg: self._add_reference(msg, reject)))
         if settings.scale_reference == "depth":
             wanted.append((CameraInfo, "scale_reference/camera_info", lambda msg: camera.reference.add_info(msg)))
         self.subscriptions = [node.create_subscription(msg_type, camera.topic(topic), callback, sensor_qos(),
                                                        **_overrides()) for msg_type, topic, callback in wanted]
+
+    def _add_reference(self, msg: Any, reject: Callable[[CameraState, str, str, str], None]) -> None:
+        try:
+            self.camera.reference.add(msg)
+        except ReferenceRefused as refused:
+            reject(self.camera, "scale_reference", str(refused), refused.reason)
 
     def unsubscribe(self) -> None:
         if self.image is not None:

@@ -19,18 +19,16 @@ from ..device import release_memory
 from ..node.camera_state import CameraState
 from ..node.diagnostics import camera_status, model_line, model_values
 from ..node.frame_pipeline import FramePipeline
-from ..node.reference import ReferenceRefused
 from ..node.settings import PARAMETERS, SPECS, NodeSettings, apply_changes
 from ..node.worker import FrameWorker, ThrottledLog
 from ..stamps import stamp_ns
-from ..tf_tree import TfTree
 from . import fastdds
 from .camera_topics import CameraTopics
 from .descriptors import declare_all
 from .log_bridge import bridge_package_logs, unbridge
 from .messages import diagnostic_array
 from .rclpy_compat import guard_change_state, init_without_signal_handlers, spin_until, stop_on_signals
-from .tf_listener import TF_CACHE_S, subscribe_tf
+from .tf_listener import TfSubscription
 
 #: How often each image subscription checks its publishers' reliability (image_reliability auto).
 FOLLOW_PERIOD_S = 0.5
@@ -48,7 +46,7 @@ class DepthNode(LifecycleNode):
         self.estimator, self.pipeline, self.settings = None, None, None  # settings: replaced whole on a change
         self.cameras: List[CameraState] = []
         self._topics: Dict[str, CameraTopics] = {}  # camera name -> its publishers and subscriptions
-        self.tf, self._tf_subs, self._tf_problem = TfTree(TF_CACHE_S), [], "not used"
+        self._tf = TfSubscription(self)
         self._log = ThrottledLog(self.get_logger())
         self._worker = FrameWorker(self._log, lambda camera: self._topics[camera.name])
         self._status = "unconfigured"
@@ -107,14 +105,9 @@ class DepthNode(LifecycleNode):
             camera.order.forget()  # a new activation: no ordering against frames of before
             camera.refine(self.settings)
             self._topics[camera.name].subscribe(self.settings, lambda msg, c=camera: self._on_image(c, msg),
-                                                lambda msg, c=camera: self._on_reference(c, msg))
-        if self.settings.uses_tf:
-            self.tf = TfTree(TF_CACHE_S)
-            self._tf_subs, self._tf_problem = subscribe_tf(self, self.tf)
-            if self._tf_problem:
-                self.get_logger().error(f"no tf: {self._tf_problem}; scale references in other frames and temporal "
-                                        "fusion cannot work")
-        self._worker.start(self.cameras, self.pipeline, lambda: self.settings, self.tf)
+                                                self._log.reject)
+        tree = self._tf.start() if self.settings.uses_tf else self._tf.tree
+        self._worker.start(self.cameras, self.pipeline, lambda: self.settings, tree)
         self._status = "active"
         names = [name for topics in self._topics.values() for name in topics.topic_names()]
         self.get_logger().info(f"active: subscribed to {', '.join(names)}")
@@ -124,9 +117,8 @@ class DepthNode(LifecycleNode):
         self._worker.stop(self.cameras)
         for topics in self._topics.values():
             topics.unsubscribe()
-        for sub in self._tf_subs:
-            self.destroy_subscription(sub)
-        self._tf_subs, self._status = [], "inactive"
+        self._tf.stop()
+        self._status = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -158,12 +150,6 @@ class DepthNode(LifecycleNode):
             return
         self._worker.put(camera, msg)
 
-    def _on_reference(self, camera: CameraState, msg: Any) -> None:
-        try:
-            camera.reference.add(msg)
-        except ReferenceRefused as refused:
-            self._log.reject(camera, "scale_reference", str(refused), refused.reason)
-
     def _follow_publishers(self) -> None:
         """image_reliability auto: each image subscription follows its publishers (see :mod:`.image_subscription`)."""
         for topics in list(self._topics.values()):
@@ -179,7 +165,7 @@ class DepthNode(LifecycleNode):
             topics = self._topics.get(camera.name)
             values = topics.values() if topics is not None else {"image_reliability": "n/a"}
             if self.settings is not None and self.settings.uses_tf:
-                values["tf"] = self._tf_problem or f"{self.tf.received} transforms received"
+                values["tf"] = self._tf.value()
             statuses.append(camera_status(self.get_fully_qualified_name(), self._status, self.estimator, camera, now,
                                           model, values))
         self._diag_pub.publish(diagnostic_array(statuses, self.get_clock().now().to_msg()))

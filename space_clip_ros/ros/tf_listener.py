@@ -32,3 +32,28 @@ def subscribe_tf(node: Any, tree: TfTree) -> Tuple[List[Any], str]:
     return [node.create_subscription(TFMessage, "/tf", lambda msg: tree.add_transforms(msg.transforms), dynamic),
             node.create_subscription(TFMessage, "/tf_static", lambda msg: tree.add_transforms(msg.transforms, True),
                                      static)], ""
+
+
+class TfSubscription:
+    """The node's /tf and /tf_static while it is active: a new tree at each :meth:`start` (none before),
+    ``problem`` when there is no tf to be had."""
+
+    def __init__(self, node: Any) -> None:
+        self.node, self.tree, self.problem, self._subs = node, TfTree(TF_CACHE_S), "not used", []
+
+    def start(self) -> TfTree:
+        self.tree = TfTree(TF_CACHE_S)
+        self._subs, self.problem = subscribe_tf(self.node, self.tree)
+        if self.problem:
+            self.node.get_logger().error(f"no tf: {self.problem}; scale references in other frames and temporal "
+                                         "fusion cannot work")
+        return self.tree
+
+    def stop(self) -> None:
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        self._subs = []
+
+    def value(self) -> str:
+        """/diagnostics ``tf``."""
+        return self.problem or f"{self.tree.received} transforms received"
