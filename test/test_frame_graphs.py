@@ -9,9 +9,8 @@ import torch
 from graph_replay import cpu_capture
 from helpers import node_aligner, node_fusion
 from ros_harness import camera_info_msg
-from test_sync_free_frame_path import EVERYTHING, K4, H, W, _lidar
+from test_sync_free_frame_path import EVERYTHING, K4, H, W, _lidar, cloud
 
-from space_clip_ros.geometry import project_points_static
 from space_clip_ros.node.frame_graphs import FrameGraphs, KeepState
 from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest
 from space_clip_ros.node.settings import NodeSettings
@@ -59,7 +58,7 @@ def test_a_stamp_given_as_a_python_number_would_be_frozen():
 
 
 def _frames(rgb, model, aligner, fusion, buffer, valid, i):
-    reference = project_points_static(buffer, valid, (H, W), K4, 0.1, 80.0)
+    reference = cloud(buffer, valid)  # projected in the path: captured with the fit
     pose = np.eye(4)
     pose[2, 3] = 0.05 * i  # the camera moves forward: the fusion warps its history every frame
     return [FrameRequest(rgb, (H, W), 1.0, model, EVERYTHING, stamp_ns=(i + 1) * 100_000_000, aligner=aligner,

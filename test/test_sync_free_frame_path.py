@@ -12,6 +12,7 @@ from ros_harness import camera_info_msg
 from space_clip_ros.alignment import sparse
 from space_clip_ros.geometry import capacity_bucket, project_points, project_points_static
 from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest, download, remember
+from space_clip_ros.node.reference import ReferenceCloud
 from space_clip_ros.node.settings import NodeSettings
 from space_clip_ros.planner_outputs import compact, filtered_points, voxel_downsample, voxel_downsample_static
 from space_clip_ros.sync_guard import DataDependentOpError, SyncGuard
@@ -42,6 +43,12 @@ def _lidar(depth, share=0.2, seed=0):
     return torch.from_numpy(buffer), valid, points
 
 
+def cloud(buffer, valid, device="cpu"):
+    """The reference as the node hands it to the path: point planes and their move (here none), projected there."""
+    planes = torch.cat([buffer.T, valid[None].float()]).to(device)
+    return ReferenceCloud(planes, torch.eye(4, device=device))
+
+
 def _frames(scene_rgb, model, aligner, fusion, reference, stamp):
     return [FrameRequest(scene_rgb, (H, W), 1.0, model, EVERYTHING, stamp_ns=stamp, aligner=aligner,
                          reference=reference, fusion=fusion, pose=np.eye(4))]
@@ -59,12 +66,12 @@ def test_the_whole_frame_path_between_upload_and_download_is_sync_free(pipeline)
     for i in range(4):  # the first frame starts the fusion, the next ones warp and fuse (the 2nd caches rays)
         stamp = (i + 1) * 100_000_000
         with torch.inference_mode():
-            with SyncGuard() as guard:  # the frame's upload, the reference's projection and the model
-                reference = project_points_static(buffer, valid, (H, W), K4, 0.1, 80.0)
-                frames = _frames(rgb, model, aligner, fusion, reference, stamp)
+            with SyncGuard() as guard:  # the frame's upload and the model
+                frames = _frames(rgb, model, aligner, fusion, cloud(buffer, valid), stamp)
                 raw = pipeline.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames], [1.0])
             pipeline.upload(frames, settings)  # what FramePipeline.run uploads before the path
-            with SyncGuard() as after:  # everything after the model: nothing from the host either
+            with SyncGuard() as after:  # everything after the model (the reference's projection too): nothing
+                # from the host either
                 staged = pipeline.stage(frames, [model], raw, settings)
             remember(frames, [model])
         assert guard.violations == [] and after.violations == [] and guard.transfers == after.transfers == 0
@@ -188,8 +195,7 @@ def test_on_cuda_the_path_after_the_model_moves_nothing_between_host_and_device(
         for i in range(3):
             stamp = (i + 1) * 100_000_000
             with torch.inference_mode():
-                reference = project_points_static(buffer.to(device), valid.to(device), (H, W), K4, 0.1, 80.0)
-                frames = _frames(rgb, model, aligner, fusion, reference, stamp)
+                frames = _frames(rgb, model, aligner, fusion, cloud(buffer, valid, device), stamp)
                 raw = pipeline.estimator.predict_tensor([rgb], [(H, W)], [1.0])
                 pipeline.upload(frames, settings)
                 with SyncGuard() as after:

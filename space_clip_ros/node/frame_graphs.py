@@ -180,7 +180,7 @@ def _tensor_signature(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return (tuple(value.shape), value.dtype, value.device)
     if isinstance(value, tuple):
-        return tuple(_tensor_signature(v) for v in value)
+        return (type(value).__name__,) + tuple(_tensor_signature(v) for v in value)
     raise TypeError(f"a frame's tensor input must be a tensor or a tuple of them, got {type(value).__name__}")
 
 
@@ -200,7 +200,8 @@ def _like(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, tuple):
-        return tuple(torch.empty_like(v) for v in value)
+        parts = [torch.empty_like(v) for v in value]
+        return value._make(parts) if hasattr(value, "_make") else tuple(parts)  # a ReferenceCloud, or a pair
     return torch.empty_like(value)
 
 

@@ -22,6 +22,7 @@ from ..geometry import camera_intrinsics, capacity_bucket, scale_intrinsics
 from ..planner_outputs import ScanGeometry, filtered_points_static, laser_scan, scan_geometry, scan_rows
 from ..temporal import TemporalFusion, confidence
 from .frame_graphs import FrameGraphs, cuda_graph
+from .reference import ReferenceCloud
 from .settings import NodeSettings
 
 #: Outputs beyond depth/image and depth/camera_info, computed only when asked for (someone subscribes).
@@ -85,7 +86,7 @@ class FrameRequest:
     wants: FrozenSet[str] = frozenset()
     stamp_ns: int = 0
     aligner: Optional[ScaleAligner] = None
-    reference: Union[None, np.ndarray, Tuple[torch.Tensor, torch.Tensor]] = None
+    reference: Union[None, np.ndarray, Tuple[torch.Tensor, torch.Tensor], ReferenceCloud] = None
     reference_reason: str = ""
     fusion: Optional[TemporalFusion] = None
     pose: Optional[np.ndarray] = None
@@ -230,6 +231,8 @@ class FramePipeline:
             reference = frame.reference
             if isinstance(reference, np.ndarray):
                 reference = sparse(reference)  # measured pixels only
+            elif isinstance(reference, ReferenceCloud) and model is not None:  # projected here: in the captured path
+                reference = reference.project(frame.size, model.intrinsics, settings.min_depth, settings.max_depth)
             stats = frame.aligner.align_static(depth_t, reference,
                                                frame.stamp_t if frame.stamp_t is not None else frame.stamp_ns)
         temporal = None

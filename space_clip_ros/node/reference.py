@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Deque, Optional, Tuple
+from typing import Any, Deque, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -163,14 +163,31 @@ def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
     return project_points(moved, size, k, d, distortion_model, min_depth, max_depth)
 
 
-def reference_depth_static(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
-                           size: Tuple[int, int], intrinsics: Tuple[float, float, float, float], max_dt_ns: int,
-                           odom_frame: str, min_depth: float, max_depth: float, device: Any = "cpu"
-                           ) -> Tuple[Any, Any]:
-    """:func:`reference_depth` for the node's frame path: the points in a buffer of fixed capacity (the next power
-    of two, :func:`~space_clip_ros.geometry.capacity_bucket`), uploaded once, moved and projected on ``device``
-    (:func:`~space_clip_ros.geometry.project_points_static`, a rectified image): (pixel, depth) per buffer row,
-    depth 0 for rows that are not a pixel's nearest point. Nothing is read back."""
+class ReferenceCloud(NamedTuple):
+    """A frame's reference points on the device, before their projection: ``planes`` (4, C) float32 x, y, z and
+    valid (1 or 0) in a buffer of power-of-two capacity C, in the reference's frame; ``to_camera`` (4, 4) float32,
+    the move into the camera's optical frame. Their projection belongs to the frame's path (:meth:`project`), so a
+    captured path replays it with the fit."""
+
+    planes: Any
+    to_camera: Any
+
+    def project(self, size: Tuple[int, int], intrinsics: Tuple[float, float, float, float], min_depth: float,
+                max_depth: float) -> Tuple[Any, Any]:
+        """(pixel, depth) per buffer row through a rectified camera, depth 0 for rows that are not a pixel's
+        nearest point (:func:`~space_clip_ros.geometry.project_points_static`)."""
+        import torch
+
+        moved = torch.addmm(self.to_camera[:3, 3:], self.to_camera[:3, :3], self.planes[:3]).T
+        return project_points_static(moved, self.planes[3] > 0, size, intrinsics, min_depth, max_depth)
+
+
+def reference_cloud(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int, max_dt_ns: int,
+                    odom_frame: str, min_depth: float, device: Any = "cpu") -> ReferenceCloud:
+    """The camera's reference at ``image_stamp`` for the node's frame path, uploaded: its points (those not behind
+    the camera) in a buffer of fixed capacity (the next power of two,
+    :func:`~space_clip_ros.geometry.capacity_bucket`) and their move into ``camera_frame`` (see
+    :func:`reference_depth`). Raises :class:`ReferenceRefused`."""
     import torch
 
     points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
@@ -181,13 +198,21 @@ def reference_depth_static(queue: ReferenceQueue, tree: TfTree, camera_frame: st
     if not front.all():
         points = np.compress(front, points, axis=0)  # six times faster than a boolean index here
     n = points.shape[0]
-    capacity = capacity_bucket(n)
-    buffer = np.zeros((4, capacity), np.float32)  # planes x, y, z, valid
+    buffer = np.zeros((4, capacity_bucket(n)), np.float32)  # planes x, y, z, valid
     buffer[:3, :n] = points.T
     buffer[3, :n] = 1.0
-    uploaded = torch.from_numpy(buffer).to(device, non_blocking=True)
-    return project_points_static(_moved(uploaded[:3], to_camera), uploaded[3] > 0, size, intrinsics, min_depth,
-                                 max_depth)
+    return ReferenceCloud(torch.from_numpy(buffer).to(device, non_blocking=True),
+                          torch.from_numpy(to_camera.astype(np.float32)).to(device, non_blocking=True))
+
+
+def reference_depth_static(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
+                           size: Tuple[int, int], intrinsics: Tuple[float, float, float, float], max_dt_ns: int,
+                           odom_frame: str, min_depth: float, max_depth: float, device: Any = "cpu"
+                           ) -> Tuple[Any, Any]:
+    """:func:`reference_depth` in static shapes on ``device`` (:func:`reference_cloud`, then its projection):
+    (pixel, depth) per buffer row, depth 0 for rows that are not a pixel's nearest point. Nothing is read back."""
+    return reference_cloud(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame, min_depth,
+                           device).project(size, intrinsics, min_depth, max_depth)
 
 
 def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
@@ -203,10 +228,10 @@ def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: T
         try:
             if model is None:
                 raise ReferenceRefused("no_camera_info", "no camera_info: the reference cannot be projected")
-            # The node's own back-projection: the image taken as rectified, projected with its intrinsics.
-            request.reference = reference_depth_static(
-                camera.reference, tree, frame_id, stamp, request.size, model.intrinsics,
-                int(settings.scale_max_dt * 1e9), settings.odom_frame, settings.min_depth, settings.max_depth, device)
+            # Projected in the frame's path (the image taken as rectified, as the node's own back-projection).
+            request.reference = reference_cloud(camera.reference, tree, frame_id, stamp,
+                                                int(settings.scale_max_dt * 1e9), settings.odom_frame,
+                                                settings.min_depth, device)
         except ReferenceRefused as refused:
             request.reference_reason = f"{refused.reason}: {refused}"
             camera.stats.count(f"unaligned.{refused.reason}")
