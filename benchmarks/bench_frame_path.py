@@ -83,7 +83,7 @@ def main() -> int:
     estimator = SimpleNamespace(device=device, backend_name="benchmark")
     variants = {"eager": FramePipeline(estimator)}
     if device.type == "cuda":
-        variants["replayed (CUDA graph)"] = FramePipeline(estimator, FrameGraphs(cuda_graph()))
+        variants["replayed (CUDA graph)"] = FramePipeline(estimator, FrameGraphs(cuda_graph(device)))
     costs, ops = {}, {}
     for name, pipeline in variants.items():
         state, stamp = camera_state(), [0]

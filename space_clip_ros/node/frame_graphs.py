@@ -78,25 +78,30 @@ class KeepState(TorchDispatchMode):
 WARMUP_RUNS = 2
 
 
-def cuda_graph() -> Capture:
-    """Captures as CUDA graphs (each in a memory pool of its own), on one side stream warmed up first, in
-    thread-local mode, one capture at a time in the process."""
+def cuda_graph(device: Any = "cuda") -> Capture:
+    """Captures on ``device`` as CUDA graphs (each in a memory pool of its own), on one side stream warmed up first,
+    in thread-local mode, one capture at a time in the process."""
     from ..inference.static import CAPTURE_LOCK, cudnn_benchmark
 
-    stream = torch.cuda.Stream()
+    device = torch.device(device)
+    stream = torch.cuda.Stream(device=device)
 
     def capture(fn: Callable[[], Any]) -> Tuple[Callable[[], None], Any]:
         graph = torch.cuda.CUDAGraph()
-        stream.wait_stream(torch.cuda.current_stream())  # the inputs were copied on the current stream
-        with cudnn_benchmark():
+        with torch.cuda.device(device), cudnn_benchmark():
+            stream.wait_stream(torch.cuda.current_stream(device))  # the inputs were copied on the current stream
             with torch.cuda.stream(stream), KeepState():
                 for _ in range(WARMUP_RUNS):
                     fn()
             stream.synchronize()
             with CAPTURE_LOCK, torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
                 outputs = fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        return graph.replay, outputs
+            torch.cuda.current_stream(device).wait_stream(stream)
+
+        def replay() -> None:
+            with torch.cuda.device(device):  # the current stream of the graph's device
+                graph.replay()
+        return replay, outputs
     return capture
 
 

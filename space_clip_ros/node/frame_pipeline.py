@@ -118,7 +118,7 @@ class FramePipeline:
     def __init__(self, estimator: Any, graphs: Optional[FrameGraphs] = None) -> None:
         self.estimator = estimator
         if graphs is None and getattr(estimator, "backend_name", "") == "cudagraph":
-            graphs = FrameGraphs(cuda_graph())
+            graphs = FrameGraphs(cuda_graph(estimator.device))
         self.graphs = graphs
         self._scan_cache: Dict[Tuple, Tuple[ScanGeometry, torch.Tensor]] = {}
         self._filtered_capacity: Dict[Tuple[int, int], int] = {}  # output size -> rows downloaded
