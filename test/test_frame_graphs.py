@@ -11,7 +11,7 @@ from helpers import node_aligner, node_fusion
 from ros_harness import camera_info_msg
 from test_sync_free_frame_path import EVERYTHING, K4, H, W, _lidar, cloud
 
-from space_clip_ros.node.frame_graphs import FrameGraphs, KeepState
+from space_clip_ros.node.frame_graphs import WARMUP_RUNS, FrameGraphs, KeepState
 from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest
 from space_clip_ros.node.settings import NodeSettings
 from space_clip_ros.synthetic import render_scene
@@ -72,8 +72,17 @@ def estimator(checkpoint):
     return DepthEstimator(str(checkpoint), device="cpu", backend="eager")
 
 
-def test_a_replayed_path_publishes_what_the_eager_path_does(estimator):
-    eager, graphed = FramePipeline(estimator), FramePipeline(estimator, FrameGraphs(cpu_capture))
+def warmed_cpu_capture(fn):
+    """As frame_graphs.cuda_graph does it: warm-up runs that must leave no trace, then the capture."""
+    with KeepState():
+        for _ in range(WARMUP_RUNS):
+            fn()
+    return cpu_capture(fn)
+
+
+@pytest.mark.parametrize("capture", [cpu_capture, warmed_cpu_capture])
+def test_a_replayed_path_publishes_what_the_eager_path_does(estimator, capture):
+    eager, graphed = FramePipeline(estimator), FramePipeline(estimator, FrameGraphs(capture))
     _compare(eager, graphed, exact=True)
     # Frame 0 starts the fusion, frame 1 carries it (a new signature, eager), frame 2 is captured, 3-5 replay.
     assert graphed.graphs.captured == 1
