@@ -1,4 +1,4 @@
-"""The path after the model replayed as one captured program per batch signature (space_clip_ros.node.frame_graphs):
+"""The path after the model replayed as one captured program per frame signature (space_clip_ros.node.frame_graphs):
 on the CPU the capture is test/graph_replay.py's, which keeps CUDA graphs' rules (Python numbers frozen at
 capture, inputs read from the buffers captured, state written where it was). A replayed pipeline must publish
 exactly what an eager one does, frame after frame, with alignment and fusion carrying their state."""
@@ -86,6 +86,29 @@ def test_a_replayed_path_publishes_what_the_eager_path_does(estimator, capture):
     _compare(eager, graphed, exact=True)
     # Frame 0 starts the fusion, frame 1 carries it (a new signature, eager), frame 2 is captured, 3-5 replay.
     assert graphed.graphs.captured == 1
+
+
+def test_batches_of_changing_cameras_and_identical_cameras_replay_right(estimator):
+    """Which cameras share a batch changes; two identical cameras (same model and size, no alignment or fusion) in
+    one batch get a program each, so one replay never overwrites the other's outputs before the download."""
+    rgb, _ = render_scene((H, W), K4)
+    other = np.ascontiguousarray(rgb[:, ::-1])  # another view: another depth
+    model = CameraModel.from_info(camera_info_msg(None, W, H, *K4))
+    settings = NodeSettings.from_values({"scan_height": 3})
+    eager, graphed = FramePipeline(estimator), FramePipeline(estimator, FrameGraphs(cpu_capture))
+    images = {"a": rgb, "b": other}
+    for step, names in enumerate(["ab", "ab", "ab", "b", "ab", "a", "ab"]):
+        results = {}
+        for name, pipeline in (("eager", eager), ("graphed", graphed)):
+            frames = [FrameRequest(images[c], (H, W), 1.0, model, EVERYTHING, stamp_ns=(step + 1) * 100_000_000)
+                      for c in names]
+            results[name], _ = pipeline.run(frames, settings)
+        for a, b in zip(results["eager"], results["graphed"], strict=True):
+            for field in ("depth", "points", "scan", "points_filtered", "colored"):
+                np.testing.assert_array_equal(getattr(b, field), getattr(a, field), err_msg=f"{step} {names} {field}")
+        if names == "ab":
+            assert not np.array_equal(results["graphed"][0].depth, results["graphed"][1].depth, equal_nan=True)
+    assert graphed.graphs.captured == 2  # one program per camera position among identical cameras
 
 
 def test_a_failed_capture_leaves_the_path_eager_and_says_why(estimator):

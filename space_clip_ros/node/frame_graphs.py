@@ -1,14 +1,15 @@
-"""The path after the model as one replayed program per batch signature: a CUDA graph on a GPU.
+"""The path after the model as one replayed program per frame signature: a CUDA graph on a GPU.
 
 :meth:`FramePipeline.stage <space_clip_ros.node.frame_pipeline.FramePipeline.stage>` has static shapes, reads
 nothing on the host and keeps its state in place (the tracker's scale, the fusion's held depth), so it can be
-captured. Here each batch signature (sizes, outputs wanted, camera models, the camera's aligner and fusion, the
+captured. Here each frame signature (size, outputs wanted, camera model, the camera's aligner and fusion, the
 reference's buffer capacity, whether the fusion carries its history, the settings) gets static input buffers: the
-model's depth, the stamps, the reference pairs, the fusion's motion, the frame for a coloured cloud. A frame's values
-are copied into them; the signature's first batch runs eagerly on them (every constant made, every buffer
-allocated), the second is captured and replayed, the ones after are replayed: one launch for the ~1,200 kernels of
-scale alignment, fusion, confidence and every output. The outputs are the graph's own tensors, overwritten by the
-next replay: the pipeline downloads them at once.
+model's depth, the stamp, the reference's points and their move, the fusion's motion, the frame for a coloured
+cloud. A frame's values are copied into them; the signature's first frame runs eagerly on them (every constant made,
+every buffer allocated), the second is captured and replayed, the ones after are replayed: one launch for the ~750
+ops of scale alignment, fusion, confidence and every output. Programs are per frame, not per batch: which cameras
+share a batch changes from batch to batch, a camera's setup does not (identical cameras in one batch get a program
+each). The outputs are the graph's own tensors, overwritten by the next replay: the pipeline downloads them at once.
 
 ``capture`` is what makes a program of a function: :func:`cuda_graph` on CUDA. On the CPU there is nothing to
 capture and the pipeline stages eagerly; the tests capture with a CPU replay of the ops instead
@@ -115,9 +116,11 @@ class _Entry:
 
 
 class FrameGraphs:
-    """The replayed post-model programs of one pipeline, least recently used dropped past ``max_graphs``."""
+    """The replayed post-model programs of one pipeline, one per frame signature (a camera's setup), least recently
+    used dropped past ``max_graphs``. A batch replays one program per frame: which cameras share a batch changes from
+    batch to batch, a camera's setup does not."""
 
-    def __init__(self, capture: Capture, max_graphs: int = 8) -> None:
+    def __init__(self, capture: Capture, max_graphs: int = 32) -> None:
         self.capture = capture
         self.max_graphs = int(max_graphs)
         self._entries: "OrderedDict[Tuple, _Entry]" = OrderedDict()
@@ -127,26 +130,39 @@ class FrameGraphs:
 
     def stage(self, pipeline: Any, frames: Sequence[Any], models: Sequence[Any], raw: Sequence[torch.Tensor],
               settings: Any) -> List[Tuple[Dict[str, torch.Tensor], Dict[str, str]]]:
-        """:meth:`FramePipeline.stage` of ``frames``, through the signature's program (a reference given as a
+        """:meth:`FramePipeline.stage` of ``frames``, each through its signature's program (a reference given as a
         numpy depth image, as tools and tests may, is staged eagerly; after a failed capture everything is)."""
         if self.failure is not None or any(frame.reference is not None and not isinstance(frame.reference, tuple)
                                            for frame in frames):
             return pipeline.stage(frames, models, raw, settings)
-        key = self.signature(pipeline, frames, models, raw, settings)
+        seen: Dict[Tuple, int] = {}
+        staged = []
+        for frame, model, depth in zip(frames, models, raw, strict=True):
+            key = self.signature(pipeline, frame, model, depth, settings)
+            seen[key] = seen.get(key, -1) + 1  # identical cameras in one batch: a program each, none overwritten
+            staged += self._stage_one(pipeline, (key, seen[key]), frame, model, depth, settings)
+            if self.failure is not None:  # this frame failed its capture: the rest eagerly, as the first did
+                rest = len(staged)
+                staged += pipeline.stage(frames[rest:], models[rest:], raw[rest:], settings)
+                break
+        return staged
+
+    def _stage_one(self, pipeline: Any, key: Tuple, frame: Any, model: Any, depth: torch.Tensor,
+                   settings: Any) -> List[Tuple[Dict[str, torch.Tensor], Dict[str, str]]]:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[key] = _Entry(*_static_inputs(frames, raw))
+                entry = self._entries[key] = _Entry(*_static_inputs([frame], [depth]))
                 while len(self._entries) > self.max_graphs:
                     self._entries.popitem(last=False)
             self._entries.move_to_end(key)
-        _load(entry, frames, raw)
+        _load(entry, [frame], [depth])
 
         def run():
-            return pipeline.stage(entry.frames, models, entry.depths, settings)
+            return pipeline.stage(entry.frames, [model], entry.depths, settings)
 
         entry.runs += 1
-        if entry.runs == 1:  # the first batch of a signature: eagerly, on the buffers (constants, allocations)
+        if entry.runs == 1:  # a signature's first frame: eagerly, on the buffers (constants, allocations)
             return run()
         if entry.replay is None:
             try:
@@ -158,9 +174,9 @@ class FrameGraphs:
                 LOG.warning("capturing the path after the model failed (%s): it runs eagerly from now on",
                             self.failure)
                 self._entries.clear()
-                return pipeline.stage(frames, models, raw, settings)
+                return pipeline.stage([frame], [model], [depth], settings)
             self.captured += 1
-            LOG.info("the path after the model is captured for a new batch signature (%d so far)", self.captured)
+            LOG.info("the path after the model is captured for a new frame signature (%d so far)", self.captured)
         entry.replay()
         return entry.outputs
 
@@ -171,12 +187,9 @@ class FrameGraphs:
         return f"{len(self._entries)} signatures, {self.captured} captured"
 
     @staticmethod
-    def signature(pipeline: Any, frames: Sequence[Any], models: Sequence[Any], raw: Sequence[torch.Tensor],
-                  settings: Any) -> Tuple:
-        """What a program is specialised to: everything of a batch that is a Python value in its path."""
-        return (settings, pipeline.capacities(frames),
-                tuple(_frame_signature(frame, model, depth) for frame, model, depth in zip(frames, models, raw,
-                                                                                            strict=True)))
+    def signature(pipeline: Any, frame: Any, model: Any, depth: torch.Tensor, settings: Any) -> Tuple:
+        """What a frame's program is specialised to: everything of the frame that is a Python value in its path."""
+        return (settings, pipeline.capacities([frame]), _frame_signature(frame, model, depth))
 
 
 def _tensor_signature(value: Any) -> Any:
