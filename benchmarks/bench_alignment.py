@@ -172,7 +172,7 @@ def main() -> int:
 
     from space_clip_ros import DepthEstimator
     from space_clip_ros.alignment import ScaleAligner
-    from space_clip_ros.node.reference import ReferenceQueue, reference_depth_static
+    from space_clip_ros.node.reference import ReferenceQueue, reference_cloud
     from space_clip_ros.sync_guard import count_ops
     from space_clip_ros.synthetic import KITTI_K, render_scene
     from space_clip_ros.temporal import TemporalFusion, confidence
@@ -213,8 +213,8 @@ def main() -> int:
                                 1_000_000_000))
 
         def align_on_device():  # as the node: fixed-capacity buffer, projection and fit on the device
-            pairs = reference_depth_static(queue, tree, "camera_optical", 1_000_000_000, (height, width), KITTI_K,
-                                           50_000_000, "", 0.1, 80.0, device)
+            pairs = reference_cloud(queue, tree, "camera_optical", 1_000_000_000, 50_000_000, "", 0.1,
+                                    device).project((height, width), KITTI_K, 0.1, 80.0)
             return aligner.align_static(model.clone(), pairs, 1_000_000_000)
         return align_on_device, lambda: align_on_device().cpu()  # the numbers come down with the frame's download
 

@@ -58,7 +58,7 @@ def main() -> int:
     from bench_alignment import TRUE_SCALE, cloud_message, lidar_scan, node_defaults, rig
 
     from space_clip_ros.alignment import ScaleAligner
-    from space_clip_ros.node.reference import ReferenceQueue, reference_depth_static
+    from space_clip_ros.node.reference import ReferenceQueue, reference_cloud
     from space_clip_ros.planner_outputs import filtered_points_static
     from space_clip_ros.synthetic import KITTI_K, render_scene
     from space_clip_ros.temporal import TemporalFusion
@@ -91,8 +91,8 @@ def main() -> int:
         then_aligner = then_alignment.ScaleAligner(**node.alignment())
 
         def now():
-            pairs = reference_depth_static(now_queue, tree, "camera_optical", 1_000_000_000, size, KITTI_K,
-                                           50_000_000, "", 0.1, 80.0)
+            pairs = reference_cloud(now_queue, tree, "camera_optical", 1_000_000_000, 50_000_000, "",
+                                    0.1).project(size, KITTI_K, 0.1, 80.0)
             return now_aligner.resolve(now_aligner.align_static(model.clone(), pairs, 1_000_000_000).cpu())
 
         def then():

@@ -37,7 +37,7 @@ def main() -> int:
 
     from space_clip_ros.node.camera_state import CameraState
     from space_clip_ros.node.frame_graphs import FrameGraphs, cuda_graph
-    from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest, download, remember
+    from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest
     from space_clip_ros.node.reference import prepare_frame
     from space_clip_ros.node.settings import NodeSettings
     from space_clip_ros.sync_guard import count_ops
@@ -69,16 +69,10 @@ def main() -> int:
         tree.add("odom", "base_link", stamp, (0.5 * stamp / 1e8, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))  # 0.5 m a frame
         frame = FrameRequest(rgb, (height, width), 1.0, camera, EVERYTHING, stamp_ns=stamp,
                              prepare=lambda f, d: prepare_frame(f, d, state, settings, tree, "camera_optical"))
-        frames, models, raw = [frame], [camera], [model_depth.clone()]
-        pipeline.upload(frames, settings)
+        host, _ = pipeline.after_forward([frame], [camera], [model_depth.clone()], settings)
         if frame.reference is None:
             raise SystemExit(f"the reference was refused: {frame.reference_reason}")
-        if pipeline.graphs is not None:
-            staged = pipeline.graphs.stage(pipeline, frames, models, raw, settings)
-        else:
-            staged = pipeline.stage(frames, models, raw, settings)
-        remember(frames, models)
-        return download([tensors for tensors, _ in staged])
+        return host
 
     estimator = SimpleNamespace(device=device, backend_name="benchmark")
     variants = {"eager": FramePipeline(estimator)}

@@ -31,7 +31,7 @@ def model_values(estimator: Optional[Any], precision: str, pipeline: Optional[An
         "backend": estimator.backend_name if estimator else "",
         "model": ("trained" if estimator.trained else "UNTRAINED") if estimator else "not loaded",
         "compile": estimator.compile_state() if estimator else "",
-        "programs": ", ".join(estimator.programs()) or "n/a (dynamic shapes)" if estimator else "",
+        "programs": (", ".join(estimator.programs()) or "n/a (dynamic shapes)") if estimator else "",
     }
 
 

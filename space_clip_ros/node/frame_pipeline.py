@@ -73,11 +73,12 @@ class FrameRequest:
     """One decoded frame: ``rgb`` (H, W, 3) uint8, the output ``size`` (h, w), the focal-length ``scale`` of its
     camera, its camera ``model`` at the input size (None without camera_info: no cloud, scan or filtered cloud) and
     the optional outputs wanted (:data:`OPTIONAL_OUTPUTS`). With scale alignment: the camera's ``aligner`` and this
-    frame's sparse ``reference`` depth at the output size ((flat pixel indices, depths), or an (H, W) array with 0
-    = none; None with ``reference_reason``); with temporal
-    fusion: the camera's ``fusion`` and its ``pose`` (4x4 fixed <- optical frame at ``stamp_ns``, None without
-    tf). ``prepare`` (optional) fills those in after the forward, so the tf of the image's moment has had the
-    forward's time to arrive."""
+    frame's ``reference``: a :class:`~.reference.ReferenceCloud` (points and their move, projected in the path, as
+    the node gives it), or a sparse depth at the output size ((flat pixel indices, depths), or an (H, W) array with
+    0 = none); None with ``reference_reason``. With temporal fusion: the camera's ``fusion`` and its ``pose`` (4x4
+    fixed <- optical frame at ``stamp_ns``, None without tf). ``prepare`` (optional) fills those in after the
+    forward, so the tf of the image's moment has had the forward's time to arrive; ``motion``, ``stamp_t`` and
+    ``rgb_device`` are what :meth:`FramePipeline.upload` puts on the device before the path."""
 
     rgb: np.ndarray
     size: Tuple[int, int]
@@ -166,18 +167,25 @@ class FramePipeline:
             raw = self.estimator.predict_tensor([f.rgb for f in frames], [f.size for f in frames],
                                                 [f.scale for f in frames])
             models = [f.model.resized(f.size[1], f.size[0]) if f.model is not None else None for f in frames]
-            self.upload(frames, settings)
-            if self.graphs is not None:
-                staged = self.graphs.stage(self, frames, models, raw, settings)
-            else:
-                staged = self.stage(frames, models, raw, settings)
-            remember(frames, models)
-            host = download([tensors for tensors, _ in staged])
+            host, staged = self.after_forward(frames, models, raw, settings)
             results = [self._result(frame, model, tensors, problems, settings)
                        for frame, model, tensors, (_, problems) in zip(frames, models, host, staged, strict=True)]
             self._grow_buffers(frames, results, host, staged)
             inference_ms = (time.perf_counter() - start) * 1000.0
         return results, inference_ms
+
+    def after_forward(self, frames: Sequence[FrameRequest], models: Sequence[Optional[CameraModel]],
+                      raw: Sequence[torch.Tensor], settings: NodeSettings
+                      ) -> Tuple[List[Dict[str, np.ndarray]], List[Tuple[Dict[str, torch.Tensor], Dict[str, str]]]]:
+        """What :meth:`run` does with the model's depth ``raw``: the uploads, the path (replayed through
+        :attr:`graphs` when there are any), the fusion's host part and the one download; (downloaded, staged)."""
+        self.upload(frames, settings)
+        if self.graphs is not None:
+            staged = self.graphs.stage(self, frames, models, raw, settings)
+        else:
+            staged = self.stage(frames, models, raw, settings)
+        remember(frames, models)
+        return download([tensors for tensors, _ in staged]), staged
 
     def capacities(self, frames: Sequence[FrameRequest]) -> Tuple:
         """The filtered cloud's buffer sizes for the frames' output sizes (a program depends on them)."""

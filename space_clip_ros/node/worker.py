@@ -22,7 +22,6 @@ from .settings import NodeSettings
 LOG_THROTTLE_S = 5.0
 
 
-
 class Outputs(Protocol):
     """A camera's publishers as the worker uses them (the node's
     :class:`~space_clip_ros.ros.camera_topics.CameraTopics`)."""
