@@ -52,8 +52,9 @@ def cloud_points(msg: Any, dtype=np.float64) -> np.ndarray:
     else:
         points = np.ascontiguousarray(rows).view(layout).reshape(count)
         xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(dtype)
-    finite = np.isfinite(xyz.sum(axis=1))  # a NaN or inf coordinate makes the sum non-finite
-    return xyz if finite.all() else xyz[finite]
+    if np.isfinite(xyz).all():  # the usual case, checked fast (a sum along rows is ten times slower)
+        return xyz
+    return xyz[np.isfinite(xyz[:, 0] + xyz[:, 1] + xyz[:, 2])]  # a NaN or inf coordinate makes the sum non-finite
 
 
 def depth_image_dtype(msg: Any) -> np.dtype:
