@@ -96,21 +96,42 @@ def _ordered_bits(bits: Tensor) -> Tensor:
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
-def masked_median(values: Tensor, mask: Tensor, nonnegative: bool = False) -> Tensor:
-    """The median of ``values`` where ``mask`` (the lower middle for an even count, as torch.median), as a 0-d
-    tensor, in static shapes: one sort with the masked-out values last. NaN for an empty mask. float32 values
-    are sorted as order-preserving int32 keys (on a CPU fifteen times faster than a float sort); ``nonnegative``
-    (values >= 0 where ``mask``, e.g. deviations): their bits are such keys already."""
+def masked_sort(values: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+    """(the values where ``mask`` in ascending order, then the others, count where ``mask`` 0-d), in static shapes:
+    one sort. The entries past the count are +inf (float64) or NaN (float32: sorted as order-preserving int32 keys,
+    on a CPU fifteen times faster than a float sort; the masked-out ones are the largest key)."""
     count = mask.sum()
-    where = ((count - 1).clamp(min=0) // 2).reshape(1)
     if values.dtype == torch.float32:
-        order = (lambda bits: bits) if nonnegative else _ordered_bits
-        keys = torch.where(mask, order(values.contiguous().view(torch.int32)), torch.iinfo(torch.int32).max)
-        middle = order(torch.sort(keys).values.gather(0, where)).view(torch.float32)[0]
-    else:
-        ordered = torch.sort(torch.where(mask, values, torch.full_like(values, math.inf))).values
-        middle = ordered.gather(0, where)[0]
+        keys = torch.where(mask, _ordered_bits(values.contiguous().view(torch.int32)), torch.iinfo(torch.int32).max)
+        return _ordered_bits(torch.sort(keys).values).view(torch.float32), count
+    return torch.sort(torch.where(mask, values, torch.full_like(values, math.inf))).values, count
+
+
+def _middle(ordered: Tensor, count: Tensor) -> Tensor:
+    """The lower middle of the first ``count`` entries of ``ordered`` (as torch.median), NaN for none."""
+    middle = ordered.gather(0, ((count - 1).clamp(min=0) // 2).reshape(1))[0]
     return torch.where(count > 0, middle, torch.full_like(middle, math.nan))
+
+
+def masked_median(values: Tensor, mask: Tensor) -> Tensor:
+    """The median of ``values`` where ``mask`` (the lower middle for an even count, as torch.median), as a 0-d
+    tensor, in static shapes (:func:`masked_sort`). NaN for an empty mask."""
+    return _middle(*masked_sort(values, mask))
+
+
+def run_median_deviation(ordered: Tensor, start: Tensor, count: Tensor, center: Tensor) -> Tensor:
+    """The median (lower middle) of ``|x - center|`` over the sorted run ``ordered[start:start + count]``, without
+    sorting again: the m = (count + 1) // 2 smallest deviations are a run of m neighbours in sorted order (the
+    deviation falls, then rises), and a run's largest deviation is at one of its ends, so the median is the
+    smallest over the runs of m of their ends' larger deviation, exactly a value of ``|x - center|``. NaN for an
+    empty run."""
+    m = (count - 1).clamp(min=0) // 2 + 1
+    first = torch.arange(ordered.shape[0], device=ordered.device)
+    last = (first + m - 1).clamp(max=ordered.shape[0] - 1)
+    widest = torch.maximum((ordered - center).abs(), (ordered.gather(0, last) - center).abs())
+    inside = (first >= start) & (first + m <= start + count)
+    smallest = torch.where(inside, widest, torch.full_like(widest, math.inf)).amin()
+    return torch.where(count > 0, smallest, torch.full_like(smallest, math.nan))
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -121,13 +142,21 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def robust_log_scale_static(log_ratio: Tensor, valid: Tensor) -> Tuple[Tensor, Tensor]:
-    """:func:`robust_log_scale` over the entries where ``valid``, on the device: (log scale 0-d, inlier mask)."""
-    center = masked_median(log_ratio, valid)
+    """:func:`robust_log_scale` over the entries where ``valid``, on the device: (log scale 0-d, inlier mask).
+    One sort: each band's inliers are a run of the sorted values, whose deviations' median
+    :func:`run_median_deviation` finds there."""
+    ordered, count = masked_sort(log_ratio, valid)
+    start = torch.zeros_like(count)
+    center = _middle(ordered, count)
     inliers = valid
-    for _ in range(2):
-        deviation = (log_ratio - center).abs()
-        mad = masked_median(deviation, inliers, nonnegative=True) * 1.4826
-        inliers = valid & (deviation <= torch.clamp(mad * OUTLIER_MADS, min=MIN_LOG_BAND))
+    for step in range(2):
+        mad = run_median_deviation(ordered, start, count, center) * 1.4826
+        band = torch.clamp(mad * OUTLIER_MADS, min=MIN_LOG_BAND)
+        inliers = valid & ((log_ratio - center).abs() <= band)
+        if step == 0:  # the same inliers in sorted order: a run (the deviation falls, then rises)
+            run = (torch.arange(ordered.shape[0], device=ordered.device) < count) \
+                & ((ordered - center).abs() <= band)
+            start, count = run.to(torch.uint8).argmax(), run.sum()
         center = masked_mean(log_ratio, inliers)
     return center, inliers
 

@@ -10,8 +10,17 @@ import torch
 from helpers import node_aligner, node_fusion
 from oracles import depth_to_points
 
-from space_clip_ros.alignment import ScaleTracker, holdout_mask, robust_log_scale
+from space_clip_ros.alignment import (
+    MIN_LOG_BAND,
+    OUTLIER_MADS,
+    ScaleTracker,
+    holdout_mask,
+    masked_mean,
+    robust_log_scale,
+    robust_log_scale_static,
+)
 from space_clip_ros.geometry import project_to_depth
+from space_clip_ros.node.range_data import cloud_points
 from space_clip_ros.node.reference import ReferenceQueue, ReferenceRefused, check_cloud, reference_depth
 from space_clip_ros.synthetic import render_scene
 from space_clip_ros.temporal import confidence, warp_depth
@@ -60,6 +69,49 @@ def test_robust_scale_with_30_percent_outliers():
     assert math.exp(log_scale) == pytest.approx(1.37, rel=0.02)
     assert abs(math.exp(float(np.median(log_ratio))) / 1.37 - 1) > abs(math.exp(log_scale) / 1.37 - 1)
     assert 0.6 < inliers.float().mean() < 0.8
+
+
+def _robust_by_three_sorts(log_ratio, valid):
+    """The robust fit as written first: a sort of the masked values for every median (the median, then each
+    band's median deviation), boolean indexing allowed (a test oracle)."""
+    def lower_median(values):
+        return torch.sort(values).values[(values.numel() - 1) // 2] if values.numel() else torch.tensor(math.nan)
+
+    center = lower_median(log_ratio[valid])
+    inliers = valid
+    for _ in range(2):
+        deviation = (log_ratio - center).abs()
+        mad = lower_median(deviation[inliers]).to(log_ratio.dtype) * 1.4826
+        inliers = valid & (deviation <= torch.clamp(mad * OUTLIER_MADS, min=MIN_LOG_BAND))
+        center = masked_mean(log_ratio, inliers)
+    return center, inliers
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_one_sort_robust_fit_equals_three_sorts_exactly(dtype):
+    """The node's fit sorts once and finds each band's median deviation in that order: the same bits as sorting
+    the deviations, over odd and even counts, ties, heavy outliers, a band that holds one side only, one value
+    and none."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (1, 2, 3, 10, 11, 1000, 4097):
+        values = np.log(1.3) + rng.normal(0, 0.05, n)
+        bad = rng.random(n) < 0.35
+        values[bad] = rng.uniform(-3, 3, bad.sum())
+        cases.append((values, rng.random(n) < 0.8))
+    ties = np.round(rng.normal(0, 0.02, 999), 2)  # many equal values
+    cases += [(ties, np.ones(999, bool)), (ties, rng.random(999) < 0.5)]
+    skewed = np.concatenate([np.zeros(60), np.full(40, 0.5)])  # the band around the median holds one side only
+    cases += [(skewed, np.ones(100, bool)), (np.zeros(50), np.zeros(50, bool)), (np.full(7, 0.25), np.ones(7, bool))]
+    for values, valid in cases:
+        log_ratio, mask = torch.from_numpy(values).to(dtype), torch.from_numpy(valid)
+        center, inliers = robust_log_scale_static(log_ratio, mask)
+        want_center, want_inliers = _robust_by_three_sorts(log_ratio, mask)
+        assert torch.equal(inliers, want_inliers), (len(values), int(mask.sum()))
+        if math.isnan(float(want_center)):
+            assert math.isnan(float(center)) and not inliers.any()
+        else:
+            assert center.item() == want_center.item(), (len(values), int(mask.sum()))
 
 
 def test_aligner_fixes_the_scale_and_measures_on_held_out_pixels(scene):
@@ -224,6 +276,22 @@ def test_lidar_reference_through_a_tf_chain_equals_the_direct_projection(scene):
     expected = project_to_depth(points_cam, (H, W), K, None, "plumb_bob", 0.1, 80.0)
     np.testing.assert_allclose(sparse, expected, atol=1e-4)
     assert (sparse > 0).sum() > 2000
+
+
+def test_cloud_points_drops_points_with_a_nan_or_inf_coordinate_in_any_layout():
+    points = np.arange(30, dtype=np.float32).reshape(10, 3)
+    points[2, 0], points[5, 2], points[7, 1] = np.nan, np.inf, -np.inf
+    kept = np.delete(points, [2, 5, 7], axis=0)
+    np.testing.assert_array_equal(cloud_points(_cloud_msg(points, "lidar", 1), np.float32), kept)
+    finite = _cloud_msg(kept, "lidar", 1)
+    np.testing.assert_array_equal(cloud_points(finite), kept.astype(np.float64))
+    # z, y, x as float64 in a 32-byte point: the general path
+    wide = np.zeros((10, 4), np.float64)
+    wide[:, 0], wide[:, 1], wide[:, 2] = points[:, 2], points[:, 1], points[:, 0]
+    msg = _cloud_msg(np.zeros((10, 3), np.float32), "lidar", 1, point_step=32)
+    msg.fields = [SimpleNamespace(name=c, offset=8 * i, datatype=8, count=1) for i, c in enumerate("zyx")]
+    msg.data = wide.tobytes()
+    np.testing.assert_array_equal(cloud_points(msg, np.float32), kept)
 
 
 def test_reference_pairing_and_refusals(scene):
