@@ -182,8 +182,9 @@ class TemporalFusion:
         if slot not in self._held:
             self._held[slot] = (torch.zeros_like(depth), torch.zeros_like(depth))
         held_depth, held_weight = self._held[slot]
-        held_depth.copy_(torch.where(valid, depth, torch.zeros_like(depth)))
-        held_weight.copy_(torch.where(valid, weight, torch.zeros_like(weight)))
+        none = torch.zeros((), dtype=depth.dtype, device=depth.device)
+        torch.where(valid, depth, none, out=held_depth)  # written in place, no copy
+        torch.where(valid, weight, none, out=held_weight)
         return torch.where(valid, weight / self.max_frames, torch.zeros_like(weight))
 
     def remember(self, shape: Tuple[int, int], intrinsics: Intrinsics, pose: Optional[np.ndarray],
