@@ -315,7 +315,7 @@ class StaticShapeBackend(Backend):
             with program.lock:
                 program.inputs[0][:n].copy_(chunk)
                 outputs.append(program.run()[:n].clone())
-        return torch.cat(outputs)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # one chunk: no second copy
 
     # ------------------------------------------------------------------ frames of one size
     def infer(self, frames: Sequence[np.ndarray], output_size: Size, scales: Optional[Sequence[float]]) -> Tensor:
@@ -334,7 +334,7 @@ class StaticShapeBackend(Backend):
                 self._load(program, chunk)
                 program.inputs[1][:n].copy_(torch.tensor(values[start:start + n]), non_blocking=True)
                 outputs.append(program.run()[:n].clone())
-        return torch.cat(outputs)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # one chunk: no second copy
 
     def _frame_path(self, output_size: Size, model: Callable[[Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
         def run(frames: Tensor, scales: Tensor) -> Tensor:
