@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -335,7 +336,7 @@ class Trainer:
         self.skipped_epoch += int(skipped_here)
         if empty:  # every line of a process's batch was unusable: all processes pass this step together
             self.step += 1
-            self.scheduler.step()
+            self._schedule_past_skipped_step()
             self._log_step({"loss": float("nan")})
             return float("nan")
         pixels = batch["pixel_values"].to(device, non_blocking=True)
@@ -366,6 +367,13 @@ class Trainer:
         self._log_step({k: float(v.detach()) for k, v in losses.items()})
         return float(loss.detach())
 
+    def _schedule_past_skipped_step(self) -> None:
+        """The schedule moves on over a skipped step, as over a taken one. (Before any optimizer step, torch warns
+        that the schedule's first value is skipped: it is, on purpose; the step's own log line says why.)"""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.scheduler.step()
+
     def _skip_nonfinite(self, what: str, losses: Dict[str, torch.Tensor]) -> float:
         """A NaN/Inf loss or gradient: the step is skipped (no weight, BatchNorm statistic, EMA or optimizer change;
         the schedule moves on), reported with its step number and counted; ``max_nonfinite_steps`` in a row stop the
@@ -379,7 +387,7 @@ class Trainer:
             for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before, strict=False):
                 buffer.copy_(saved)
         self.step += 1
-        self.scheduler.step()
+        self._schedule_past_skipped_step()
         self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
                         "skipped": f"non-finite {what}"})
         limit = int(self.config.max_nonfinite_steps)
