@@ -6,7 +6,7 @@ captured. Here each frame signature (size, outputs wanted, camera model, the cam
 reference's buffer capacity, whether the fusion carries its history, the settings) gets static input buffers: the
 model's depth, the stamp, the reference's points and their move, the fusion's motion, the frame for a coloured
 cloud. A frame's values are copied into them; the signature's first frame runs eagerly on them (every constant made,
-every buffer allocated), the second is captured and replayed, the ones after are replayed: one launch for the ~750
+every buffer allocated), the second is captured and replayed, the ones after are replayed: one launch for the ~780
 ops of scale alignment, fusion, confidence and every output. Programs are per frame, not per batch: which cameras
 share a batch changes from batch to batch, a camera's setup does not (identical cameras in one batch get a program
 each). The outputs are the graph's own tensors, overwritten by the next replay: the pipeline downloads them at once.
