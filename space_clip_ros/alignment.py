@@ -119,17 +119,16 @@ def masked_median(values: Tensor, mask: Tensor) -> Tensor:
     return _middle(*masked_sort(values, mask))
 
 
-def run_median_deviation(ordered: Tensor, start: Tensor, count: Tensor, center: Tensor) -> Tensor:
-    """The median (lower middle) of ``|x - center|`` over the sorted run ``ordered[start:start + count]``, without
-    sorting again: the m = (count + 1) // 2 smallest deviations are a run of m neighbours in sorted order (the
-    deviation falls, then rises), and a run's largest deviation is at one of its ends, so the median is the
-    smallest over the runs of m of their ends' larger deviation, exactly a value of ``|x - center|``. NaN for an
-    empty run."""
+def run_median_deviation(deviation: Tensor, positions: Tensor, start: Tensor, count: Tensor) -> Tensor:
+    """The median (lower middle) of ``deviation`` = ``|x - center|`` of sorted values x over their run
+    ``[start, start + count)``, without sorting again: the m = (count + 1) // 2 smallest deviations are a run of m
+    neighbours (the deviation falls, then rises), and a run's largest deviation is at one of its ends, so the median
+    is the smallest over the runs of m of their ends' larger deviation, exactly one of the deviations. ``positions``:
+    ``arange(len(deviation))`` on its device. NaN for an empty run."""
     m = (count - 1).clamp(min=0) // 2 + 1
-    first = torch.arange(ordered.shape[0], device=ordered.device)
-    last = (first + m - 1).clamp(max=ordered.shape[0] - 1)
-    widest = torch.maximum((ordered - center).abs(), (ordered.gather(0, last) - center).abs())
-    inside = (first >= start) & (first + m <= start + count)
+    last = (positions + m - 1).clamp(max=deviation.shape[0] - 1)
+    widest = torch.maximum(deviation, deviation.gather(0, last))
+    inside = (positions >= start) & (positions + m <= start + count)
     smallest = torch.where(inside, widest, torch.full_like(widest, math.inf)).amin()
     return torch.where(count > 0, smallest, torch.full_like(smallest, math.nan))
 
@@ -146,16 +145,17 @@ def robust_log_scale_static(log_ratio: Tensor, valid: Tensor) -> Tuple[Tensor, T
     One sort: each band's inliers are a run of the sorted values, whose deviations' median
     :func:`run_median_deviation` finds there."""
     ordered, count = masked_sort(log_ratio, valid)
+    positions = torch.arange(ordered.shape[0], device=ordered.device)
     start = torch.zeros_like(count)
     center = _middle(ordered, count)
     inliers = valid
     for step in range(2):
-        mad = run_median_deviation(ordered, start, count, center) * 1.4826
+        deviation = (ordered - center).abs()  # in sorted order
+        mad = run_median_deviation(deviation, positions, start, count) * 1.4826
         band = torch.clamp(mad * OUTLIER_MADS, min=MIN_LOG_BAND)
         inliers = valid & ((log_ratio - center).abs() <= band)
         if step == 0:  # the same inliers in sorted order: a run (the deviation falls, then rises)
-            run = (torch.arange(ordered.shape[0], device=ordered.device) < count) \
-                & ((ordered - center).abs() <= band)
+            run = (positions < count) & (deviation <= band)
             start, count = run.to(torch.uint8).argmax(), run.sum()
         center = masked_mean(log_ratio, inliers)
     return center, inliers
