@@ -39,8 +39,6 @@ def cloud_points(msg: Any, dtype=np.float64) -> np.ndarray:
     check_cloud(msg)
     fields = {f.name: f for f in msg.fields}
     order = ">" if msg.is_bigendian else "<"
-    layout = np.dtype({"names": list("xyz"), "formats": [order + FIELD_TYPES[fields[n].datatype] for n in "xyz"],
-                       "offsets": [fields[n].offset for n in "xyz"], "itemsize": int(msg.point_step)})
     count = int(msg.width) * int(msg.height)
     data = message_bytes(msg.data)
     rows = data[: msg.row_step * msg.height].reshape(msg.height, msg.row_step)[:, : msg.point_step * msg.width]
@@ -50,6 +48,8 @@ def cloud_points(msg: Any, dtype=np.float64) -> np.ndarray:
         floats = np.ascontiguousarray(rows).view(order + "f4").reshape(count, msg.point_step // 4)
         xyz = floats[:, offsets[0] // 4:offsets[0] // 4 + 3].astype(dtype)
     else:
+        layout = np.dtype({"names": list("xyz"), "formats": [order + FIELD_TYPES[fields[n].datatype] for n in "xyz"],
+                           "offsets": offsets, "itemsize": int(msg.point_step)})
         points = np.ascontiguousarray(rows).view(layout).reshape(count)
         xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(dtype)
     if np.isfinite(xyz).all():  # the usual case, checked fast (a sum along rows is ten times slower)

@@ -209,16 +209,16 @@ def reference_cloud(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
 
 def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
     """Give ``request`` (a FrameRequest at ``request.stamp_ns``) what the camera's alignment and fusion need: the
-    sparse reference depth at the output size (or the reason there is none, also counted as
-    ``unaligned.<reason>``), on ``device``, and the camera's pose in ``odom_frame`` (or None, the reason in
-    ``camera.pose_problem``)."""
+    reference points and their move into the camera (:func:`reference_cloud`, projected in the frame's path; or the
+    reason there is none, also counted as ``unaligned.<reason>``), on ``device``, and the camera's pose in
+    ``odom_frame`` (or None, the reason in ``camera.pose_problem``)."""
     stamp = request.stamp_ns
-    model = request.model.resized(request.size[1], request.size[0]) if request.model is not None else None
+    no_model = request.model is None  # no camera_info: nothing can be projected or carried
     if camera.aligner is not None:
         camera.aligner.configure(**settings.alignment())
         request.aligner = camera.aligner
         try:
-            if model is None:
+            if no_model:
                 raise ReferenceRefused("no_camera_info", "no camera_info: the reference cannot be projected")
             # Projected in the frame's path (the image taken as rectified, as the node's own back-projection).
             request.reference = reference_cloud(camera.reference, tree, frame_id, stamp,
@@ -227,7 +227,7 @@ def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: T
         except ReferenceRefused as refused:
             request.reference_reason = f"{refused.reason}: {refused}"
             camera.stats.count(f"unaligned.{refused.reason}")
-    if camera.fusion is not None and model is None:
+    if camera.fusion is not None and no_model:
         camera.pose_problem = "no camera_info: depth not fused"
     elif camera.fusion is not None:
         camera.fusion.configure(**settings.fusion())
