@@ -96,7 +96,7 @@ def accuracy(depth, intrinsics, outliers, seed=0):
     import torch
 
     from space_clip_ros.alignment import ScaleAligner, holdout_mask
-    from space_clip_ros.node.reference import ReferenceQueue, reference_depth
+    from space_clip_ros.node.reference import ReferenceQueue, reference_cloud
 
     tree, velo_from_camera = rig()
     points = lidar_scan(depth, intrinsics, seed)
@@ -107,12 +107,11 @@ def accuracy(depth, intrinsics, outliers, seed=0):
     velo = points @ velo_from_camera[:3, :3].T + velo_from_camera[:3, 3]
     queue = ReferenceQueue("points")
     queue.add(cloud_message(velo, "velodyne", 1_000_000_000))
-    fx, fy, cx, cy = intrinsics
-    k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    pixels, values = reference_depth(queue, tree, "camera_optical", 1_000_000_000, depth.shape, k, None, "plumb_bob",
-                                     50_000_000, "", 0.1, 80.0)
+    pixels, values = reference_cloud(queue, tree, "camera_optical", 1_000_000_000, 50_000_000, "", 0.1).project(
+        depth.shape, intrinsics, 0.1, 80.0)  # as the node's path: one row per point, depth 0 where it lost
+    nearest = (values > 0).numpy()
     sparse = np.zeros(depth.size, np.float32)
-    sparse[pixels.numpy()] = values.numpy()
+    sparse[pixels.numpy()[nearest]] = values.numpy()[nearest]
     sparse = sparse.reshape(depth.shape)
     noise = 1 + rng.normal(0, 0.05, depth.shape)
     model = torch.from_numpy(np.where(depth > 0, depth / TRUE_SCALE * noise, 100.0).astype(np.float32))

@@ -21,7 +21,7 @@ from space_clip_ros.alignment import (
 )
 from space_clip_ros.geometry import project_to_depth
 from space_clip_ros.node.range_data import cloud_points
-from space_clip_ros.node.reference import ReferenceQueue, ReferenceRefused, check_cloud, reference_depth
+from space_clip_ros.node.reference import ReferenceQueue, ReferenceRefused, check_cloud, reference_cloud
 from space_clip_ros.synthetic import render_scene
 from space_clip_ros.temporal import confidence, warp_depth
 from space_clip_ros.tf_tree import TfTree, matrix_quaternion
@@ -37,11 +37,15 @@ def scene():
     return depth  # metres, 0 = none (sky)
 
 
-def _dense(pairs, size=(H, W)):
-    """The (H, W) image (0 = none) of a sparse reference's (flat pixel indices, depths)."""
-    out = np.zeros(size[0] * size[1], np.float32)
-    out[pairs[0].numpy()] = pairs[1].numpy()
-    return out.reshape(size)
+def _reference(queue, tree, stamp, max_dt_ns, odom_frame=""):
+    """The camera's reference at ``stamp`` as the node's path makes it (points uploaded, moved and projected with
+    a z-buffer), as an (H, W) depth image, 0 = none."""
+    pixels, depths = reference_cloud(queue, tree, "camera_optical", stamp, max_dt_ns, odom_frame, 0.1).project(
+        (H, W), K4, 0.1, 80.0)
+    keep = (depths > 0).numpy()  # rows that are no pixel's nearest point have depth 0
+    out = np.zeros(H * W, np.float32)
+    out[pixels.numpy()[keep]] = depths.numpy()[keep]
+    return out.reshape(H, W)
 
 
 def _sparse_reference(depth, share=0.3, seed=0):
@@ -271,8 +275,7 @@ def test_lidar_reference_through_a_tf_chain_equals_the_direct_projection(scene):
     points_lidar = points_cam @ lidar_from_camera[:3, :3].T + lidar_from_camera[:3, 3]
     queue = ReferenceQueue("points")
     queue.add(_cloud_msg(points_lidar, "lidar", 5_000_000_000))
-    sparse = _dense(reference_depth(queue, tree, "camera_optical", 5_020_000_000, (H, W), K, None, "plumb_bob",
-                                    50_000_000, "odom", 0.1, 80.0))
+    sparse = _reference(queue, tree, 5_020_000_000, 50_000_000, "odom")
     expected = project_to_depth(points_cam, (H, W), K, None, "plumb_bob", 0.1, 80.0)
     np.testing.assert_allclose(sparse, expected, atol=1e-4)
     assert (sparse > 0).sum() > 2000
@@ -310,8 +313,7 @@ def test_reference_pairing_and_refusals(scene):
     nan_cloud = _cloud_msg(np.full((50, 3), np.nan, np.float32), "lidar", 6_000_000_000)
     queue.add(nan_cloud)  # all-NaN clouds pass the cheap checks and are refused when used
     with pytest.raises(ReferenceRefused) as nan:
-        reference_depth(queue, tree, "camera_optical", 6_000_000_000, (H, W), K, None, "plumb_bob", 50_000_000,
-                        "", 0.1, 80.0)
+        _reference(queue, tree, 6_000_000_000, 50_000_000)
     assert nan.value.reason == "reference_empty"
     empty = _cloud_msg(np.zeros((0, 3), np.float32), "lidar", 1)
     huge = _cloud_msg(np.zeros((1, 3), np.float32), "lidar", 1)
@@ -327,8 +329,7 @@ def test_reference_pairing_and_refusals(scene):
         assert refused.value.reason == reason
     queue.add(_cloud_msg(np.ones((10, 3), np.float32), "elsewhere", 7_000_000_000))
     with pytest.raises(ReferenceRefused) as no_tf:
-        reference_depth(queue, tree, "camera_optical", 7_000_000_000, (H, W), K, None, "plumb_bob", 50_000_000,
-                        "", 0.1, 80.0)
+        _reference(queue, tree, 7_000_000_000, 50_000_000)
     assert no_tf.value.reason == "reference_no_tf" and "no tf path" in str(no_tf.value)
 
 
@@ -351,11 +352,10 @@ def test_rgbd_reference_from_another_viewpoint(scene):
     queue = ReferenceQueue("depth")
     queue.add(image)
     with pytest.raises(ReferenceRefused) as no_info:
-        reference_depth(queue, tree, "camera_optical", ns, (H, W), K, None, "plumb_bob", 50_000_000, "", 0.1, 80.0)
+        _reference(queue, tree, ns, 50_000_000)
     assert no_info.value.reason == "reference_no_camera_info"
     queue.add_info(info)
-    sparse = _dense(reference_depth(queue, tree, "camera_optical", ns, (H, W), K, None, "plumb_bob", 50_000_000, "",
-                                    0.1, 80.0))
+    sparse = _reference(queue, tree, ns, 50_000_000)
     both = (sparse > 0) & (seen > 0) & (seen < 30)
     assert both.sum() > 0.5 * (seen > 0).sum()
     assert np.median(np.abs(sparse[both] / seen[both] - 1)) < 0.02
@@ -372,11 +372,9 @@ def test_moving_robot_reference_goes_through_the_odom_frame():
     wall = np.stack([np.full(400, 10.0), np.linspace(-2, 2, 400), np.zeros(400)], axis=1)  # 10 m ahead (x)
     queue = ReferenceQueue("points")
     queue.add(_cloud_msg(wall.astype(np.float32), "lidar", 500_000_000))
-    sparse = _dense(reference_depth(queue, tree, "camera_optical", 550_000_000, (H, W), K, None, "plumb_bob",
-                                    100_000_000, "odom", 0.1, 80.0))
+    sparse = _reference(queue, tree, 550_000_000, 100_000_000, "odom")
     assert np.median(sparse[sparse > 0]) == pytest.approx(9.95, abs=1e-4)
-    static_path = _dense(reference_depth(queue, tree, "camera_optical", 550_000_000, (H, W), K, None, "plumb_bob",
-                                         100_000_000, "", 0.1, 80.0))
+    static_path = _reference(queue, tree, 550_000_000, 100_000_000)
     assert np.median(static_path[static_path > 0]) == pytest.approx(10.0, abs=1e-4)
 
 

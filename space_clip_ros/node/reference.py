@@ -1,8 +1,9 @@
 """One camera's range reference for scale alignment, without ROS: the recent reference messages (a PointCloud2, or a
 depth Image with its camera_info), the one paired with an image by stamp (within ``scale_max_dt``), its points moved
 into the camera's optical frame through tf (at the image's stamp and the reference's, through ``odom_frame`` while
-the robot moves) and projected into the image at the output size with the code space-clip-bag2dataset uses
-(:func:`space_clip_ros.geometry.project_points`, on the model's device). Messages are read duck-typed.
+the robot moves), uploaded (:func:`reference_cloud`) and projected into the image at the output size in the
+frame's path on the model's device (:func:`space_clip_ros.geometry.project_points_static`: the same pixels as the
+host projection space-clip-bag2dataset uses). Messages are read duck-typed.
 
 Broken messages are refused when they arrive (:class:`ReferenceRefused`; the node counts them by reason);
 a frame without a usable reference gets its reason (``scale_reason`` in diagnostics) and the held scale.
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Deque, NamedTuple, Optional, Tuple
+from typing import Any, Deque, NamedTuple, Tuple
 
 import numpy as np
 
-from ..geometry import capacity_bucket, project_points, project_points_static
+from ..geometry import capacity_bucket, project_points_static
 from ..stamps import format_ns, stamp_ns
 from ..tf_tree import TfError, TfTree
 from . import range_data
@@ -146,28 +147,6 @@ def _moved(planes: Any, to_camera: Any) -> Any:
     return torch.addmm(to_camera[:3, 3:], to_camera[:3, :3], planes).T
 
 
-def _upload_move(to_camera: np.ndarray, device: Any) -> Any:
-    import torch
-
-    return torch.from_numpy(to_camera.astype(np.float32)).to(device, non_blocking=True)
-
-
-def reference_depth(queue: ReferenceQueue, tree: TfTree, camera_frame: str, image_stamp: int,
-                    size: Tuple[int, int], k: np.ndarray, d: Optional[np.ndarray], distortion_model: str,
-                    max_dt_ns: int, odom_frame: str, min_depth: float, max_depth: float,
-                    device: Any = "cpu") -> Tuple[Any, Any]:
-    """The camera's reference at ``image_stamp`` as a sparse depth image (flat pixel indices, depths; float32 on
-    ``device``), projected with the camera model (``k``, ``d`` at the output ``size``). The points move into
-    ``camera_frame`` through tf: at the reference's stamp, and through ``odom_frame`` to the camera at the image's
-    stamp when the path between the two frames moves. Raises :class:`ReferenceRefused`."""
-    import torch
-
-    points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
-    moved = _moved(torch.from_numpy(np.ascontiguousarray(points.T)).to(device, non_blocking=True),
-                   _upload_move(to_camera, device))
-    return project_points(moved, size, k, d, distortion_model, min_depth, max_depth)
-
-
 class ReferenceCloud(NamedTuple):
     """A frame's reference points on the device, before their projection: ``planes`` (4, C) float32 x, y, z and
     valid (1 or 0) in a buffer of power-of-two capacity C, in the reference's frame; ``to_camera`` (4, 4) float32,
@@ -189,8 +168,9 @@ def reference_cloud(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
                     odom_frame: str, min_depth: float, device: Any = "cpu") -> ReferenceCloud:
     """The camera's reference at ``image_stamp`` for the node's frame path, uploaded: its points (those not behind
     the camera) in a buffer of fixed capacity (the next power of two,
-    :func:`~space_clip_ros.geometry.capacity_bucket`) and their move into ``camera_frame`` (see
-    :func:`reference_depth`). Raises :class:`ReferenceRefused`."""
+    :func:`~space_clip_ros.geometry.capacity_bucket`) and their move into ``camera_frame``: through tf at the
+    reference's stamp, and through ``odom_frame`` to the camera at the image's stamp when the path between the two
+    frames moves. Raises :class:`ReferenceRefused`."""
     import torch
 
     points, to_camera = _reference_in_camera(queue, tree, camera_frame, image_stamp, max_dt_ns, odom_frame)
@@ -204,7 +184,8 @@ def reference_cloud(queue: ReferenceQueue, tree: TfTree, camera_frame: str, imag
     buffer = np.zeros((4, capacity_bucket(n)), np.float32)  # planes x, y, z, valid
     buffer[:3, :n] = points.T
     buffer[3, :n] = 1.0
-    return ReferenceCloud(torch.from_numpy(buffer).to(device, non_blocking=True), _upload_move(to_camera, device))
+    move = torch.from_numpy(to_camera.astype(np.float32))
+    return ReferenceCloud(torch.from_numpy(buffer).to(device, non_blocking=True), move.to(device, non_blocking=True))
 
 
 def prepare_frame(request: Any, device: Any, camera: Any, settings: Any, tree: TfTree, frame_id: str) -> None:
