@@ -119,8 +119,6 @@ def crop_mask(size: Tuple[int, int], crop: str) -> Optional[np.ndarray]:
     return mask
 
 
-
-
 class KittiDepth(DepthDataset):
     """The lines of a KITTI list that have annotated depth: images under the raw root, depth under the annotated
     root (or its train/, val/ folders); evaluation input at 352x704 as the authors feed it."""
