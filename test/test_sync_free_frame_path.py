@@ -30,9 +30,10 @@ def pipeline(checkpoint):
     return FramePipeline(DepthEstimator(str(checkpoint), device="cpu", backend="eager"))
 
 
-def _lidar(depth, share=0.2, seed=0):
-    """Points of a sparse share of the scene's pixels, in the camera frame, padded to a capacity bucket."""
-    fx, fy, cx, cy = K4
+def _lidar(depth, share=0.2, seed=0, k=K4):
+    """Points of a sparse share of the scene's pixels (intrinsics ``k``), in the camera frame, padded to a capacity
+    bucket."""
+    fx, fy, cx, cy = k
     rng = np.random.default_rng(seed)
     v, u = np.nonzero((depth > 0) & (rng.random(depth.shape) < share))
     z = depth[v, u]

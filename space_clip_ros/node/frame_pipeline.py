@@ -359,8 +359,7 @@ def remember(frames: Sequence[FrameRequest], models: Sequence[Optional[CameraMod
 
 def download(batches: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, np.ndarray]]:
     """Every tensor of every frame (names starting with ``_`` left on the device) as numpy arrays, in one
-    device-to-host transfer: packed as bytes into one buffer on the device, copied into pinned host memory once,
-    and cut into arrays of their dtypes and shapes there. CPU tensors are returned as they are (no copy)."""
+    device-to-host transfer (:func:`transfer`). CPU tensors are returned as they are (no copy)."""
     wanted = [(i, name, t) for i, tensors in enumerate(batches) for name, t in tensors.items()
               if not name.startswith("_")]  # "_" names: kept for a second pass, never sent
     out: List[Dict[str, np.ndarray]] = [{} for _ in batches]
@@ -368,15 +367,45 @@ def download(batches: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, np.nd
     for i, name, t in wanted:
         if t.device.type == "cpu":
             out[i][name] = t.numpy()
-    if not on_device:
-        return out
-    flat = [t.contiguous().reshape(-1).view(torch.uint8) for _, _, t in on_device]
-    packed = torch.cat(flat)
-    host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(packed)  # the one transfer (and the one wait for the device)
-    offset = 0
-    for (i, name, t), part in zip(on_device, flat, strict=True):
-        size = part.numel()
-        out[i][name] = host[offset:offset + size].view(t.dtype).reshape(t.shape).numpy()
-        offset += size
+    if on_device:
+        for (i, name, _), array in zip(on_device, transfer([t for _, _, t in on_device]), strict=True):
+            out[i][name] = array
     return out
+
+
+#: Where each tensor starts in the packed bytes: a multiple of this (a host view of any dtype needs its offset to be
+#: a multiple of the dtype's size; 16 also keeps every part on a vector boundary).
+PACK_ALIGN = 16
+
+
+def pack_offsets(tensors: Sequence[torch.Tensor]) -> Tuple[List[int], int]:
+    """The byte offset of each tensor in the packed buffer (each a multiple of :data:`PACK_ALIGN`) and its size."""
+    offsets, end = [], 0
+    for tensor in tensors:
+        start = -(-end // PACK_ALIGN) * PACK_ALIGN
+        offsets.append(start)
+        end = start + tensor.numel() * tensor.element_size()
+    return offsets, end
+
+
+def transfer(tensors: Sequence[torch.Tensor]) -> List[np.ndarray]:
+    """``tensors`` (all on one device) as numpy arrays of their dtypes and shapes, in one copy: packed as bytes into
+    one buffer on their device (one ``cat``, aligned by :func:`pack_offsets`), copied into host memory once (pinned
+    on CUDA: the one wait for the device) and cut there. The GPU's download and the CPU tests run this same code."""
+    if not tensors:
+        return []
+    device = tensors[0].device
+    offsets, total = pack_offsets(tensors)
+    parts: List[torch.Tensor] = []
+    end = 0
+    for tensor, offset in zip(tensors, offsets, strict=True):
+        if offset > end:  # padding up to the aligned offset: uninitialised bytes, never read
+            parts.append(torch.empty(offset - end, dtype=torch.uint8, device=device))
+        flat = tensor.contiguous().reshape(-1).view(torch.uint8)
+        parts.append(flat)
+        end = offset + flat.numel()
+    packed = torch.cat(parts) if len(parts) > 1 else parts[0]
+    host = torch.empty(total, dtype=torch.uint8, pin_memory=device.type == "cuda")
+    host.copy_(packed)  # the one transfer (and the one wait for the device)
+    return [host[offset:offset + t.numel() * t.element_size()].view(t.dtype).reshape(t.shape).numpy()
+            for t, offset in zip(tensors, offsets, strict=True)]
