@@ -10,7 +10,6 @@ torch inductor in :func:`compile_cache_folder`, so a second start compiles in se
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from ..model import SpaceClip
 from .base import LOG, Backend, BackendUnavailableError, user_cache_folder
+from .capture import CaptureError, ThreadStreams, capture_graph, cudnn_benchmark
 from .processing import Size, to_output, to_pixel_values
 
 #: How a static backend compiles: as written, before the first run, or on a worker while the uncompiled one serves.
@@ -65,23 +65,6 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
-#: One CUDA graph capture at a time in the process (the model's programs, the background compiler's, the node's
-#: per-frame path: space_clip_ros.node.frame_graphs).
-CAPTURE_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def cudnn_benchmark():
-    """cuDNN's benchmark mode while a program is warmed and captured (static shapes: the fastest convolution is
-    picked once and baked into the graph), and the process's own setting again afterwards."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
 class _Program:
     """Static input buffers, a function of them, and its output: captured as a CUDA graph, or run as it is."""
 
@@ -94,6 +77,7 @@ class _Program:
         self.graph: Optional[Any] = None
         self.output: Optional[Tensor] = None
         self.compiled = compiled
+        self.capture_error: Optional[str] = None  # why this program runs uncaptured (CUDA graphs), if it does
         self.recipe = recipe  # how to make it again (compiled, by the background compiler)
         #: Held while the program runs and its output is copied out (a swap never frees a graph mid-replay).
         self.lock = threading.Lock()
@@ -186,14 +170,20 @@ class StaticShapeBackend(Backend):
 
     def programs(self) -> List[str]:
         """The programs held (each a captured graph on CUDA), least recently used first, for diagnostics:
-        ``b8 1242x375->1242x375`` (a batch of 8 such frames) or ``b8 pixels``."""
-        return [f"b{key[1]} {key[3]}x{key[2]}->{key[4][1]}x{key[4][0]}" if key[0] == "frames" else f"b{key[1]} pixels"
-                for key in self.program_keys()]
+        ``b8 1242x375->1242x375`` (a batch of 8 such frames) or ``b8 pixels``, with ``(uncaptured: why)`` after
+        one whose CUDA graph capture failed."""
+        with self._lock:
+            held = list(self._programs.items())
+        return [(f"b{key[1]} {key[3]}x{key[2]}->{key[4][1]}x{key[4][0]}" if key[0] == "frames" else f"b{key[1]} pixels")
+                + (f" (uncaptured: {program.capture_error})" if program.capture_error else "")
+                for key, program in held]
 
     # ------------------------------------------------------------------ compilation
     def _compiled_model(self) -> Callable[[Tensor], Tensor]:
         if self._compiled_fn is None:
-            self._compiled_fn = torch.compile(self.model, backend=self.compile_backend)
+            # dynamic=False: every bucket and size is a program of its own with static shapes (automatic dynamic
+            # shapes would recompile the second bucket as one generic program for all of them).
+            self._compiled_fn = torch.compile(self.model, backend=self.compile_backend, dynamic=False)
         return self._compiled_fn
 
     def _model_fn(self, compiled: bool) -> Callable[[Tensor], Tensor]:
@@ -362,20 +352,31 @@ class CudaGraphBackend(StaticShapeBackend):
         super().__init__(model, device, dtype, compile=compile, max_programs=max_programs,
                          compile_backend=compile_backend)
         self._pool = torch.cuda.graph_pool_handle()
+        #: One warm-up and capture stream per building thread (serving, background compiler), never shared.
+        self._streams = ThreadStreams(device)
 
     def _build(self, program: _Program) -> None:
+        """Warm the program up and capture it on this thread's own stream; a failed capture leaves nothing behind
+        (:func:`~.capture.capture_graph`) and raises, so the caller serves the frame its other way."""
+        stream = self._streams.get()
         with torch.cuda.device(self.device), cudnn_benchmark():
-            self._warm(program)
-            graph = torch.cuda.CUDAGraph()
-            with CAPTURE_LOCK, torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                program.output = program.fn(*program.inputs)
-            program.graph = graph
+            self._warm(program, stream)
 
-    def _warm(self, program: _Program) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
+            def run() -> None:
+                program.output = program.fn(*program.inputs)
+
+            try:
+                program.graph, _ = capture_graph(run, self.device, stream, pool=self._pool)
+            except CaptureError as error:  # the program serves uncaptured; nothing of the capture is left behind
+                program.graph, program.output = None, None
+                program.capture_error = failure_reason(error)
+                LOG.warning("capturing a program of the model failed (%s): it runs uncaptured",
+                            program.capture_error)
+
+    def _warm(self, program: _Program, stream: Any) -> None:
+        stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(self.warmup_runs):
                 program.fn(*program.inputs)
         stream.synchronize()  # this stream only: a background warm-up never waits for the frames being served
-        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.current_stream(self.device).wait_stream(stream)

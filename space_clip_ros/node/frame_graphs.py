@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -74,29 +75,54 @@ class KeepState(TorchDispatchMode):
             tensor.copy_(before)
 
 
+class CapturedInputs(TorchDispatchMode):
+    """Collects into ``held`` every tensor an op of the code reads or writes that existed before the code ran (not
+    made by one of its ops): what a CUDA graph captured from that code reads and writes by address, and so must
+    outlive it. A camera's caches may drop or replace such a tensor (scan indices, the fusion's rays) while the
+    program lives; held here, its memory is never given to anything else while the graph may still read it."""
+
+    def __init__(self, held: Dict[int, torch.Tensor]) -> None:
+        super().__init__()
+        self.held = held
+        self._made: Dict[int, "weakref.ref[torch.Tensor]"] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for tensor in tree_flatten((args, kwargs))[0]:
+            if isinstance(tensor, torch.Tensor) and id(tensor) not in self.held:
+                made = self._made.get(id(tensor))
+                if made is None or made() is not tensor:
+                    self.held[id(tensor)] = tensor
+        out = func(*args, **kwargs)
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                self._made[id(tensor)] = weakref.ref(tensor)
+        return out
+
+
 #: Eager runs on the capture's stream before a capture, with the state kept: kernels, workspaces and cuDNN's
 #: choices initialised on that stream outside the graph.
 WARMUP_RUNS = 2
 
 
 def cuda_graph(device: Any = "cuda") -> Capture:
-    """Captures on ``device`` as CUDA graphs (each in a memory pool of its own), on one side stream warmed up first,
-    in thread-local mode, one capture at a time in the process."""
-    from ..inference.static import CAPTURE_LOCK, cudnn_benchmark
+    """Captures on ``device`` as CUDA graphs (each in a memory pool of its own), on a stream of this pipeline's own
+    per thread, warmed up there first, in thread-local mode, one capture at a time in the process. A failed capture
+    leaves nothing behind (:func:`~space_clip_ros.inference.capture.capture_graph`) and raises."""
+    from ..inference.capture import ThreadStreams, capture_graph, cudnn_benchmark
 
     device = torch.device(device)
-    stream = torch.cuda.Stream(device=device)
+    streams = ThreadStreams(device)
 
     def capture(fn: Callable[[], Any]) -> Tuple[Callable[[], None], Any]:
-        graph = torch.cuda.CUDAGraph()
+        stream = streams.get()
         with torch.cuda.device(device), cudnn_benchmark():
             stream.wait_stream(torch.cuda.current_stream(device))  # the inputs were copied on the current stream
             with torch.cuda.stream(stream), KeepState():
                 for _ in range(WARMUP_RUNS):
                     fn()
             stream.synchronize()
-            with CAPTURE_LOCK, torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
-                outputs = fn()
+            graph, outputs = capture_graph(fn, device, stream)
             torch.cuda.current_stream(device).wait_stream(stream)
 
         def replay() -> None:
@@ -113,6 +139,7 @@ class _Entry:
     runs: int = 0
     replay: Optional[Callable[[], None]] = None
     outputs: Any = None
+    held: List[torch.Tensor] = dataclasses.field(default_factory=list)  # what the graph reads: alive while it is
 
 
 class FrameGraphs:
@@ -165,8 +192,15 @@ class FrameGraphs:
         if entry.runs == 1:  # a signature's first frame: eagerly, on the buffers (constants, allocations)
             return run()
         if entry.replay is None:
+            held: Dict[int, torch.Tensor] = {}
+
+            def captured_run():
+                with CapturedInputs(held):  # each run anew: what one run made, the next one reads as an input
+                    return run()
+
             try:
-                entry.replay, entry.outputs = self.capture(run)
+                entry.replay, entry.outputs = self.capture(captured_run)
+                entry.held = list(held.values())
             except Exception as error:  # noqa: BLE001 - capture failures are many and driver-specific
                 from ..inference.static import failure_reason
 
