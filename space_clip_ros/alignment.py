@@ -195,10 +195,9 @@ class ScaleTracker:
         self.last_fit_ns: Optional[Tensor] = None  # int64 0-d
         self.has_scale: Optional[Tensor] = None  # bool 0-d
 
-    def reset(self) -> None:
-        self.log_scale = self.last_fit_ns = self.has_scale = None
-
     def _state(self, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+        """The state on ``device``: made once per device and only ever updated in place afterwards (a captured
+        program holds these tensors; a frame on another device is another program)."""
         if self.log_scale is None or self.log_scale.device != device:
             self.log_scale = torch.zeros((), dtype=torch.float64, device=device)
             self.last_fit_ns = torch.zeros((), dtype=torch.int64, device=device)

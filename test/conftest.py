@@ -19,6 +19,21 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="space_
 from helpers import TINY_CHANNELS, make_tiny_config, save_tiny_tower  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _full_precision_on_cuda():
+    """CUDA results are compared with the CPU's and with each other: no TF32 (on by default for convolutions, it
+    rounds to 10 bits of mantissa and would drown a real difference in noise)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.fixture(scope="session")
 def clip_tower(tmp_path_factory) -> Path:
     """A 12-block, 32-wide CLIP vision tower for 64x64 inputs (4x4 patch grid), saved to a folder."""

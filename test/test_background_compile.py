@@ -130,3 +130,28 @@ def test_compile_modes_and_the_persistent_cache_folder(monkeypatch, tmp_path):
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "space_clip_ros" / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # a user's own choice is kept
     assert compile_cache_folder() == tmp_path / "mine"
+
+
+class ShapeRecorder:
+    """A torch.compile backend that records whether each graph it is given has symbolic (dynamic) shapes."""
+
+    def __init__(self) -> None:
+        self.graphs = []
+
+    def __call__(self, graph_module, example_inputs):
+        symbolic = any(isinstance(value, torch.SymInt)
+                       or (isinstance(value, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in value.shape))
+                       for value in example_inputs)
+        self.graphs.append(symbolic)
+        return graph_module.forward
+
+
+def test_each_batch_bucket_compiles_a_static_program(clip_tower):
+    """One compiled model serves buckets 1, 2 and 4: each bucket is its own static graph (torch.compile's automatic
+    dynamic shapes would recompile the second bucket as a generic, symbolic-shape program, slower on every frame)."""
+    compiler = ShapeRecorder()
+    backend = StaticShapeBackend(tiny_model(clip_tower), torch.device("cpu"), torch.float32, compile=True,
+                                 compile_backend=compiler)
+    for n in (1, 2, 3):
+        backend.infer(_frames(n), (48, 80), None)
+    assert len(compiler.graphs) >= 3 and not any(compiler.graphs), compiler.graphs
