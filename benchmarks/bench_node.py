@@ -110,6 +110,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate for the sustained-rate part (Hz)")
     parser.add_argument("--seconds", type=float, default=None, help="length of the sustained-rate part")
     parser.add_argument("--outputs-only", action="store_true", help="only the per-output cost table")
+    parser.add_argument("--subscribe", default="depth,points",
+                        help="outputs to subscribe to: comma-separated names or 'all' (every output the node makes: "
+                             "the node computes only what someone subscribes to)")
     parser.add_argument("--wait-compiled", type=float, default=300.0,
                         help="seconds to wait for the node's background compilation before timing (CUDA)")
     check_io.add_arguments(parser)
@@ -120,6 +123,10 @@ def main() -> int:
         parser.error(f"--cameras takes comma-separated counts, got {args.cameras!r}")
     if not counts or min(counts) < 1 or args.frames < 1:
         parser.error("--cameras and --frames must be positive")
+    outputs_all = ("depth", "info", "points", "colored", "scan", "points_filtered", "confidence")
+    subscribed = outputs_all if args.subscribe == "all" else tuple(args.subscribe.split(","))
+    if not set(subscribed) <= set(outputs_all) or not {"depth", "points"} <= set(subscribed):
+        parser.error(f"--subscribe takes 'all' or names from {outputs_all}, depth and points among them")
 
     import torch
     from bench_inference import full_size_model
@@ -185,7 +192,7 @@ def main() -> int:
                     for name in (names or [""])]
             try:
                 for h in rigs:
-                    h.subscribe_outputs(("depth", "points"))
+                    h.subscribe_outputs(subscribed)
                 for h in rigs:
                     h.wait_for_node(timeout=300)
 
@@ -228,6 +235,9 @@ def main() -> int:
                     stamps = send_all()
                     depth_lat += wait_all(stamps, "depth")
                     points_lat += wait_all(stamps, "points")
+                    for key in subscribed:  # every output of every frame, or the step fails here
+                        wait_all(stamps, key)
+                print(f"{n} camera(s): every frame's {', '.join(subscribed)} received", flush=True)
                 # Sustained: every camera at --rate Hz.
                 seconds = args.seconds or max(5.0, 6 * bare[n] / 1000)
                 before = [len(h.received["depth"]) for h in rigs]

@@ -1,25 +1,29 @@
-"""The GPU check in one short slot: every GPU test and benchmark of the project, each step capped, the whole under a
-deadline, every table printed as it is measured and one summary table last.
+"""The GPU check in one short slot: the verdict on the GPU path first, every step capped, the caps summing within the
+deadline, every table printed as it is measured, and a summary that names each known GPU defect as seen fixed or not.
 
     here:   bash benchmarks/device_wheels.sh          # ROS 2 Jazzy wheels for the GPU machine's Python 3.12 (.whl/)
     there:  run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=540)
     CI:     python benchmarks/device_check.py --dry-run   (each step as far as it goes without CUDA)
 
 Steps, in order (a step that cannot fit in what is left of the deadline is skipped with a line saying so):
-  machine      GPU, driver, torch, CUDA, transformers
-  ros wheels   .whl/ installed into a folder that a generated sitecustomize adds as a site directory, so the
-               wheels' .pth start-up hooks run (a plain --target folder on PYTHONPATH leaves rclpy half set up)
-  start-up     bench_startup.py: first depth and compiled path, cold cache then cached
-  cuda tests   the CUDA tests (pytest -k cuda) against eager fp32, one compile per precision
-  training     bench_train.py: batch 64 at 352x704, trainer bf16/fp32 against a plain fp32 loop, then learning
-  inference    bench_inference.py: eager against the CUDA-graph backends
-  node         bench_node.py: the node over DDS with 1 and 8 cameras (needs rclpy)
-  outputs      bench_node.py --outputs-only: scan, filtered and organized cloud per frame
-  alignment    bench_alignment.py: scale alignment and fusion, accuracy and cost
-All steps share one torch inductor cache, so what the start-up step compiled is a cache hit for the rest.
+  machine         GPU, driver, torch, CUDA, transformers
+  cuda tests      the CUDA tests that compile nothing (pytest -k cuda -m "not compiles"): the path's CUDA graphs
+                  against eager, capture failures, streams, CPU against CUDA
+  frame path      bench_frame_path.py at 1242x375, every output: the replay timed with CUDA events, kernels per
+                  frame counted by the profiler, eager alongside
+  alignment       bench_alignment.py: scale alignment and fusion, accuracy and cost
+  ros wheels      .whl/ installed into a folder that a generated sitecustomize adds as a site directory, so the
+                  wheels' .pth start-up hooks run (a plain --target folder on PYTHONPATH leaves rclpy half set up)
+  node            bench_node.py: the node over DDS with 1 and 8 cameras, every output subscribed
+  start-up        bench_startup.py: first depth and compiled path, cold cache then cached
+  training        bench_train.py: batch 64 at 352x704, trainer bf16/fp32 against a plain fp32 loop
+  compiled tests  the CUDA tests that compile with inductor (pytest -m compiles)
+Opt-in with --only: inference (bench_inference.py, eager against the CUDA-graph backends), outputs (bench_node.py
+--outputs-only). All steps share one torch inductor cache, so what one step compiled is a cache hit for the next.
 
-What comes back in $OUT (at most 8 files): summary.md (the summary table), tables.md (every table, as printed),
-check.log (everything every step printed), results.json (each step's numbers), cuda_tests.xml (JUnit), machine.txt.
+What comes back in $OUT: summary.md (the defects' verdicts and the steps' table), tables.md (every table, as
+printed), check.log (everything every step printed), results.json (each step's numbers), cuda_tests.xml and
+compiled_tests.xml (JUnit), machine.txt.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-CUDA_TEST_FILES = ["test/test_backends.py", "test/test_dense_outputs.py", "test/test_planner_outputs.py",
-                   "test/test_alignment.py", "test/test_export.py", "test/test_estimator.py",
-                   "test/test_sync_free_frame_path.py", "test/test_frame_graphs.py"]
+CUDA_TEST_FILES = ["test/test_capture.py", "test/test_frame_graphs.py", "test/test_sync_free_frame_path.py",
+                   "test/test_backends.py", "test/test_dense_outputs.py", "test/test_planner_outputs.py",
+                   "test/test_alignment.py", "test/test_export.py", "test/test_estimator.py"]
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Step:
     argv: Callable[["Check"], List[str]]
     json: bool = True  # the step writes --json
     needs: Optional[Callable[["Check"], Optional[str]]] = None  # a reason to skip, or None
+    default: bool = True  # run without --only (False: opt-in)
 
 
 @dataclass
@@ -65,29 +70,58 @@ class Outcome:
     output: List[str] = field(default_factory=list)  # what the step printed
 
 
+def pytest_step(name: str, marker: str, cap: float, minimum: float) -> Step:
+    py = [sys.executable]
+    xml = name.replace(" ", "_") + ".xml"
+    return Step(name, cap, minimum, lambda c: py + [
+        "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-k", "cuda", "-m", marker,
+        f"--junitxml={c.out / xml}"] + CUDA_TEST_FILES + (["--collect-only"] if c.dry_run else []), json=False)
+
+
+#: Seconds the machine and ros wheels steps take at most (not capped: a probe and a pip install).
+FIXED_S = 40
+
+
 def python_steps() -> List[Step]:
+    """The steps after the machine, in order; their caps and FIXED_S sum within the default deadline."""
     py = [sys.executable]
     return [
-        Step("start-up", 150, 40, lambda c: py + ["benchmarks/bench_startup.py", "--device", "cuda",
-                                                  "--wait", "120"]),
-        Step("cuda tests", 180, 60, lambda c: py + ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-k", "cuda",
-                                                    f"--junitxml={c.out / 'cuda_tests.xml'}"] + CUDA_TEST_FILES
-             + (["--collect-only"] if c.dry_run else []), json=False),
-        Step("training", 120, 45, lambda c: py + ["benchmarks/bench_train.py", "--device", "cuda", "--batch", "64",
-                                                  "--steps", "6", "--learn-steps", "300"]),
+        pytest_step("cuda tests", "not compiles", 110, 50),
+        Step("frame path", 40, 20, lambda c: py + ["benchmarks/bench_frame_path.py", "--device", "cuda",
+                                                    "--repeats", "30"]),
+        Step("alignment", 30, 15, lambda c: py + ["benchmarks/bench_alignment.py", "--device", "cuda",
+                                                  "--repeats", "10"]),
+        Step("ros wheels", 0, 0, lambda c: [], json=False),  # installed by Check.wheels at this point
+        Step("node", 80, 40, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--cameras", "1,8",
+                                             "--frames", "4", "--seconds", "4", "--subscribe", "all",
+                                             "--wait-compiled", "0"],
+             needs=lambda c: c.ros_problem),
+        Step("start-up", 60, 30, lambda c: py + ["benchmarks/bench_startup.py", "--device", "cuda", "--wait", "40"]),
+        Step("training", 45, 25, lambda c: py + ["benchmarks/bench_train.py", "--device", "cuda", "--batch", "64",
+                                                 "--steps", "4", "--skip", "part2"]),
+        pytest_step("compiled tests", "compiles", 55, 20),
         Step("inference", 110, 40, lambda c: py + [
             "benchmarks/bench_inference.py", "--device", "cuda", "--iters", "30",
-            "--backends", "eager:fp32,eager:fp16,cudagraph-nocompile:fp32,cudagraph-nocompile:fp16,cudagraph:fp16"]),
-        Step("frame path", 60, 20, lambda c: py + ["benchmarks/bench_frame_path.py", "--device", "cuda",
-                                                    "--repeats", "30"]),
-        Step("node", 100, 40, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--cameras", "1,8",
-                                              "--frames", "6", "--seconds", "5", "--wait-compiled", "60"],
-             needs=lambda c: c.ros_problem),
+            "--backends", "eager:fp32,eager:fp16,cudagraph-nocompile:fp32,cudagraph-nocompile:fp16,cudagraph:fp16"],
+            default=False),
         Step("outputs", 45, 15, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--outputs-only",
-                                                "--frames", "30"]),
-        Step("alignment", 60, 20, lambda c: py + ["benchmarks/bench_alignment.py", "--device", "cuda",
-                                                  "--repeats", "10"]),
+                                                "--frames", "30"], default=False),
     ]
+
+
+#: The GPU defects a reading found before the first GPU run of the rebuilt path (issue 31), and which steps and
+#: CUDA tests show each one fixed.
+DEFECTS = [
+    ("1 the one download at KITTI size", ["frame path", "node"], []),
+    ("2 a failed capture breaks the process", [], ["test_on_cuda_an_invalidated_capture_is_cleaned_up_and_later_"
+                                                   "captures_work", "test_on_cuda_the_models_programs_capture_after_"
+                                                   "a_failed_capture"]),
+    ("3 replays read freed memory", [], ["test_cuda_graphs_of_the_path_publish_what_the_eager_path_does"]),
+    ("4 CUDA tests fail on numerics", ["cuda tests"], []),
+    ("5 the stream pool wraps around", [], ["test_on_cuda_dedicated_streams_survive_the_pool_wrapping"]),
+    ("6 a recompile per batch bucket", ["compiled tests"], []),
+    ("7 the check never reaches the frame path", ["frame path"], []),
+]
 
 
 # ---------------------------------------------------------------------- the ROS wheels
@@ -145,11 +179,13 @@ class Check:
         self.out = Path(args.out or os.environ.get("OUT") or tempfile.mkdtemp(prefix="space_clip_check_"))
         self.out.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="space_clip_check_work_"))
-        self.deadline = time.monotonic() + args.deadline
+        self.started = time.monotonic()
+        self.deadline = self.started + args.deadline
         self.only = set(args.only.split(",")) if args.only else None
         self.log = open(self.out / "check.log", "w")
         self.tables = open(self.out / "tables.md", "w")
         self.outcomes: List[Outcome] = []
+        self.begun: Dict[str, float] = {}  # step -> seconds into the check when it began
         self.ros_problem: Optional[str] = "not checked"
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                         HF_HUB_DISABLE_PROGRESS_BARS="1", TQDM_DISABLE="1")
@@ -166,14 +202,16 @@ class Check:
         self.log.write(text + "\n")
         self.log.flush()
 
-    def wanted(self, name: str) -> bool:
-        return self.only is None or name in self.only
+    def wanted(self, name: str, default: bool = True) -> bool:
+        return default if self.only is None else name in self.only
 
     # ------------------------------------------------------------------ a step
     def run(self, name: str, argv: List[str], cap: float) -> Outcome:
         """Run ``argv`` for at most ``cap`` seconds, its output streamed to the console, check.log and (tables)
         tables.md; a step past its cap is stopped with its whole process group."""
-        self.say(f"\n== {name}: {' '.join(argv[1:])} (cap {cap:.0f} s, {self.left():.0f} s left)")
+        self.say(f"\n== {name}: {' '.join(argv[1:])} (cap {cap:.0f} s, {self.left():.0f} s left, "
+                 f"{time.monotonic() - self.started:.0f} s into the check)")
+        self.begun[name] = time.monotonic() - self.started
         self.tables.write(f"\n## {name}\n\n")
         start = time.monotonic()
         proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -217,7 +255,7 @@ class Check:
         return Outcome(name, status, seconds, output=output)
 
     def step(self, step: Step) -> None:
-        if not self.wanted(step.name):
+        if not self.wanted(step.name, step.default):
             return
         reason = step.needs(self) if step.needs else None
         if reason:
@@ -237,7 +275,7 @@ class Check:
         if step.json and result.is_file():
             outcome.data = json.loads(result.read_text())
             outcome.headline = outcome.data.get("headline", "")
-        if step.name == "cuda tests":
+        if step.name in ("cuda tests", "compiled tests"):
             outcome.headline = pytest_counts(outcome.output, self.dry_run)
         self.outcomes.append(outcome)
 
@@ -311,8 +349,11 @@ class Check:
         lines = ["| step | status | s | result |", "|---|---|---|---|"]
         for o in self.outcomes:
             lines.append(f"| {o.name} | {o.status} | {o.seconds:.0f} | {o.headline.replace('|', '/')} |")
+        defects = ["| defect (issue 31) | on this GPU | judged by |", "|---|---|---|"]
+        for title, verdict, by in self.verdicts():
+            defects.append(f"| {title} | {verdict} | {by} |")
         total = time.monotonic() - started
-        text = "\n".join(lines)
+        text = "\n".join(defects) + "\n\n" + "\n".join(lines)
         title = f"device check{' (dry run)' if self.dry_run else ''}: {total:.0f} s in all"
         (self.out / "summary.md").write_text(f"# {title}\n\n{text}\n")
         (self.out / "results.json").write_text(json.dumps(
@@ -324,6 +365,54 @@ class Check:
         shutil.rmtree(self.work, ignore_errors=True)
         bad = [o for o in self.outcomes if not (o.status == "ok" or o.status.startswith("skipped"))]
         return 1 if bad else 0
+
+    def verdicts(self) -> List[tuple]:
+        """(defect, verdict, what it was judged by) for each of :data:`DEFECTS`: ``fixed`` when every step and test
+        that shows it ran and passed on this GPU, ``NOT fixed`` when one failed, ``not seen`` otherwise."""
+        if self.dry_run:
+            return [(title, "not seen (dry run)", ", ".join(steps + tests)) for title, steps, tests in DEFECTS]
+        statuses = {o.name: o.status for o in self.outcomes}
+        tests: Dict[str, str] = {}
+        for xml in ("cuda_tests.xml", "compiled_tests.xml"):
+            tests.update(junit_results(self.out / xml))
+        out = []
+        for title, steps, names in DEFECTS:
+            seen = [(f"step {n}", statuses.get(n, "not run")) for n in steps]
+            seen += [(n, tests.get(n, "not run")) for n in names]
+            if title.startswith("7 "):
+                begun = self.begun.get("frame path")
+                seen.append(("frame path within 240 s", "ok" if begun is not None and begun <= 240 else
+                             f"began at {begun:.0f} s" if begun is not None else "not run"))
+            failed = [f"{n}: {status}" for n, status in seen if status not in ("ok", "passed")
+                      and not status.startswith(("skipped", "not run"))]
+            missing = [f"{n}: {status}" for n, status in seen if status.startswith(("skipped", "not run"))]
+            verdict = (f"NOT fixed ({'; '.join(failed)})" if failed else
+                       f"not seen ({'; '.join(missing)})" if missing else "fixed")
+            out.append((title, verdict, ", ".join(n for n, _ in seen)))
+        return out
+
+
+def junit_results(path: Path) -> Dict[str, str]:
+    """Test name -> passed, failed, error or skipped, from a JUnit file; a parametrized test also under its name
+    without the brackets: failed if any case failed, passed if none failed and one passed."""
+    import xml.etree.ElementTree as ElementTree
+
+    if not path.is_file():
+        return {}
+    cases: Dict[str, List[str]] = {}
+    results: Dict[str, str] = {}
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        name = case.get("name", "")
+        status = "passed"
+        for child, word in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+            if case.find(child) is not None:
+                status = word
+        results[name] = status
+        cases.setdefault(name.split("[")[0], []).append(status)
+    for base, statuses in cases.items():
+        bad = [s for s in statuses if s in ("failed", "error")]
+        results[base] = bad[0] if bad else "passed" if "passed" in statuses else "skipped"
+    return results
 
 
 def pytest_counts(lines: List[str], dry_run: bool) -> str:
@@ -346,7 +435,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="the ROS wheels to install (.whl/)")
     parser.add_argument("--only", help="comma-separated step names to run (default all)")
     args = parser.parse_args(argv)
-    names = {"machine", "ros wheels"} | {s.name for s in python_steps()}
+    names = {"machine"} | {s.name for s in python_steps()}
     if args.only and not set(args.only.split(",")) <= names:
         parser.error(f"--only takes step names from {sorted(names)}")
     started = time.monotonic()
@@ -355,10 +444,12 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{args.deadline:.0f} s")
     if check.wanted("machine"):
         check.machine()
-    if check.wanted("ros wheels") or check.wanted("node"):
-        check.wheels(args.wheels)
     for step in python_steps():
-        check.step(step)
+        if step.name == "ros wheels":
+            if check.wanted("ros wheels") or check.wanted("node"):
+                check.wheels(args.wheels)
+        else:
+            check.step(step)
     return check.summary(started)
 
 

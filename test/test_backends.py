@@ -205,9 +205,10 @@ def test_cli_takes_a_backend(clip_tower, tmp_path, capsys):
 # Compiling costs about a minute per new graph on a cold cache: one estimator per (backend, precision, compile) for
 # the whole module, and one inductor cache for the run (conftest), so each precision compiles once. bf16 runs its
 # graphs uncompiled (not a default anywhere; the capture is what it checks).
+COMPILES = pytest.mark.compiles
 CUDA_CASES = [
-    ("eager", "fp32", None), ("compile", "fp32", None), ("cudagraph", "fp32", False),
-    ("eager", "fp16", None), ("cudagraph", "fp16", True), ("cudagraph", "bf16", False),
+    ("eager", "fp32", None), pytest.param("compile", "fp32", None, marks=COMPILES), ("cudagraph", "fp32", False),
+    ("eager", "fp16", None), pytest.param("cudagraph", "fp16", True, marks=COMPILES), ("cudagraph", "bf16", False),
 ]
 
 
@@ -256,6 +257,7 @@ def test_cudagraph_captures_once_per_shape_and_replays(cuda_estimators):
 
 
 @CUDA
+@COMPILES
 def test_auto_on_cuda_serves_at_once_and_compiles_in_the_background(clip_tower, reference):
     """The node's default on CUDA: fp16 CUDA graphs, the first depth from the uncompiled graph, then the compiled
     one swapped in (the fp16 graph is a cache hit when the cudagraph-fp16 case compiled it earlier in the run)."""

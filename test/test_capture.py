@@ -98,6 +98,28 @@ def test_each_building_thread_has_a_stream_of_its_own():
     assert other[0] is not mine and other[0].cuda_stream != mine.cuda_stream
 
 
+def test_streams_of_a_dropped_backend_can_be_dedicated_again():
+    import gc
+
+    pool = _Pool(2, base=70_000)
+    streams = ThreadStreams("cuda:5", pool)
+    streams.get()
+    dedicated_stream("cuda:5", pool)  # the pool's other stream: both are taken now
+    del streams
+    gc.collect()
+    assert dedicated_stream("cuda:5", pool).cuda_stream == 70_000
+
+
+@CUDA
+def test_on_cuda_dedicated_streams_survive_the_pool_wrapping():
+    device = torch.device("cuda", torch.cuda.current_device())
+    mine = [dedicated_stream(device) for _ in range(3)]
+    plain = [torch.cuda.Stream(device) for _ in range(40)]
+    assert len({s.cuda_stream for s in plain}) <= 32  # torch's pool repeats: why dedicated streams exist
+    handles = [s.cuda_stream for s in mine + [dedicated_stream(device)]]
+    assert len(set(handles)) == 4
+
+
 @CUDA
 def test_on_cuda_an_invalidated_capture_is_cleaned_up_and_later_captures_work():
     device = torch.device("cuda", torch.cuda.current_device())

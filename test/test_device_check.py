@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import device_check  # noqa: E402
 
-STEPS = ["machine", "ros wheels", "start-up", "cuda tests", "training", "inference", "frame path", "node", "outputs",
-         "alignment"]
+STEPS = ["machine", "cuda tests", "frame path", "alignment", "ros wheels", "node", "start-up", "training",
+         "compiled tests"]
 
 
 def test_the_whole_check_runs_dry_on_the_cpu(tmp_path):
@@ -32,11 +32,40 @@ def test_the_whole_check_runs_dry_on_the_cpu(tmp_path):
     assert "a wheel start-up hook ran" in done.stdout  # the .pth of a wheel installed as the ROS ones are
     assert results["ros wheels"]["headline"].endswith("rclpy usable")
     assert "tests collected" in results["cuda tests"]["headline"]
+    assert "tests collected" in results["compiled tests"]["headline"]
     assert "training at batch 64 on cuda (64 frames)" in results["training"]["headline"]
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["check.log", "cuda_tests.xml", "machine.txt", "results.json", "summary.md", "tables.md"]
+    assert files == ["check.log", "compiled_tests.xml", "cuda_tests.xml", "machine.txt", "results.json", "summary.md",
+                     "tables.md"]
     summary = (out / "summary.md").read_text()
     assert all(f"| {name} | ok |" in summary for name in STEPS)
+    assert summary.count("not seen (dry run)") == len(device_check.DEFECTS)
+
+
+def test_the_verdict_comes_first_and_the_caps_fit_the_deadline():
+    """The path's CUDA tests and the frame path before anything that compiles or trains, the frame path within the
+    first 4 minutes even when every step before it runs to its cap, and every step's cap inside the deadline."""
+    steps = [s for s in device_check.python_steps() if s.default]
+    names = [s.name for s in steps]
+    assert names[:2] == ["cuda tests", "frame path"] and names[-1] == "compiled tests"
+    assert device_check.FIXED_S + sum(s.cap_s for s in steps) <= 460
+    assert device_check.FIXED_S + steps[0].cap_s <= 240
+
+
+def test_each_defect_is_judged_by_what_the_gpu_ran(tmp_path):
+    args = device_check.argparse.Namespace(dry_run=False, out=str(tmp_path), deadline=460.0, only=None)
+    check = device_check.Check(args)
+    passed, failed = "<testcase classname='c' name='{}'/>", "<testcase classname='c' name='{}'><failure/></testcase>"
+    names = [n for _, _, tests in device_check.DEFECTS for n in tests]
+    cases = [passed.format(n) for n in names if "stream" not in n] + [failed.format(names[-1] + "[x]")]
+    (tmp_path / "cuda_tests.xml").write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
+    for name in ("cuda tests", "frame path", "node"):
+        check.outcomes.append(device_check.Outcome(name, "ok", 1.0))
+    check.begun["frame path"] = 130.0
+    verdicts = {title[0]: verdict for title, verdict, _ in check.verdicts()}
+    assert verdicts["1"] == verdicts["2"] == verdicts["3"] == verdicts["4"] == verdicts["7"] == "fixed"
+    assert verdicts["5"].startswith("NOT fixed") and "failed" in verdicts["5"]
+    assert verdicts["6"].startswith("not seen") and "compiled tests: not run" in verdicts["6"]
 
 
 def test_a_wrong_argument_fails_the_dry_run():

@@ -105,17 +105,24 @@ def test_a_replay_never_reads_what_a_camera_let_go(estimator):
     """Caches the path reads may drop or replace their tensors while a captured program lives (the scan's pixel
     indices past 32 camera models, the fusion's rays when the carried camera model changes): each program holds
     what its graph reads, so a replay never reads freed memory and still publishes what eager does."""
-    def drop_caches(i, pipelines, cameras):
-        if i == 3:  # after the capture (frame 2) and a replay
-            for pipeline in pipelines:
-                pipeline._scan_cache.clear()
-            for _, fusion in cameras:
-                fusion._rays = (None, None)
-            gc.collect()
-
     eager, graphed = FramePipeline(estimator), FramePipeline(estimator, FrameGraphs(cpu_capture))
     _compare(eager, graphed, exact=True, between=drop_caches)
     assert graphed.graphs.captured == 1
+
+
+def drop_caches(i, pipelines, cameras, scribble=None):
+    """After the capture (frame 2) and a replay: the pipelines' scan indices and the fusions' rays dropped, as their
+    caches do; ``scribble`` (a GPU) then takes the freed memory for something else, so a graph that still read it
+    would publish garbage."""
+    if i != 3:
+        return
+    for pipeline in pipelines:
+        pipeline._scan_cache.clear()
+    for _, fusion in cameras:
+        fusion._rays = (None, None)
+    gc.collect()
+    if scribble is not None:
+        scribble()
 
 
 def test_batches_of_changing_cameras_and_identical_cameras_replay_right(estimator):
@@ -164,7 +171,14 @@ def test_cuda_graphs_of_the_path_publish_what_the_eager_path_does(checkpoint):
     estimator = DepthEstimator(str(checkpoint), device="cuda", precision="fp32", backend="eager")
     eager, graphed = FramePipeline(estimator), FramePipeline(estimator, FrameGraphs(cuda_graph(estimator.device)))
     assert eager.graphs is None
-    _compare(eager, graphed, exact=False)
+    taken = []
+
+    def scribble():  # blocks of every size the caches held, filled with NaN: the allocator hands out freed ones
+        for _ in range(4):
+            for numel in (3 * H * W, H * W, 2 * W, W, 3 * 2 * W):
+                taken.append(torch.full((numel,), float("nan"), device=estimator.device))
+
+    _compare(eager, graphed, exact=False, between=lambda *a: drop_caches(*a, scribble=scribble))
     assert graphed.graphs.captured == 1 and graphed.graphs.failure is None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 import torch
@@ -143,15 +144,20 @@ _GIVEN: Set[Tuple[int, int]] = set()  # (device index, stream handle) of every s
 _GIVEN_LOCK = threading.Lock()
 
 
+def _key(device: torch.device, stream: Any) -> Tuple[int, int]:
+    return (device.index or 0, int(stream.cuda_stream))
+
+
 def dedicated_stream(device: Any, new_stream: Optional[Callable[[torch.device], Any]] = None) -> Any:
     """A stream of torch's pool on ``device`` that no earlier call returned (torch hands its 32 streams out in
-    turn, so plain ``torch.cuda.Stream()`` repeats after 32). Raises when every pool stream is taken."""
+    turn, so plain ``torch.cuda.Stream()`` repeats after 32). Raises when every pool stream is taken; a
+    :class:`ThreadStreams` gives its streams back when it is dropped."""
     device = torch.device(device)
     new_stream = new_stream or (lambda d: torch.cuda.Stream(device=d))
     with _GIVEN_LOCK:
         for _ in range(64):  # twice round the pool
             stream = new_stream(device)
-            key = (device.index or 0, int(stream.cuda_stream))
+            key = _key(device, stream)
             if key not in _GIVEN:
                 _GIVEN.add(key)
                 return stream
@@ -168,6 +174,8 @@ class ThreadStreams:
         self.new_stream = new_stream
         self._streams: Dict[int, Any] = {}
         self._lock = threading.Lock()
+        self._keys: Set[Tuple[int, int]] = set()
+        weakref.finalize(self, _release, self._keys)  # dropped with its backend: its streams may be given again
 
     def get(self) -> Any:
         ident = threading.get_ident()
@@ -175,4 +183,10 @@ class ThreadStreams:
             stream = self._streams.get(ident)
             if stream is None:
                 stream = self._streams[ident] = dedicated_stream(self.device, self.new_stream)
+                self._keys.add(_key(self.device, stream))
             return stream
+
+
+def _release(keys: Set[Tuple[int, int]]) -> None:
+    with _GIVEN_LOCK:
+        _GIVEN.difference_update(keys)
