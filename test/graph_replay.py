@@ -122,16 +122,19 @@ class EmulatedGraph:
         self.ended = False
 
     def pool(self):
+        if not self.ended:  # as torch's CUDAGraph::pool(): only after a successful capture
+            raise RuntimeError("Called CUDAGraph::pool() without a preceding successful capture.")
         return self.pool_id
 
 
 class EmulatedCuda(CudaRuntime):
     """The CUDA calls of a capture (space_clip_ros.inference.capture.CudaRuntime) with the rules of the CUDA runtime
-    and torch's caching allocator, on the CPU: one capture per stream; an op that synchronises while its stream
-    captures invalidates the capture (:meth:`host_read`); ending an invalidated capture raises *before* the
-    allocation to the graph's pool is closed (torch's CUDAGraph::capture_end checks cudaStreamEndCapture first);
-    ``empty_cache`` (:meth:`prepare`, the first step of every capture) fails its internal assert while any allocation
-    to a pool is open."""
+    and torch's caching allocator, on the CPU: one capture per stream; capture_begin opens the allocation to the
+    graph's pool, then the stream's capture; an op that synchronises while its stream captures invalidates the
+    capture (:meth:`host_read`); ending an invalidated capture raises *before* the allocation to the graph's pool is
+    closed (torch's CUDAGraph::capture_end checks cudaStreamEndCapture first); ``graph.pool()`` answers only after a
+    successful capture; ``empty_cache`` (:meth:`prepare`, the first step of every capture) fails its internal assert
+    while any allocation to a pool is open."""
 
     def __init__(self) -> None:
         self.default = EmulatedStream("default")
@@ -140,9 +143,14 @@ class EmulatedCuda(CudaRuntime):
         self.allocating: set = set()  # pools allocation goes to
         self.pool_uses: dict = {}  # pool -> count (graph_pool_handle's use count)
         self._pools = 0
+        self.fail_begin = False  # the stream's capture fails to begin (after the allocation opened)
 
     def new_graph(self):
         return EmulatedGraph()
+
+    def new_pool(self):
+        self._pools += 1
+        return ("private", self._pools)
 
     def current_stream(self, device):
         return self.current
@@ -155,15 +163,13 @@ class EmulatedCuda(CudaRuntime):
             raise RuntimeError("INTERNAL ASSERT FAILED: empty_cache while a capture's allocation is under way")
 
     def begin(self, graph, pool, mode) -> None:
-        if self.current in self.capturing:
-            raise RuntimeError("cudaErrorIllegalState: the stream is already capturing")
-        if pool is None:
-            self._pools += 1
-            pool = ("private", self._pools)
-        graph.stream, graph.pool_id = self.current, pool
-        self.capturing[self.current] = graph
+        graph.pool_id = pool
         self.allocating.add(pool)
         self.pool_uses[pool] = self.pool_uses.get(pool, 0) + 1
+        if self.current in self.capturing or self.fail_begin:
+            raise RuntimeError("cudaErrorIllegalState: the stream cannot begin a capture")
+        graph.stream = self.current
+        self.capturing[self.current] = graph
 
     def end(self, graph) -> None:
         if self.current is not graph.stream:
@@ -176,14 +182,17 @@ class EmulatedCuda(CudaRuntime):
         self.allocating.discard(graph.pool_id)
         graph.ended = True
 
-    def end_allocation(self, device, graph) -> bool:
-        if graph.pool_id in self.allocating:
-            self.allocating.discard(graph.pool_id)
+    def is_capturing(self) -> bool:
+        return self.current in self.capturing
+
+    def end_allocation(self, device, pool) -> bool:
+        if pool in self.allocating:
+            self.allocating.discard(pool)
             return True
         return False
 
-    def release_pool(self, device, graph) -> None:
-        self.pool_uses[graph.pool_id] -= 1
+    def release_pool(self, device, pool) -> None:
+        self.pool_uses[pool] -= 1
 
     def host_read(self) -> None:
         """What ``.item()`` does on a capturing stream: the capture is invalidated and the call fails."""

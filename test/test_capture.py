@@ -19,7 +19,7 @@ def torch_graph_sequence(runtime, fn, stream):
     previous = runtime.current_stream("cuda")
     runtime.prepare("cuda")
     runtime.set_stream(stream)
-    runtime.begin(graph, None, "thread_local")
+    runtime.begin(graph, runtime.new_pool(), "thread_local")
     try:
         fn()
     finally:
@@ -49,6 +49,18 @@ def test_a_failed_capture_leaves_nothing_behind_and_the_next_capture_works():
     assert all(uses == 0 for uses in runtime.pool_uses.values())  # the failed graph's pool given back
     graph, out = capture_graph(lambda: "outputs", "cuda", side, runtime=runtime)
     assert graph.ended and out == "outputs" and runtime.current is runtime.default
+
+
+def test_a_capture_that_cannot_begin_leaves_nothing_behind():
+    runtime, side = EmulatedCuda(), EmulatedStream("side")
+    runtime.fail_begin = True
+    with pytest.raises(CaptureError, match="could not begin"):
+        capture_graph(lambda: None, "cuda", side, runtime=runtime)
+    assert runtime.current is runtime.default and not runtime.allocating
+    assert all(uses == 0 for uses in runtime.pool_uses.values())
+    runtime.fail_begin = False
+    graph, _ = capture_graph(lambda: None, "cuda", side, runtime=runtime)
+    assert graph.ended
 
 
 def test_a_python_error_inside_a_capture_ends_it_cleanly():

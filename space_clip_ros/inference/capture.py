@@ -51,6 +51,11 @@ class CudaRuntime:
     def new_graph(self) -> Any:
         return torch.cuda.CUDAGraph()
 
+    def new_pool(self) -> Any:
+        """A pool id of its own for a graph (what capture_begin makes when given none; known here beforehand, since
+        ``graph.pool()`` refuses to answer until a capture has ended)."""
+        return torch.cuda.graph_pool_handle()
+
     def current_stream(self, device: torch.device) -> Any:
         return torch.cuda.current_stream(device)
 
@@ -63,28 +68,40 @@ class CudaRuntime:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
 
-    def begin(self, graph: Any, pool: Optional[Any], mode: str) -> None:
-        graph.capture_begin(*(() if pool is None else (pool,)), capture_error_mode=mode)
+    def begin(self, graph: Any, pool: Any, mode: str) -> None:
+        graph.capture_begin(pool, capture_error_mode=mode)
 
     def end(self, graph: Any) -> None:
         graph.capture_end()
 
-    def end_allocation(self, device: torch.device, graph: Any) -> bool:
-        """End allocation to the graph's pool if it is still open; True when it was (capture_end stopped first)."""
+    def is_capturing(self) -> bool:
+        """Whether the current stream is in a capture (an invalidated one too)."""
+        return torch.cuda.is_current_stream_capturing()
+
+    def end_allocation(self, device: torch.device, pool: Any) -> bool:
+        """End allocation to ``pool`` if it is still open; True when it was (capture_end stopped before it)."""
         end = getattr(torch._C, "_cuda_endAllocateToPool", None)
         if end is None:
             return False
         try:
-            end(device.index, graph.pool())
-        except RuntimeError:  # already ended by capture_end
+            end(device.index, pool)
+        except RuntimeError:  # not allocating to it: capture_end (or nothing) ended it
             return False
         return True
 
-    def release_pool(self, device: torch.device, graph: Any) -> None:
-        """Give back the failed graph's share of its pool (a graph that never ended its capture does not)."""
+    def release_pool(self, device: torch.device, pool: Any) -> None:
+        """Give back a graph's use of ``pool`` (one capture_begin took it)."""
         release = getattr(torch._C, "_cuda_releasePool", None)
         if release is not None:
-            release(device.index, graph.pool())
+            release(device.index, pool)
+
+    def owns_pool(self, graph: Any) -> bool:
+        """Whether the graph will give its pool back itself when dropped (its capture ended: ``pool()`` answers)."""
+        try:
+            graph.pool()
+        except RuntimeError:
+            return False
+        return True
 
 
 CUDA = CudaRuntime()
@@ -97,8 +114,11 @@ def capture_graph(fn: Callable[[], Any], device: Any, stream: Any, pool: Optiona
     ended, the allocation to the pool closed, the pool's count given back and the previous current stream restored
     before :class:`CaptureError` is raised (its cause: the original error), so the next capture, and everything
     else on this thread, works as before."""
-    runtime = runtime or CUDA
     device = torch.device(device)
+    if runtime is None:
+        runtime = CUDA
+        if device.index is None:  # the allocator's pools are per device index
+            device = torch.device("cuda", torch.cuda.current_device())
     with CAPTURE_LOCK:
         return _capture(runtime, fn, device, stream, pool, mode)
 
@@ -106,38 +126,47 @@ def capture_graph(fn: Callable[[], Any], device: Any, stream: Any, pool: Optiona
 def _capture(runtime: CudaRuntime, fn: Callable[[], Any], device: torch.device, stream: Any, pool: Optional[Any],
              mode: str) -> Tuple[Any, Any]:
     graph = runtime.new_graph()
+    pool_id = pool if pool is not None else runtime.new_pool()
     previous = runtime.current_stream(device)
-    runtime.prepare(device)
+    try:
+        runtime.prepare(device)
+    except Exception as error:
+        raise CaptureError(f"preparing the capture failed: {error}") from error
     runtime.set_stream(stream)
     try:
         try:
-            runtime.begin(graph, pool, mode)
-        except Exception as error:
+            runtime.begin(graph, pool_id, mode)
+        except Exception as error:  # capture_begin opens the allocation to the pool before the stream's capture
+            if runtime.end_allocation(device, pool_id):
+                with contextlib.suppress(Exception):
+                    runtime.release_pool(device, pool_id)
             raise CaptureError(f"the capture could not begin: {error}") from error
         try:
             outputs = fn()
         except Exception as error:
-            _abandon(runtime, device, graph)
+            _abandon(runtime, device, graph, pool_id)
             raise CaptureError(f"capturing failed: {error}") from error
         try:
             runtime.end(graph)
         except Exception as error:
-            _abandon(runtime, device, graph)
+            _abandon(runtime, device, graph, pool_id)
             raise CaptureError(f"ending the capture failed: {error}") from error
     finally:
         runtime.set_stream(previous)
     return graph, outputs
 
 
-def _abandon(runtime: CudaRuntime, device: torch.device, graph: Any) -> None:
+def _abandon(runtime: CudaRuntime, device: torch.device, graph: Any, pool: Any) -> None:
     """After a failure inside a capture: end the stream's capture if it still runs (a graph that ends cleanly here
-    owns its pool and gives it back when dropped), then close the allocation to the pool if capture_end did not
-    get that far, and give that pool's count back."""
-    with contextlib.suppress(Exception):
-        runtime.end(graph)
-    if runtime.end_allocation(device, graph):
+    owns its pool and gives it back when dropped); close the allocation to the pool if capture_end did not get that
+    far; and give the pool's use back unless the graph will (capture_end failed after closing the allocation but
+    before the graph counted as captured: nobody else would)."""
+    if runtime.is_capturing():
         with contextlib.suppress(Exception):
-            runtime.release_pool(device, graph)
+            runtime.end(graph)
+    if runtime.end_allocation(device, pool) or not runtime.owns_pool(graph):
+        with contextlib.suppress(Exception):
+            runtime.release_pool(device, pool)
 
 
 _GIVEN: Set[Tuple[int, int]] = set()  # (device index, stream handle) of every stream handed out here
