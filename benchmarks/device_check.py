@@ -16,7 +16,8 @@ Steps, in order (a step that cannot fit in what is left of the deadline is skipp
                   wheels' .pth start-up hooks run (a plain --target folder on PYTHONPATH leaves rclpy half set up)
   node            bench_node.py: the node over DDS with 1 and 8 cameras, every output subscribed
   start-up        bench_startup.py: first depth and compiled path, cold cache then cached
-  training        bench_train.py: batch 64 at 352x704, trainer bf16/fp32 against a plain fp32 loop
+  training        train_as_typed.py: `python train/train_kitti.py` with its defaults (device auto, batch 64, bf16)
+                  for 4 steps, then bench_train.py at batch 64: the trainer against a plain fp32 loop
   compiled tests  the CUDA tests that compile with inductor (pytest -m compiles)
 Opt-in with --only: inference (bench_inference.py, eager against the CUDA-graph backends), outputs (bench_node.py
 --outputs-only). All steps share one torch inductor cache, so what one step compiled is a cache hit for the next.
@@ -86,20 +87,19 @@ def python_steps() -> List[Step]:
     """The steps after the machine, in order; their caps and FIXED_S sum within the default deadline."""
     py = [sys.executable]
     return [
-        pytest_step("cuda tests", "not compiles", 110, 50),
+        pytest_step("cuda tests", "not compiles", 100, 50),
         Step("frame path", 40, 20, lambda c: py + ["benchmarks/bench_frame_path.py", "--device", "cuda",
                                                     "--repeats", "30"]),
         Step("alignment", 30, 15, lambda c: py + ["benchmarks/bench_alignment.py", "--device", "cuda",
                                                   "--repeats", "10"]),
         Step("ros wheels", 0, 0, lambda c: [], json=False),  # installed by Check.wheels at this point
-        Step("node", 80, 40, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--cameras", "1,8",
+        Step("node", 75, 40, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--cameras", "1,8",
                                              "--frames", "4", "--seconds", "4", "--subscribe", "all",
                                              "--wait-compiled", "0"],
              needs=lambda c: c.ros_problem),
         Step("start-up", 60, 30, lambda c: py + ["benchmarks/bench_startup.py", "--device", "cuda", "--wait", "40"]),
-        Step("training", 45, 25, lambda c: py + ["benchmarks/bench_train.py", "--device", "cuda", "--batch", "64",
-                                                 "--steps", "4", "--skip", "part2"]),
-        pytest_step("compiled tests", "compiles", 55, 20),
+        Step("training", 65, 30, lambda c: py + ["benchmarks/train_as_typed.py", "--steps", "4", "--bench"]),
+        pytest_step("compiled tests", "compiles", 50, 20),
         Step("inference", 110, 40, lambda c: py + [
             "benchmarks/bench_inference.py", "--device", "cuda", "--iters", "30",
             "--backends", "eager:fp32,eager:fp16,cudagraph-nocompile:fp32,cudagraph-nocompile:fp16,cudagraph:fp16"],

@@ -41,10 +41,12 @@ def check_device_spec(spec: Union[str, torch.device, None]) -> str:
 
 
 def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. A CUDA device always comes with
+    its index (``cuda`` and ``auto``: the current device): ``torch.cuda.set_device``, DistributedDataParallel's
+    ``device_ids`` and the caching allocator's pools need one."""
     spec = check_device_spec(str(spec) if isinstance(spec, torch.device) else (spec or "auto"))
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -53,7 +55,7 @@ def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.devic
             f"({torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use device 'cpu' or 'auto', "
             "or install a CUDA build of torch (docs/training.md, GPU)"
         )
-    index = int(spec.partition(":")[2] or 0)
+    index = int(spec.partition(":")[2] or torch.cuda.current_device())
     if index >= torch.cuda.device_count():
         raise ValueError(f"device {spec!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device("cuda", index)

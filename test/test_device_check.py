@@ -33,7 +33,7 @@ def test_the_whole_check_runs_dry_on_the_cpu(tmp_path):
     assert results["ros wheels"]["headline"].endswith("rclpy usable")
     assert "tests collected" in results["cuda tests"]["headline"]
     assert "tests collected" in results["compiled tests"]["headline"]
-    assert "training at batch 64 on cuda (64 frames)" in results["training"]["headline"]
+    assert "train_kitti.py as typed" in results["training"]["headline"]
     files = sorted(p.name for p in out.iterdir())
     assert files == ["check.log", "compiled_tests.xml", "cuda_tests.xml", "machine.txt", "results.json", "summary.md",
                      "tables.md"]

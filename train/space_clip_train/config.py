@@ -11,7 +11,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import yaml
 
@@ -112,7 +112,7 @@ class TrainConfig:
     epochs: int
     max_steps: int
     batch_size: int
-    sync_batchnorm: bool
+    sync_batchnorm: Union[bool, str]  # auto | true | false
     lr: float
     weight_decay: float
     grad_clip: float
@@ -167,6 +167,7 @@ class TrainConfig:
         one_of("scheduler", SCHEDULERS)
         one_of("loss_version", ("paper", "release"))
         one_of("rotate_backend", ("pil", "opencv"))
+        one_of("sync_batchnorm", (True, False, "auto"))
         one_of("eval_protocol", PROTOCOLS[self.dataset])
         one_of("eval_crop", CROPS[self.dataset])
         bad = [p for p in self.summary_protocols if p not in PROTOCOLS[self.dataset]]

@@ -19,9 +19,9 @@ class Process:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.distributed = self.world > 1
-        device = resolve_device(device_spec)
+        device = resolve_device(device_spec)  # indexed: set_device and DDP's device_ids need the index
         if device.type == "cuda" and self.distributed:
-            device = torch.device("cuda", self.local_rank)
+            device = torch.device("cuda", self.local_rank)  # torchrun: one GPU per process, by its local rank
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.device = device

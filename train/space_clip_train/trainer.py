@@ -100,6 +100,7 @@ class Trainer:
         self.stop_rng: Optional[Dict[str, Any]] = None  # where training left its random streams (checkpointed)
         self.skipped = self.skipped_epoch = 0
         self.nonfinite_steps = self.consecutive_nonfinite = 0
+        self.scaler_skipped = 0  # fp16 steps the gradient scaler skipped (overflow)
         self._buffers_before: List[torch.Tensor] = []
         if self.proc.main:
             self._remove_partial_checkpoints()
@@ -131,17 +132,37 @@ class Trainer:
             self.model.decoder.to(memory_format=torch.channels_last)
         if config.compile_decoder:  # in place: the state_dict keys (and so the checkpoints) stay the same
             self.model.decoder.compile()
-        if config.sync_batchnorm:
-            if self.proc.distributed and self.proc.device.type != "cuda":
-                raise ConfigError("sync_batchnorm needs CUDA devices (PyTorch's "
-                                  "SyncBatchNorm runs on GPUs only); set sync_batchnorm=false on the CPU")
-            if self.proc.distributed:  # BatchNorm statistics over the global batch, as one GPU would see it
-                self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
+        self.sync_batchnorm = self._sync_batchnorm()
+        if self.sync_batchnorm:  # BatchNorm statistics over the global batch, as one GPU would see it
+            self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
+        self.unweighted_heads = self._freeze_unweighted_heads()
         self.net = self.model
-        if self.proc.distributed:
+        if self.proc.distributed:  # every parameter that trains is used by every step's loss: no unused ones
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.proc.device.index] if self.proc.device.type == "cuda" else None,
-                find_unused_parameters=any(w <= 0 for w in config.aux_weights))  # a zero-weight aux head
+                self.model, device_ids=[self.proc.device.index] if self.proc.device.type == "cuda" else None)
+
+    def _sync_batchnorm(self) -> bool:
+        """Whether BatchNorm is synchronised over the processes: ``auto`` under torchrun on GPUs."""
+        value, proc = self.config.sync_batchnorm, self.proc
+        if value is True and proc.distributed and proc.device.type != "cuda":
+            raise ConfigError("sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); set "
+                              "sync_batchnorm=auto or false on the CPU")
+        return bool(proc.distributed and (value is True or (value == "auto" and proc.device.type == "cuda")))
+
+    def _freeze_unweighted_heads(self) -> List[int]:
+        """Auxiliary heads the loss gives no positive weight (``aux_weights: []`` on a release-trained ``--init``,
+        a 0 weight, fewer weights than heads) are frozen: they would get no gradient, which DistributedDataParallel
+        takes for a step that never finished. Their weights stay as they were. Returns their indices."""
+        heads = getattr(self.model.decoder, "aux_depth_heads", None)
+        if heads is None:
+            return []
+        weights = list(self.config.aux_weights)
+        frozen = [i for i in range(len(heads)) if i >= len(weights) or weights[i] <= 0]
+        for i in frozen:
+            heads[i].requires_grad_(False)
+        if frozen:
+            self.proc.log(f"auxiliary head(s) {frozen} have no weight in the loss (aux_weights {weights}): frozen")
+        return frozen
 
     def _build_data(self) -> None:
         """The training and validation sets, the distributed sampler and the training loader."""
@@ -322,6 +343,8 @@ class Trainer:
         bar.close()
         self.epoch += 1
         self.batch_in_epoch = 0
+        if self.scaler_skipped:
+            self.proc.log(f"{self.scaler_skipped} step(s) so far skipped by the fp16 gradient scaler (overflow)")
         self.proc.log(f"epoch {self.epoch} done in {time.time() - start:.0f} s; " + (
             f"{self.skipped_epoch} training line(s) skipped (all processes); " + self.train_set.skips.summary()
             if self.skipped_epoch else "no training lines skipped"))
@@ -358,14 +381,30 @@ class Trainer:
         if self.dtype != torch.float16 and not torch.isfinite(norm):  # fp16: the gradient scaler skips the step
             return self._skip_nonfinite("gradient", losses)
         self.consecutive_nonfinite = 0
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if scale is not None and self.scaler.get_scale() < scale:  # fp16: inf/NaN gradients, the scaler skipped
+            return self._skip_scaled(scale, losses)
         self.scheduler.step()
         if self.ema:
             self.ema.update(self.model.decoder)
         self.step += 1
         self._log_step({k: float(v.detach()) for k, v in losses.items()})
         return float(loss.detach())
+
+    def _skip_scaled(self, scale: float, losses: Dict[str, torch.Tensor]) -> float:
+        """A step the fp16 gradient scaler skipped (its gradients overflowed; the scale was lowered): no weight
+        changed, and neither do the BatchNorm statistics or the EMA; the schedule moves on; counted and logged."""
+        self.scaler_skipped += 1
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before, strict=False):
+                buffer.copy_(saved)
+        self.step += 1
+        self._schedule_past_skipped_step()
+        self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
+                        "skipped": f"fp16 gradient overflow (scale {scale:g} -> {self.scaler.get_scale():g})"})
+        return float("nan")
 
     def _schedule_past_skipped_step(self) -> None:
         """The schedule moves on over a skipped step, as over a taken one. (Before any optimizer step, torch warns
@@ -418,8 +457,11 @@ class Trainer:
         (lowest AbsRel); after the last epoch, report best.pt as :meth:`_final_report` says."""
         c = self.config
         loader = eval_loader(self.eval_set, workers=min(c.workers, 4))
+        # fp32, as evaluate.py reports (the training's autocast would choose best.pt on other numbers); selection
+        # never sees the final TTA.
         kwargs = dict(protocol=c.eval_protocol, crop=c.eval_crop, flip_tta=c.eval_flip_tta, min_depth=c.min_depth,
-                      max_depth=c.max_depth, autocast_dtype=self.dtype)  # selection never sees the final TTA
+                      max_depth=c.max_depth, autocast_dtype=None)
+        self._share_rank0_weights()
         chosen, source, ema_state, pictures, note = self._evaluate_weights(loader, kwargs)
         is_best = chosen["abs_rel"] < self.best
         if is_best:
@@ -440,6 +482,19 @@ class Trainer:
             return self._final_report(loader, kwargs)
         return chosen
 
+    def _share_rank0_weights(self) -> None:
+        """Under torchrun, every process takes rank 0's decoder (weights and BatchNorm statistics, which each process
+        updates from its own share of the batch) and EMA before validation: the model validated is the one rank 0
+        saves."""
+        if not self.proc.distributed:
+            return
+        with torch.no_grad():
+            for tensor in self.model.decoder.state_dict().values():
+                dist.broadcast(tensor, 0)
+            if self.ema:
+                for tensor in self.ema.shadow.values():
+                    dist.broadcast(tensor, 0)
+
     def _evaluate_weights(self, loader, kwargs):
         """The live weights' metrics, and the EMA's when there is one: (the better results, "raw" or "ema", the EMA
         state when it won, its pictures, a line comparing the two)."""
@@ -459,7 +514,7 @@ class Trainer:
         """The validation's table on stdout, TensorBoard scalars and images, and its metrics.jsonl record."""
         c = self.config
         tag = f"epoch {self.epoch} step {self.step}" + (" (last)" if final else "")
-        print(format_table(chosen, f"validation, {tag}, {c.eval_protocol} protocol, {source} weights:"))
+        print(format_table(chosen, f"validation, {tag}, {c.eval_protocol} protocol, {source} weights, fp32:"))
         if note:
             print(note)
         if skipped_eval:
