@@ -46,6 +46,8 @@ def test_the_default_device_on_a_gpu_machine_comes_with_its_index(fake_cuda, mon
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
     assert Process("auto").device == torch.device("cuda", 0) and fake_cuda["set_device"] == [0]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # "cuda" is the current device, not the first
+    assert resolve_device("cuda") == resolve_device("auto") == torch.device("cuda", 1)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's second process: the second GPU, NCCL

@@ -393,3 +393,34 @@ def test_ablation_configs_and_ablate_py_are_the_models_variants():
     assert set(ablate.VARIANTS) == set(ABLATION_VARIANTS)
     assert sorted(p.stem for p in cfgmod.CONFIGS.glob("ablation_*.yaml")) == sorted(
         f"ablation_{name}" for name in ABLATION_VARIANTS)
+
+
+def _as_written_before_heads_froze(path, decoder_keys):
+    """last.pt as a run from before unweighted aux heads were frozen wrote it: the optimizer listed every decoder
+    parameter (the unweighted head's never got a gradient, so no state)."""
+    from space_clip_ros.checkpoint import atomic_save
+
+    ckpt = read_checkpoint(path)
+    names = list(decoder_keys)
+    frozen = [i for i, k in enumerate(names) if k.startswith("aux_depth_heads.2.")]
+    kept = [i for i in range(len(names)) if i not in frozen]
+    optimizer = ckpt["training_state"]["optimizer"]
+    optimizer["state"] = {kept[int(i)]: v for i, v in optimizer["state"].items()}
+    optimizer["param_groups"][0]["params"] = list(range(len(names)))
+    atomic_save(ckpt, path)
+
+
+def test_a_run_from_before_the_heads_froze_resumes_and_continues_identically(clip_tower, tree, tmp_path, capsys):
+    config = _config(tmp_path, clip_tower, "release", aux_weights=[0.1, 0.05, 0.0])
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_kitti.main(_args(tree, config, straight, "--epochs", "1")) == 0
+    assert "auxiliary head(s) [2] have no weight in the loss" in capsys.readouterr().out
+    assert train_kitti.main(_args(tree, config, split, "--epochs", "1", "--max-steps", "1")) == 0
+    after_one = read_checkpoint(split / "last.pt")["decoder"]
+    head = [k for k in after_one if k.startswith("aux_depth_heads.2.")]
+    final = read_checkpoint(straight / "last.pt")["decoder"]  # a step later: the frozen head, statistics too, as was
+    assert any("running_mean" in k for k in head) and all(torch.equal(after_one[k], final[k]) for k in head)
+    model = load_checkpoint(split / "last.pt")
+    _as_written_before_heads_froze(split / "last.pt", [n for n, _ in model.decoder.named_parameters()])
+    assert train_kitti.main(_args(tree, config, split, "--epochs", "1", "--resume", str(split / "last.pt"))) == 0
+    assert [s["loss"] for s in _steps(straight)] == [s["loss"] for s in _steps(split)]

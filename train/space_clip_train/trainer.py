@@ -152,7 +152,8 @@ class Trainer:
     def _freeze_unweighted_heads(self) -> List[int]:
         """Auxiliary heads the loss gives no positive weight (``aux_weights: []`` on a release-trained ``--init``,
         a 0 weight, fewer weights than heads) are frozen: they would get no gradient, which DistributedDataParallel
-        takes for a step that never finished. Their weights stay as they were. Returns their indices."""
+        takes for a step that never finished. Their weights and BatchNorm statistics stay as they were (they run in
+        eval mode when another head makes the decoder compute them). Returns their indices."""
         heads = getattr(self.model.decoder, "aux_depth_heads", None)
         if heads is None:
             return []
@@ -261,7 +262,7 @@ class Trainer:
                 f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()) + " (the result is no longer the "
                 "uninterrupted run's)")
         self.model.decoder.load_state_dict(ckpt["decoder"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(self._optimizer_state(state["optimizer"]))
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema and state["ema"] is not None:
@@ -273,6 +274,24 @@ class Trainer:
         set_rng_state(self.resume_rng)
         self.proc.log(f"resumed {path}: epoch {self.epoch + 1}, step {self.step}, batch {self.batch_in_epoch} "
                       f"of {self.steps_per_epoch}")
+
+    def _optimizer_state(self, saved: Dict[str, Any]) -> Dict[str, Any]:
+        """The optimizer state of a checkpoint for this run's parameters. A run written before unweighted
+        auxiliary heads were frozen listed every decoder parameter; those heads never had a gradient there (so no
+        AdamW state either), and their entries are dropped."""
+        every = list(self.model.decoder.parameters())
+        trainable = [i for i, p in enumerate(every) if p.requires_grad]
+        groups = saved["param_groups"]
+        if len(groups) != 1 or len(groups[0]["params"]) != len(every) or len(trainable) == len(every):
+            return saved
+        new_index = {old: new for new, old in enumerate(trainable)}
+        dropped = [i for i in saved["state"] if int(i) not in new_index]
+        if dropped:
+            raise ConfigError(f"the checkpoint's optimizer holds state for {len(dropped)} parameter(s) of auxiliary "
+                              f"heads this run freezes (aux_weights {self.config.aux_weights}); resume with the "
+                              "run's own aux_weights")
+        group = {**groups[0], "params": list(range(len(trainable)))}
+        return {"state": {new_index[int(i)]: v for i, v in saved["state"].items()}, "param_groups": [group]}
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self) -> Dict[str, float]:
@@ -320,6 +339,9 @@ class Trainer:
             self.epoch_rng = rng_state()
         skip = self.batch_in_epoch
         self.net.train()
+        heads = getattr(self.model.decoder, "aux_depth_heads", None)
+        for i in self.unweighted_heads:  # frozen heads that still run (another head is weighted): statistics too
+            heads[i].eval()
         bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {self.epoch + 1}/{c.epochs}",
                    disable=not self.proc.main, dynamic_ncols=True)
         start = time.time()
@@ -380,12 +402,12 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters()), c.grad_clip)
         if self.dtype != torch.float16 and not torch.isfinite(norm):  # fp16: the gradient scaler skips the step
             return self._skip_nonfinite("gradient", losses)
-        self.consecutive_nonfinite = 0
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if scale is not None and self.scaler.get_scale() < scale:  # fp16: inf/NaN gradients, the scaler skipped
             return self._skip_scaled(scale, losses)
+        self.consecutive_nonfinite = 0
         self.scheduler.step()
         if self.ema:
             self.ema.update(self.model.decoder)
@@ -397,6 +419,7 @@ class Trainer:
         """A step the fp16 gradient scaler skipped (its gradients overflowed; the scale was lowered): no weight
         changed, and neither do the BatchNorm statistics or the EMA; the schedule moves on; counted and logged."""
         self.scaler_skipped += 1
+        self.consecutive_nonfinite += 1  # an overflow that never ends stops the run like NaN losses do
         with torch.no_grad():
             for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before, strict=False):
                 buffer.copy_(saved)
@@ -404,6 +427,7 @@ class Trainer:
         self._schedule_past_skipped_step()
         self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
                         "skipped": f"fp16 gradient overflow (scale {scale:g} -> {self.scaler.get_scale():g})"})
+        self._stop_after_nonfinite("gradient (fp16 overflow)")
         return float("nan")
 
     def _schedule_past_skipped_step(self) -> None:
@@ -429,13 +453,17 @@ class Trainer:
         self._schedule_past_skipped_step()
         self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
                         "skipped": f"non-finite {what}"})
+        self._stop_after_nonfinite(what)
+        return float("nan")
+
+    def _stop_after_nonfinite(self, what: str) -> None:
+        """``max_nonfinite_steps`` skipped steps in a row stop the run with an error."""
         limit = int(self.config.max_nonfinite_steps)
         if limit and self.consecutive_nonfinite >= limit:
             raise TrainingError(f"{self.consecutive_nonfinite} steps in a row had a non-finite "
                              f"{what} (last: step {self.step}); the run stops. The checkpoints in {self.out} are the "
                              "last good ones: resume from last.pt with a lower lr, precision fp32 or grad_clip, or "
                              "check the data")
-        return float("nan")
 
     def _log_step(self, losses: Dict[str, float]) -> None:
         """steps.jsonl gets every step (this process's loss); TensorBoard every log_every steps."""
