@@ -420,15 +420,8 @@ class Trainer:
         changed, and neither do the BatchNorm statistics or the EMA; the schedule moves on; counted and logged."""
         self.scaler_skipped += 1
         self.consecutive_nonfinite += 1  # an overflow that never ends stops the run like NaN losses do
-        with torch.no_grad():
-            for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before, strict=False):
-                buffer.copy_(saved)
-        self.step += 1
-        self._schedule_past_skipped_step()
-        self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
-                        "skipped": f"fp16 gradient overflow (scale {scale:g} -> {self.scaler.get_scale():g})"})
-        self._stop_after_nonfinite("gradient (fp16 overflow)")
-        return float("nan")
+        return self._pass_step(losses, "gradient (fp16 overflow)",
+                               f"fp16 gradient overflow (scale {scale:g} -> {self.scaler.get_scale():g})")
 
     def _schedule_past_skipped_step(self) -> None:
         """The schedule moves on over a skipped step, as over a taken one. (Before any optimizer step, torch warns
@@ -446,24 +439,25 @@ class Trainer:
         self.proc.log(f"warning: non-finite {what} at step {self.step + 1} (epoch {self.epoch + 1}): step skipped "
                       f"({self.nonfinite_steps} so far, {self.consecutive_nonfinite} in a row)")
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():  # nothing of this step stays in the model, BatchNorm statistics included
+        return self._pass_step(losses, what, f"non-finite {what}")
+
+    def _pass_step(self, losses: Dict[str, torch.Tensor], what: str, why: str) -> float:
+        """A skipped step: nothing of it stays in the model (BatchNorm statistics put back), the step count and the
+        schedule move on, ``steps.jsonl`` says ``why``; ``max_nonfinite_steps`` skipped steps in a row stop the run
+        with an error."""
+        with torch.no_grad():
             for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before, strict=False):
                 buffer.copy_(saved)
         self.step += 1
         self._schedule_past_skipped_step()
-        self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"),
-                        "skipped": f"non-finite {what}"})
-        self._stop_after_nonfinite(what)
-        return float("nan")
-
-    def _stop_after_nonfinite(self, what: str) -> None:
-        """``max_nonfinite_steps`` skipped steps in a row stop the run with an error."""
+        self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"), "skipped": why})
         limit = int(self.config.max_nonfinite_steps)
         if limit and self.consecutive_nonfinite >= limit:
             raise TrainingError(f"{self.consecutive_nonfinite} steps in a row had a non-finite "
                              f"{what} (last: step {self.step}); the run stops. The checkpoints in {self.out} are the "
                              "last good ones: resume from last.pt with a lower lr, precision fp32 or grad_clip, or "
                              "check the data")
+        return float("nan")
 
     def _log_step(self, losses: Dict[str, float]) -> None:
         """steps.jsonl gets every step (this process's loss); TensorBoard every log_every steps."""
