@@ -26,7 +26,7 @@ from space_clip_ros.model.backbone import BackboneUnavailableError
 
 from . import config as cfgmod
 from .config import ConfigError, TrainConfig, TrainingError
-from .data import Augment, DepthDataset, collate
+from .data import Augment, DepthDataset, collate, worker_init
 from .datasets import DATASETS
 from .distributed import Process
 from .evaluation import eval_loader, evaluate, image_grid
@@ -179,7 +179,7 @@ class Trainer:
         self.loader = torch.utils.data.DataLoader(
             self.train_set, batch_size=self.per_process_batch, sampler=self.sampler, drop_last=True,
             num_workers=config.workers, collate_fn=collate, pin_memory=self.proc.device.type == "cuda",
-            persistent_workers=False)
+            worker_init_fn=worker_init, persistent_workers=False)
         self.steps_per_epoch = len(self.loader)
 
     def _build_optimisation(self) -> None:
