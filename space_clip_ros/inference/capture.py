@@ -41,6 +41,19 @@ def cudnn_benchmark():
         torch.backends.cudnn.benchmark = before
 
 
+def warm_up(fn: Callable[[], Any], device: torch.device, stream: Any, runs: int,
+            context: Callable[[], Any] = contextlib.nullcontext) -> None:
+    """Run ``fn`` ``runs`` times on ``stream`` (inside ``context``) after the work already queued on the device's
+    current stream, and wait for this stream only (a background warm-up never waits for the frames being served):
+    kernels, workspaces and cuDNN's choices are set up outside the graph about to be captured there."""
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream), context():
+        for _ in range(runs):
+            fn()
+    stream.synchronize()
+    torch.cuda.current_stream(device).wait_stream(stream)
+
+
 class CaptureError(RuntimeError):
     """A capture failed; everything it began was ended and the previous stream is current again."""
 

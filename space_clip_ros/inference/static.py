@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..model import SpaceClip
 from .base import LOG, Backend, BackendUnavailableError, user_cache_folder
-from .capture import CaptureError, ThreadStreams, capture_graph, cudnn_benchmark
+from .capture import CaptureError, ThreadStreams, capture_graph, cudnn_benchmark, warm_up
 from .processing import Size, to_output, to_pixel_values
 
 #: How a static backend compiles: as written, before the first run, or on a worker while the uncompiled one serves.
@@ -360,7 +360,7 @@ class CudaGraphBackend(StaticShapeBackend):
         (:func:`~.capture.capture_graph`) and raises, so the caller serves the frame its other way."""
         stream = self._streams.get()
         with torch.cuda.device(self.device), cudnn_benchmark():
-            self._warm(program, stream)
+            warm_up(lambda: program.fn(*program.inputs), self.device, stream, self.warmup_runs)
 
             def run() -> None:
                 program.output = program.fn(*program.inputs)
@@ -372,11 +372,3 @@ class CudaGraphBackend(StaticShapeBackend):
                 program.capture_error = failure_reason(error)
                 LOG.warning("capturing a program of the model failed (%s): it runs uncaptured",
                             program.capture_error)
-
-    def _warm(self, program: _Program, stream: Any) -> None:
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(self.warmup_runs):
-                program.fn(*program.inputs)
-        stream.synchronize()  # this stream only: a background warm-up never waits for the frames being served
-        torch.cuda.current_stream(self.device).wait_stream(stream)

@@ -109,7 +109,7 @@ def cuda_graph(device: Any = "cuda") -> Capture:
     """Captures on ``device`` as CUDA graphs (each in a memory pool of its own), on a stream of this pipeline's own
     per thread, warmed up there first, in thread-local mode, one capture at a time in the process. A failed capture
     leaves nothing behind (:func:`~space_clip_ros.inference.capture.capture_graph`) and raises."""
-    from ..inference.capture import ThreadStreams, capture_graph, cudnn_benchmark
+    from ..inference.capture import ThreadStreams, capture_graph, cudnn_benchmark, warm_up
 
     device = torch.device(device)
     streams = ThreadStreams(device)
@@ -117,13 +117,8 @@ def cuda_graph(device: Any = "cuda") -> Capture:
     def capture(fn: Callable[[], Any]) -> Tuple[Callable[[], None], Any]:
         stream = streams.get()
         with torch.cuda.device(device), cudnn_benchmark():
-            stream.wait_stream(torch.cuda.current_stream(device))  # the inputs were copied on the current stream
-            with torch.cuda.stream(stream), KeepState():
-                for _ in range(WARMUP_RUNS):
-                    fn()
-            stream.synchronize()
+            warm_up(fn, device, stream, WARMUP_RUNS, KeepState)  # after the inputs' copies on the current stream
             graph, outputs = capture_graph(fn, device, stream)
-            torch.cuda.current_stream(device).wait_stream(stream)
 
         def replay() -> None:
             with torch.cuda.device(device):  # the current stream of the graph's device

@@ -132,8 +132,7 @@ class Trainer:
             self.model.decoder.to(memory_format=torch.channels_last)
         if config.compile_decoder:  # in place: the state_dict keys (and so the checkpoints) stay the same
             self.model.decoder.compile()
-        self.sync_batchnorm = self._sync_batchnorm()
-        if self.sync_batchnorm:  # BatchNorm statistics over the global batch, as one GPU would see it
+        if self._sync_batchnorm():  # BatchNorm statistics over the global batch, as one GPU would see it
             self.model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder)
         self.unweighted_heads = self._freeze_unweighted_heads()
         self.net = self.model
