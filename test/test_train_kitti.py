@@ -378,30 +378,77 @@ def test_opencv_rotation_backend_has_the_same_geometry_on_kitti_frames():
             assert shifted.mean() > 4 * diff.mean()
 
 
-def test_colour_jitter_by_table_equals_the_authors_per_pixel_arithmetic():
-    """The colour augmentation computed on the 256 levels and looked up gives the very values of the authors'
-    per-pixel float32 arithmetic (same random draws, flipped or not)."""
-    import random
+def test_colour_and_quantisation_by_table_equal_the_authors_per_pixel_arithmetic():
+    """The colour augmentation and the authors' quantisation to uint8, computed on the 256 levels and looked up, give
+    the very values of their per-pixel float32 arithmetic (same random draws, flipped or not); so does the
+    normalisation after the resize."""
+    from space_clip_train.data import apply_levels, clip_input, colour_table, pil_resize
 
-    from space_clip_train.data import colour_jitter
+    from space_clip_ros.model import CLIP_MEAN, CLIP_STD
 
     rng = np.random.default_rng(0)
+    jittered = 0
     for trial in range(12):
         rgb = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
         src = rgb[:, ::-1] if trial % 2 else rgb
-        random.seed(trial)
-        np.random.seed(trial)
-        got = colour_jitter(src, True)
-        random.seed(trial)
-        np.random.seed(trial)
+        got = apply_levels(src, colour_table(np.random.default_rng(trial), True))
+        draws = np.random.default_rng(trial)
         image = src.astype(np.float32) / 255.0
-        if random.random() > 0.5:
-            image = image ** random.uniform(0.9, 1.1)
-            image = image * random.uniform(0.9, 1.1)
-            image = np.clip(image * np.random.uniform(0.9, 1.1, size=3).astype(np.float32), 0, 1)
-        assert got.dtype == np.float32 and got.flags.c_contiguous
-        np.testing.assert_array_equal(got, image)
-    np.testing.assert_array_equal(colour_jitter(rgb, False), rgb.astype(np.float32) / 255.0)
+        if draws.random() > 0.5:
+            jittered += 1
+            image = image ** draws.uniform(0.9, 1.1)
+            image = image * draws.uniform(0.9, 1.1)
+            image = np.clip(image * draws.uniform(0.9, 1.1, size=3).astype(np.float32), 0, 1)
+        quantised = (image * 255).astype(np.uint8)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, quantised)
+        small = pil_resize(quantised, (24, 24), "bicubic").astype(np.float32) / 255.0
+        expected = ((small - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)).transpose(2, 0, 1)
+        np.testing.assert_array_equal(clip_input(got, (24, 24), CLIP_MEAN, CLIP_STD), expected)
+    assert 0 < jittered < 12  # both branches ran
+    plain = apply_levels(rgb, colour_table(np.random.default_rng(1), False))
+    np.testing.assert_array_equal(plain, (rgb.astype(np.float32) / 255.0 * 255).astype(np.uint8))
+
+
+def test_training_items_are_the_authors_pipeline_and_depend_on_seed_epoch_and_line_only(tree):
+    """A training item equals the authors' order of operations done by hand (the whole frame rotated by PIL, then
+    cropped, flipped, colour-jittered in float32, quantised, resized, normalised) with the same draws from the item's
+    generator; the same (epoch, line) gives the same item in any process, another epoch or seed another."""
+    import random
+
+    from PIL import Image
+    from space_clip_train.data import Augment
+
+    from space_clip_ros.model import CLIP_MEAN, CLIP_STD
+
+    data = KittiDepth(tree.train_list, tree.raw, tree.gt, "train", (64, 64), augment=Augment(crop=(48, 96)), seed=3)
+    random.seed(0)
+    np.random.seed(0)  # the global streams play no part
+    for epoch, index in [(0, 0), (1, 0), (0, 2), (5, 3)]:
+        item = data[(epoch, index)]
+        rgb, depth = data.load(index)
+        draws = np.random.default_rng((3, epoch, index))
+        angle = (draws.random() - 0.5) * 2.0
+        y, x = int(draws.integers(0, rgb.shape[0] - 48 + 1)), int(draws.integers(0, rgb.shape[1] - 96 + 1))
+        image = np.asarray(Image.fromarray(rgb).rotate(angle, resample=Image.BICUBIC, fillcolor=(0, 0, 0)))
+        gt = np.asarray(Image.fromarray(depth).rotate(angle, resample=Image.NEAREST, fillcolor=0))
+        image, gt = image[y:y + 48, x:x + 96], gt[y:y + 48, x:x + 96]
+        if draws.random() > 0.5:
+            image, gt = image[:, ::-1], gt[:, ::-1]
+        image = image.astype(np.float32) / 255.0
+        if draws.random() > 0.5:
+            image = image ** draws.uniform(0.9, 1.1)
+            image = image * draws.uniform(0.9, 1.1)
+            image = np.clip(image * draws.uniform(0.9, 1.1, size=3).astype(np.float32), 0, 1)
+        small = np.asarray(Image.fromarray((image * 255).astype(np.uint8)).resize((64, 64), Image.BICUBIC))
+        small = small.astype(np.float32) / 255.0
+        expected = ((small - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)).transpose(2, 0, 1)
+        np.testing.assert_array_equal(item["pixel_values"], expected)
+        np.testing.assert_array_equal(item["depth"][0], gt)
+        np.testing.assert_array_equal(data[(epoch, index)]["pixel_values"], item["pixel_values"])
+    assert not np.array_equal(data[(0, 0)]["pixel_values"], data[(1, 0)]["pixel_values"])
+    other = KittiDepth(tree.train_list, tree.raw, tree.gt, "train", (64, 64), augment=Augment(crop=(48, 96)), seed=4)
+    assert not np.array_equal(other[(0, 0)]["pixel_values"], data[(0, 0)]["pixel_values"])
 
 
 def test_evaluate_py_is_the_one_entry_and_names_the_missing_dataset(capsys):
@@ -428,3 +475,27 @@ def test_a_protocol_with_its_own_crop_settles_the_crop_from_the_table(capsys):
         assert args.crop == used, (dataset, protocol)
         note = capsys.readouterr().err
         assert (f"uses crop {used}" in note) == (asked != used), note
+
+
+def test_png_frames_read_by_opencv_are_the_pixels_pil_reads(tmp_path):
+    """8-bit RGB PNGs (KITTI's frames: the three shipped ones) are decoded by OpenCV, with PIL's very pixels; other
+    PNGs (grey, alpha, palette) go to PIL as before."""
+    import glob
+    from pathlib import Path
+
+    from PIL import Image
+    from space_clip_train.data import read_rgb
+
+    root = Path(__file__).resolve().parents[1] / "space_clip_ros" / "data" / "kitti_sample"
+    frames = sorted(glob.glob(str(root / "*" / "*" / "image_02" / "data" / "*.png")))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)).save(tmp_path / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)).save(tmp_path / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).convert("P").save(tmp_path / "palette.png")
+    for path in frames + [str(tmp_path / n) for n in ("grey.png", "rgba.png", "palette.png")]:
+        with Image.open(path) as img:
+            expected = np.asarray(img.convert("RGB"))
+        got = read_rgb(path)
+        assert got.shape == expected.shape and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+    assert len(frames) == 3

@@ -91,18 +91,23 @@ def test_two_steps_write_checkpoints_the_node_and_eval_load(clip_tower, tree, tm
         assert json.loads(result.read_text())["abs_rel"] == pytest.approx(summaries[protocol]["abs_rel"], rel=1e-5)
 
 
-@pytest.mark.parametrize("stop_at", [1, 2])  # mid-epoch, and at an epoch's end
-def test_resume_continues_with_identical_losses(clip_tower, tree, tmp_path, stop_at, capsys):
+@pytest.mark.parametrize("stop_at, workers", [(1, ("0", "0", "0")), (2, ("0", "0", "0")), (1, ("2", "1", "2"))])
+def test_resume_continues_with_identical_losses(clip_tower, tree, tmp_path, stop_at, workers, capsys):
+    """Stopped mid-epoch or at an epoch's end and resumed: the losses, weights and EMA of the uninterrupted run. The
+    last case loads with persistent DataLoader workers, 2 in the uninterrupted run, 1 then 2 in the split one: the
+    items are the same whichever worker, and however many, make them."""
     config = _config(tmp_path, clip_tower, "release", scheduler="cosine_warmup", aux_weights=[0.1, 0.05, 0.0],
                      ema_decay=0.9, eval_every=5)
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert train_kitti.main(_args(tree, config, straight, "--epochs", "2")) == 0
+    assert train_kitti.main(_args(tree, config, straight, "--epochs", "2", "--workers", workers[0])) == 0
     printed = capsys.readouterr().out  # last.pt after every epoch, validated or not
     assert "last.pt (epoch 1, not validated" in printed and printed.count("validation, epoch") == 1
-    assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--max-steps", str(stop_at))) == 0
+    assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--max-steps", str(stop_at),
+                                  "--workers", workers[1])) == 0
     assert [s["step"] for s in _steps(split)] == list(range(1, stop_at + 1))
     capsys.readouterr()
-    assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--resume", str(split / "last.pt"))) == 0
+    assert train_kitti.main(_args(tree, config, split, "--epochs", "2", "--resume", str(split / "last.pt"),
+                                  "--workers", workers[2])) == 0
     assert "warning: resuming with settings" not in capsys.readouterr().out
     a, b = _steps(straight), _steps(split)
     assert [s["step"] for s in b] == [1, 2, 3, 4]

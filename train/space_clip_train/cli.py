@@ -13,6 +13,19 @@ from .config import CONFIGS, PRECISIONS, TRAIN_DIR, ConfigError, TrainConfig, Tr
 from .datasets import DATASETS
 
 
+def _workers(value: str):
+    """--workers: auto or a number >= 0."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"auto or a number >= 0, got {value!r}")
+    return number
+
+
 def build_parser(dataset: str = "kitti") -> argparse.ArgumentParser:
     about = DATASETS[dataset]
     p = argparse.ArgumentParser(prog=about.prog, description=f"Train SPACE-CLIP's decoder on {dataset.upper()} "
@@ -30,7 +43,8 @@ def build_parser(dataset: str = "kitti") -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="hub id or local folder of the frozen CLIP tower (overrides the config's)")
     p.add_argument("--out", type=Path, help="run folder for config.yaml, checkpoints, metrics and TensorBoard logs")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (torchrun: each process uses its LOCAL_RANK GPU)")
-    p.add_argument("--workers", type=int, help="data loading processes per training process")
+    p.add_argument("--workers", type=_workers, help="data loading processes per training process (auto: one per "
+                   "core beside each training process, at most 16)")
     p.add_argument("--resume", type=Path, help="a last.pt (or best.pt) of an earlier run: continue it exactly")
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=PRECISIONS, help="autocast precision of the forward pass (auto: bf16 on "

@@ -108,7 +108,7 @@ class TrainConfig:
     min_depth: float
     max_depth: float
     strict: bool
-    workers: int
+    workers: Union[int, str]  # auto | a number
     epochs: int
     max_steps: int
     batch_size: int
@@ -176,6 +176,8 @@ class TrainConfig:
                               f"({list(PROTOCOLS[self.dataset])})")
         if len(self.crop) != 2 or min(self.crop) <= 0:
             raise ConfigError(f"crop must be [height, width], got {self.crop!r}")
+        if self.workers != "auto" and not (type(self.workers) is int and self.workers >= 0):
+            raise ConfigError(f"workers must be auto or a number >= 0, got {self.workers!r}")
         for key in ("batch_size", "epochs", "eval_every", "log_every"):
             if int(getattr(self, key)) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)!r}")

@@ -4,12 +4,12 @@ augmentation, and the dataset base class that turns (RGB, depth) pairs into trai
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch.utils.data
 
 from space_clip_ros.model.config import CLIP_MEAN, CLIP_STD, KITTI_OUTPUT_SIZE
 
@@ -72,9 +72,19 @@ class SkipReport:
 
 # --------------------------------------------------------------------------------------------------- reading files
 def read_rgb(path: PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; raises ValueError when the file is missing or not an image."""
+    """(H, W, 3) uint8 RGB; raises ValueError when the file is missing or not an image.
+
+    An 8-bit RGB PNG (KITTI's frames) is decoded by OpenCV, a fifth faster than PIL and the same pixels (PNG is
+    lossless); any other file (JPEG: decoders differ in their pixels; grey, palette, alpha, 16-bit) by PIL, as the
+    authors read it."""
     from PIL import Image
 
+    if str(path).lower().endswith(".png"):
+        import cv2
+
+        bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if bgr is not None and bgr.dtype == np.uint8 and bgr.ndim == 3 and bgr.shape[2] == 3:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
@@ -115,13 +125,27 @@ def pil_resize(array: np.ndarray, size: Tuple[int, int], mode: str) -> np.ndarra
     return np.asarray(Image.fromarray(array).resize((width, height), resample))
 
 
-def clip_input(rgb01: np.ndarray, input_size: Tuple[int, int], mean: Sequence[float],
+_LEVELS = np.arange(256, dtype=np.float32) / 255.0  # uint8 -> [0, 1] as the authors convert (float32)
+#: The authors' [0, 1] -> uint8 step (``(x * 255).astype(uint8)``, truncating) applied to the 256 levels: not always
+#: the identity (a level can come back one lower), so it is kept as the authors compute it.
+_QUANTISED = np.repeat((_LEVELS * 255).astype(np.uint8)[:, None], 3, axis=1)
+
+
+def clip_input(quantised: np.ndarray, input_size: Tuple[int, int], mean: Sequence[float],
                std: Sequence[float]) -> np.ndarray:
-    """The tower's input as the authors prepare it: the [0, 1] crop quantised to uint8 (truncating), resized bicubic
-    with PIL to ``input_size``, back to [0, 1], normalised; (3, h, w) float32."""
-    quantised = (rgb01 * 255).astype(np.uint8)
-    small = pil_resize(quantised, input_size, "bicubic").astype(np.float32) / 255.0
-    return ((small - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1).copy()
+    """The tower's input as the authors prepare it from the [0, 1] crop quantised to uint8 (``quantised``, see
+    :func:`quantise`): resized bicubic with PIL to ``input_size``, back to [0, 1], normalised; (3, h, w) float32.
+
+    The normalisation is computed on the 256 levels of each channel and looked up (the same float32 operations as
+    on every pixel, so the same values)."""
+    small = pil_resize(quantised, input_size, "bicubic")
+    table = (_LEVELS[:, None] - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)  # (256, 3)
+    return np.stack([table[small[..., c], c] for c in range(3)])
+
+
+def quantise(rgb01: np.ndarray) -> np.ndarray:
+    """The authors' [0, 1] float image -> uint8 step (truncating), for images that are not uint8 levels."""
+    return (rgb01 * 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------- datasets
@@ -181,21 +205,27 @@ def rotated_crop(array: np.ndarray, angle: float, box: Tuple[int, int, int, int]
     return np.asarray(image.transform((width, height), Image.AFFINE, matrix, resample, fillcolor=fill))
 
 
-_LEVELS = np.arange(256, dtype=np.float32) / 255.0  # uint8 -> [0, 1] as the authors convert (float32)
-
-
-def colour_jitter(rgb: np.ndarray, enabled: bool) -> np.ndarray:
-    """(H, W, 3) uint8 -> float32 [0, 1] with the authors' colour augmentation (p = 0.5): gamma, brightness and
-    per-channel colour, each uniform in [0.9, 1.1], clipped to [0, 1].
+def colour_table(rng: np.random.Generator, enabled: bool) -> np.ndarray:
+    """The authors' colour augmentation (p = 0.5: gamma, brightness and per-channel colour, each uniform in
+    [0.9, 1.1], clipped to [0, 1]) followed by their quantisation to uint8, as a (256, 3) uint8 table of what each
+    level of each channel becomes; :func:`apply_levels` looks it up per pixel.
 
     The image comes from uint8 levels, so each step is computed on the 256 levels (the same float32 operations in the
-    same order as on every pixel, hence the same values) and looked up per pixel: a third of the time."""
-    if enabled and random.random() > 0.5:
-        gamma, brightness = random.uniform(0.9, 1.1), random.uniform(0.9, 1.1)
-        colours = np.random.uniform(0.9, 1.1, size=3).astype(np.float32)
-        table = np.clip(((_LEVELS ** gamma) * brightness)[:, None] * colours[None, :], 0, 1)  # (256, 3)
-        return np.ascontiguousarray(np.stack([table[rgb[..., c], c] for c in range(3)], axis=-1), dtype=np.float32)
-    return _LEVELS[rgb]
+    same order as on every pixel, hence the same values). Draws from ``rng``: a uniform for p, then gamma, brightness
+    and the three colours."""
+    if enabled and rng.random() > 0.5:
+        gamma, brightness = rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1)
+        colours = rng.uniform(0.9, 1.1, size=3).astype(np.float32)
+        table = np.clip(((_LEVELS ** gamma) * brightness)[:, None] * colours[None, :], 0, 1)  # (256, 3) float32
+        return (table * 255).astype(np.uint8)
+    return _QUANTISED
+
+
+def apply_levels(rgb: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 through a (256, 3) uint8 per-channel table (OpenCV's lookup)."""
+    import cv2
+
+    return cv2.LUT(np.ascontiguousarray(rgb), np.ascontiguousarray(table[None]))
 
 
 class DepthDataset:
@@ -215,7 +245,7 @@ class DepthDataset:
     def __init__(self, list_path: PathLike, data_root: PathLike, gt_root: Optional[PathLike], mode: str,
                  input_size: Tuple[int, int] = (224, 224), mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD, augment: Optional[Augment] = None,
-                 strict: bool = False, require_depth: bool = True):
+                 strict: bool = False, require_depth: bool = True, seed: int = 0):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be train or eval, got {mode!r}")
         if not Path(list_path).is_file():
@@ -231,7 +261,7 @@ class DepthDataset:
             if require_depth and sample.depth is None:
                 continue  # e.g. KITTI's 45 test frames without annotated depth: not an error, not evaluated
             self.samples.append(sample)
-        self.strict = strict
+        self.strict, self.seed = strict, int(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -240,9 +270,14 @@ class DepthDataset:
         """(RGB uint8, depth metres or None) for one line; raises ValueError naming the problem."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> dict:
         """A dict of numpy arrays, or ``{"skip": reason, "index": i}`` for a line whose files are missing or
-        unreadable (raised instead with ``strict``); :func:`collate` gathers those so the main process counts them."""
+        unreadable (raised instead with ``strict``); :func:`collate` gathers those so the main process counts them.
+
+        ``key``: the line's index, or (epoch, index) for training items (:class:`TrainOrder` yields those): a training
+        item's augmentation is drawn from a generator seeded by (seed, epoch, index), so it is the same whichever
+        worker or process makes it, however many workers there are and whether the run was resumed."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         try:
             rgb, depth = self.load(index)
             if depth is None and self.mode == "train":
@@ -254,7 +289,7 @@ class DepthDataset:
                                         "without it such lines are skipped and counted)") from None
             return {"skip": str(error), "index": index}
         if self.mode == "train":
-            return self._train_item(rgb, depth, index)
+            return self._train_item(rgb, depth, index, np.random.default_rng((self.seed, epoch, index)))
         return self._eval_item(rgb, depth, index)
 
     def record_skips(self, batch: dict) -> None:
@@ -262,11 +297,14 @@ class DepthDataset:
         for index, reason in batch.get("skipped", []):
             self.skips.skip(self.samples[index], reason)
 
-    def _train_item(self, rgb: np.ndarray, depth: np.ndarray, index: int) -> dict:
+    def _train_item(self, rgb: np.ndarray, depth: np.ndarray, index: int, rng: np.random.Generator) -> dict:
+        """The authors' augmentation, in the cheapest order that gives their pixels: rotation of the crop's pixels
+        only, colour and quantisation as one per-level table, flip, the resize, normalisation by table."""
+        import cv2
         from PIL import Image
 
         aug = self.augment
-        angle = (random.random() - 0.5) * 2 * aug.rotate_degrees if aug.rotate_degrees > 0 else 0.0
+        angle = (rng.random() - 0.5) * 2 * aug.rotate_degrees if aug.rotate_degrees > 0 else 0.0
         th, tw = aug.crop
         h, w = rgb.shape[:2]
         if h < th or w < tw:  # smaller frames are rotated whole, then resized to the crop, as the release does
@@ -276,18 +314,18 @@ class DepthDataset:
             image = pil_resize(rgb, (th, tw), "bicubic")
             depth = pil_resize(depth, (th, tw), "nearest")
         else:
-            y, x = random.randint(0, h - th), random.randint(0, w - tw)
+            y, x = int(rng.integers(0, h - th + 1)), int(rng.integers(0, w - tw + 1))
             # The image's crop of the frame rotated about its centre is computed for the crop's pixels only (PIL's
             # rotation matrix offset to the crop; the same pixels as rotating the whole frame, in half the time).
             # Depth is rotated whole (nearest-neighbour ties would fall differently with the offset; it is cheap).
-            rgb = rotated_crop(rgb, angle, (x, y, tw, th), Image.BICUBIC, (0, 0, 0), aug.rotate_backend)
+            image = rotated_crop(rgb, angle, (x, y, tw, th), Image.BICUBIC, (0, 0, 0), aug.rotate_backend)
             if angle:
                 depth = np.asarray(Image.fromarray(depth).rotate(angle, resample=Image.NEAREST, fillcolor=0))
             depth = depth[y:y + th, x:x + tw]
-            image = rgb  # uint8 until the colour step
-        if aug.flip and random.random() > 0.5:
-            image, depth = image[:, ::-1], depth[:, ::-1]
-        image = colour_jitter(image, aug.color)
+        flip = aug.flip and rng.random() > 0.5
+        image = apply_levels(image, colour_table(rng, aug.color))
+        if flip:  # OpenCV's flip: a contiguous copy at a tenth of numpy's for a reversed view
+            image, depth = cv2.flip(image, 1), cv2.flip(np.ascontiguousarray(depth), 1)
         # No full-size image in a training item: nothing reads it, and it was two thirds of a batch's bytes
         # (shared memory between the workers and the trainer, a pinned copy every step).
         return {"pixel_values": clip_input(image, self.input_size, self.mean, self.std),
@@ -297,20 +335,47 @@ class DepthDataset:
         """The authors' evaluation input: the whole frame resized bicubic to ``eval_size``, then to the tower's size;
         ``depth`` at full resolution."""
         small = rgb if rgb.shape[:2] == tuple(self.eval_size) else pil_resize(rgb, self.eval_size, "bicubic")
-        small = small.astype(np.float32) / 255.0
-        item = {"pixel_values": clip_input(small, self.input_size, self.mean, self.std),
-                "image": small.transpose(2, 0, 1).copy(), "index": index}
+        item = {"pixel_values": clip_input(apply_levels(small, _QUANTISED), self.input_size, self.mean, self.std),
+                "image": (small.astype(np.float32) / 255.0).transpose(2, 0, 1).copy(), "index": index}
         if depth is not None:
             item["depth"] = depth[None]
         return item
 
 
-def worker_init(worker_id: int) -> None:
-    """Each DataLoader worker is one core's work: OpenCV's own threads (its rotation backend, PNG decoding) would
-    otherwise multiply by the number of workers."""
-    import cv2
+class TrainOrder(torch.utils.data.Sampler):
+    """The training order of one process: its share of the epoch's shuffled lines (``DistributedSampler``: the same
+    order for the same seed, epoch and number of processes), as (epoch, index) keys for
+    :meth:`DepthDataset.__getitem__`, from batch ``start`` of the epoch on (a resumed run loads nothing it skips).
+    It lives in the main process, so persistent DataLoader workers see each epoch's keys."""
 
-    cv2.setNumThreads(1)
+    def __init__(self, dataset: DepthDataset, world: int, rank: int, seed: int, batch_size: int):
+        self.shares = torch.utils.data.distributed.DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size, self.epoch, self.start = batch_size, 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+        self.shares.set_epoch(epoch)
+
+    def __iter__(self):
+        indices = list(self.shares)[self.start * self.batch_size:]
+        return iter([(self.epoch, i) for i in indices])
+
+    def __len__(self) -> int:
+        return max(len(self.shares) - self.start * self.batch_size, 0)
+
+
+def loader(dataset, workers: int, **options) -> "torch.utils.data.DataLoader":
+    """A DataLoader of ``dataset`` (items gathered by :func:`collate`) with ``workers`` processes, each one core's
+    work: OpenCV is set to one thread in this process before they fork. Setting it in a forked worker hangs when
+    this process has already started OpenCV's thread pool (the pool's threads do not exist in the child), and a
+    worker that used the inherited pool would hang the same way; the training process itself does no OpenCV work
+    worth threads."""
+    if workers > 0:
+        import cv2
+
+        cv2.setNumThreads(1)
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, collate_fn=collate, **options)
 
 
 def collate(batch: List[dict]) -> dict:

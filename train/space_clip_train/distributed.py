@@ -18,6 +18,7 @@ class Process:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this machine
         self.distributed = self.world > 1
         device = resolve_device(device_spec)  # indexed: set_device and DDP's device_ids need the index
         if device.type == "cuda" and self.distributed:

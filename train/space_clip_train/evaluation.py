@@ -18,7 +18,7 @@ import torch.distributed as dist
 from space_clip_ros.dense_outputs import colorize
 from space_clip_ros.device import PRECISIONS
 
-from .data import DepthDataset, collate
+from .data import DepthDataset, loader
 from .metrics import MetricAverager, evaluate_image, format_table, prediction_size, write_json
 
 
@@ -43,8 +43,7 @@ def eval_loader(dataset: DepthDataset, workers: int = 2, batch_size: int = 1) ->
     if is_distributed():
         indices = list(range(dist.get_rank(), len(dataset), dist.get_world_size()))
         sampler = indices
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
-                                       num_workers=workers, collate_fn=collate)
+    return loader(dataset, workers, batch_size=batch_size, shuffle=False, sampler=sampler)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +27,7 @@ from space_clip_ros.model.backbone import BackboneUnavailableError
 
 from . import config as cfgmod
 from .config import ConfigError, TrainConfig, TrainingError
-from .data import Augment, DepthDataset, collate, worker_init
+from .data import Augment, DepthDataset, TrainOrder, loader
 from .datasets import DATASETS
 from .distributed import Process
 from .evaluation import eval_loader, evaluate, image_grid
@@ -95,7 +96,6 @@ class Trainer:
         self._build_optimisation()
         self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
         self.best = math.inf
-        self.epoch_rng: Optional[Dict[str, Any]] = None
         self.resume_rng: Optional[Dict[str, Any]] = None
         self.stop_rng: Optional[Dict[str, Any]] = None  # where training left its random streams (checkpointed)
         self.skipped = self.skipped_epoch = 0
@@ -172,14 +172,25 @@ class Trainer:
         if len(self.train_set) < config.batch_size:
             raise ConfigError(f"{len(self.train_set)} training lines are fewer than one batch "
                               f"of {config.batch_size}; lower --batch-size")
-        self.sampler = torch.utils.data.distributed.DistributedSampler(
-            self.train_set, num_replicas=self.proc.world, rank=self.proc.rank, shuffle=True, seed=config.seed,
-            drop_last=True)
-        self.loader = torch.utils.data.DataLoader(
-            self.train_set, batch_size=self.per_process_batch, sampler=self.sampler, drop_last=True,
-            num_workers=config.workers, collate_fn=collate, pin_memory=self.proc.device.type == "cuda",
-            worker_init_fn=worker_init, persistent_workers=False)
+        self.order = TrainOrder(self.train_set, self.proc.world, self.proc.rank, config.seed, self.per_process_batch)
+        self.workers = self._workers()
+        self.loader = loader(self.train_set, self.workers, batch_size=self.per_process_batch, sampler=self.order,
+                             drop_last=True, pin_memory=self.proc.device.type == "cuda",
+                             persistent_workers=self.workers > 0)
         self.steps_per_epoch = len(self.loader)
+
+    def _workers(self) -> int:
+        """DataLoader workers of this process: the config's number, or for ``auto`` one per core this process's
+        share of the machine leaves beside itself (the cores it may run on over the processes torchrun started on
+        this machine), at most 16."""
+        value = self.config.workers
+        if value != "auto":
+            return int(value)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = max(1, min(16, cores // self.proc.local_world - 1))
+        self.proc.log(f"workers: auto = {workers} data loading process(es) per training process ({cores} cores, "
+                      f"{self.proc.local_world} training process(es) on this machine)")
+        return workers
 
     def _build_optimisation(self) -> None:
         """Optimizer (fused AdamW on GPUs), schedule, gradient scaler (fp16), EMA of the decoder and the loss."""
@@ -208,7 +219,7 @@ class Trainer:
         return self.dataset_class(cfgmod.list_path(list_value), c.data_path, c.gt_path, mode, pre.input_size,
                           pre.mean, pre.std,
                           Augment(tuple(c.crop), c.rotate_degrees, c.flip, c.color, c.rotate_backend),
-                          strict=c.strict)
+                          strict=c.strict, seed=c.seed)
 
     # ---------------------------------------------------------------------------------------- checkpoints
     def _training_state(self) -> Dict[str, Any]:
@@ -216,7 +227,7 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch, "best_abs_rel": self.best,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "ema": self.ema.shadow if self.ema else None,
-            "rng_epoch_start": self.proc.gather(self.epoch_rng), "rng": self.proc.gather(self.stop_rng),
+            "rng": self.proc.gather(self.stop_rng),
             "world_size": self.proc.world, "skipped": self.skipped, "config": self.config.to_dict(),
         }
 
@@ -268,8 +279,7 @@ class Trainer:
             self.ema.shadow = {k: v.to(self.proc.device) for k, v in state["ema"].items()}
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
         self.best, self.skipped = state["best_abs_rel"], state["skipped"]
-        self.epoch_rng = state["rng_epoch_start"][self.proc.rank]  # each process its own random streams
-        self.resume_rng = state["rng"][self.proc.rank]
+        self.resume_rng = state["rng"][self.proc.rank]  # each process its own random streams
         set_rng_state(self.resume_rng)
         self.proc.log(f"resumed {path}: epoch {self.epoch + 1}, step {self.step}, batch {self.batch_in_epoch} "
                       f"of {self.steps_per_epoch}")
@@ -329,14 +339,13 @@ class Trainer:
         from tqdm import tqdm
 
         c = self.config
-        self.sampler.set_epoch(self.epoch)
-        resuming = self.batch_in_epoch > 0 and self.epoch_rng is not None
-        if resuming:
-            set_rng_state(self.epoch_rng)  # the data order and augmentations of the interrupted epoch
-        else:
+        resuming = self.batch_in_epoch > 0 and self.resume_rng is not None
+        if not resuming:
             self.batch_in_epoch = 0
-            self.epoch_rng = rng_state()
         skip = self.batch_in_epoch
+        # The order and the augmentations depend on (seed, epoch, line) only: a resumed epoch starts at its batch
+        # without loading the ones before it.
+        self.order.set_epoch(self.epoch, skip)
         self.net.train()
         heads = getattr(self.model.decoder, "aux_depth_heads", None)
         for i in self.unweighted_heads:  # frozen heads that still run (another head is weighted): statistics too
@@ -347,15 +356,14 @@ class Trainer:
         if not resuming:
             self.train_set.skips.skipped.clear()
             self.skipped_epoch = 0
-        for i, batch in enumerate(self.loader):
-            if i < skip:
-                continue
+        for i, batch in enumerate(self.loader, start=skip):
             if self.step >= max_steps:
                 bar.close()
                 self.proc.log(f"stopped after {self.step} steps (--max-steps)")
                 return True
-            if i == skip and resuming:
-                set_rng_state(self.resume_rng)  # then the exact state at the moment the run stopped
+            if i == skip and resuming:  # the random streams (dropout) as they were when the run stopped
+                set_rng_state(self.resume_rng)
+                self.resume_rng = None
             self.train_set.record_skips(batch)
             loss = self._train_step(batch)
             self.batch_in_epoch = i + 1
@@ -477,7 +485,7 @@ class Trainer:
         """Validate the live (and EMA) weights without the final flip TTA, log the better, write last.pt and best.pt
         (lowest AbsRel); after the last epoch, report best.pt as :meth:`_final_report` says."""
         c = self.config
-        loader = eval_loader(self.eval_set, workers=min(c.workers, 4))
+        loader = eval_loader(self.eval_set, workers=min(self.workers, 4))
         # fp32, as evaluate.py reports (the training's autocast would choose best.pt on other numbers); selection
         # never sees the final TTA.
         kwargs = dict(protocol=c.eval_protocol, crop=c.eval_crop, flip_tta=c.eval_flip_tta, min_depth=c.min_depth,
