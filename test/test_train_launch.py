@@ -25,14 +25,16 @@ NYU_CONFIGS = ["nyu_paper", "nyu_release"]
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """Two CUDA devices as torch would report them, ``torch.cuda.set_device`` checking its argument as the real one
-    does (an index is required) and recording it; NCCL's process group recorded instead of started."""
-    calls = {"set_device": [], "backend": []}
+    does (an index is required) and recording it; NCCL's process group (and the gloo group beside it) recorded
+    instead of started."""
+    calls = {"set_device": [], "backend": [], "group": []}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "set_device",
                         lambda device: calls["set_device"].append(torch.cuda._get_device_index(device)))
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: calls["backend"].append(backend))
+    monkeypatch.setattr(torch.distributed, "new_group", lambda backend: calls["group"].append(backend) or backend)
     return calls
 
 
@@ -53,6 +55,7 @@ def test_the_default_device_on_a_gpu_machine_comes_with_its_index(fake_cuda, mon
     monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's second process: the second GPU, NCCL
     assert Process("auto").device == torch.device("cuda", 1)
     assert fake_cuda["set_device"][-1] == 1 and fake_cuda["backend"] == ["nccl"]
+    assert fake_cuda["group"] == ["gloo"]  # host counts are summed on the host, not through the GPU
 
 
 def _tiny(tmp_path, tower, base, name="tiny.yaml", **extra):

@@ -26,8 +26,11 @@ class Process:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.device = device
+        self.host_group = None  # host values (counts of skipped lines) are summed over gloo: no device involved
         if self.distributed:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            if device.type == "cuda":
+                self.host_group = dist.new_group(backend="gloo")
 
     @property
     def main(self) -> bool:
@@ -38,11 +41,20 @@ class Process:
             print(text, flush=True)
 
     def all_sum(self, values: List[float]) -> List[float]:
+        """Host numbers summed over the processes, on the host (over gloo under NCCL: the GPU is not waited for)."""
         if not self.distributed:
             return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, group=self.host_group)
         return t.tolist()
+
+    def any(self, flags: torch.Tensor) -> torch.Tensor:
+        """Device flags set where any process set them (a device collective: nothing is read on the host)."""
+        if not self.distributed:
+            return flags
+        flags = flags.to(torch.uint8)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return flags.bool()
 
     def gather(self, obj: Any) -> List[Any]:
         """``obj`` of every process, by rank (collective: all processes call it)."""

@@ -57,24 +57,26 @@ def silog_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, varianc
                eps: float = 1e-7, unbiased: bool = False, group: Optional[GlobalBatch] = None) -> torch.Tensor:
     """Scale-invariant log loss over the valid pixels of the whole batch; (B, 1, H, W) inputs, pred resized to gt.
     ``unbiased``: the variance with Bessel's correction (the paper's first code version). With ``group`` the batch
-    is the global one: the sums of g, g^2 and the pixel count are added over all processes first."""
+    is the global one: the sums of g, g^2 and the pixel count are added over all processes first.
+
+    Masked sums over every pixel (no boolean indexing, nothing read on the host: the training step never waits for
+    the device); a batch without a valid pixel gives 0, one valid pixel a variance of 0."""
     pred = _to_gt_size(pred.float(), gt)
-    g = (torch.log(pred[mask].clamp_min(eps)) - torch.log(gt[mask].float().clamp_min(eps))).double()
-    sums = torch.stack([g.sum(), (g * g).sum(), g.new_tensor(float(g.numel()))])
+    g = torch.log(pred.clamp_min(eps)) - torch.log(gt.float().clamp_min(eps))
+    g = torch.where(mask, g, torch.zeros_like(g)).double()
+    sums = torch.stack([g.sum(), (g * g).sum(), mask.sum().double()])
     if group is not None:
         sums = group.sum(sums)
-    n = float(sums[2].detach())
-    if n < 1:
-        return pred.sum() * 0.0
-    mean = sums[0] / n
-    if n < 2:
-        var = torch.zeros_like(mean)
-    elif unbiased:
-        var = (sums[1] - sums[0] * mean) / (n - 1)
+    n = sums[2].detach()
+    mean = sums[0] / n.clamp_min(1.0)
+    if unbiased:
+        var = (sums[1] - sums[0] * mean) / (n - 1).clamp_min(1.0)
     else:
-        var = sums[1] / n - mean * mean
+        var = sums[1] / n.clamp_min(1.0) - mean * mean
+    var = torch.where(n < 2, torch.zeros_like(var), var)
     d = var.clamp_min(0.0) + (1.0 - variance_focus) * mean * mean
-    return (10.0 * torch.sqrt(d.clamp_min(eps))).float()
+    loss = (10.0 * torch.sqrt(d.clamp_min(eps))).float()
+    return torch.where(n < 1, pred.sum() * 0.0, loss)
 
 
 def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
@@ -95,8 +97,6 @@ def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: 
     count = mask.sum().double()
     if group is not None:
         count = group.sum(count.detach().clone())
-    if float(count) < 1:
-        return pred.sum() * 0.0
     if batch_range:
         lo, hi = gt.min(), gt.max()
         if group is not None:
@@ -104,10 +104,13 @@ def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: 
         span = hi - lo
         x = ((pred - lo) / span).clamp(0, 1)
         y = ((gt - lo) / span).clamp(0, 1)
-    else:
-        lo = torch.stack([gt[b][mask[b]].min() if mask[b].any() else gt.new_zeros(()) for b in range(gt.shape[0])])
-        hi = torch.stack([gt[b][mask[b]].max() if mask[b].any() else gt.new_ones(()) for b in range(gt.shape[0])])
-        lo, span = lo.view(-1, 1, 1, 1), (hi - lo).clamp_min(eps).view(-1, 1, 1, 1)
+    else:  # each sample's valid range, by masked min and max (a sample without valid pixels: 0..1)
+        inf = torch.full_like(gt, float("inf"))
+        lo = torch.where(mask, gt, inf).amin(dim=(1, 2, 3), keepdim=True)
+        hi = torch.where(mask, gt, -inf).amax(dim=(1, 2, 3), keepdim=True)
+        some = mask.any(dim=(1, 2, 3), keepdim=True)
+        lo, hi = torch.where(some, lo, torch.zeros_like(lo)), torch.where(some, hi, torch.ones_like(hi))
+        span = (hi - lo).clamp_min(eps)
         x = ((pred - lo) / span).clamp(0, 1)
         y = ((gt - lo) / span).clamp(0, 1)
         y = torch.where(mask, y, torch.zeros_like(y))
@@ -123,13 +126,14 @@ def ssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: 
     cov = blur(x * y) - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    total = (1.0 - ssim)[mask].double().sum()
+    total = torch.where(mask, 1.0 - ssim, torch.zeros_like(ssim)).double().sum()
+    none = count < 1  # no valid pixel in the (global) batch: 0
     if group is None:
-        return (total / count).float()
+        return torch.where(none, pred.sum() * 0.0, (total / count.clamp_min(1.0)).float())
     # Gradient of this process's share (times world: DDP averages), value of the global mean on every process.
-    share = total * group.world / count
-    value = group.sum(total.detach().clone()).detach() / count
-    return (share + (value - share).detach()).float()
+    share = total * group.world / count.clamp_min(1.0)
+    value = group.sum(total.detach().clone()).detach() / count.clamp_min(1.0)
+    return torch.where(none, pred.sum() * 0.0, (share + (value - share).detach()).float())
 
 
 def _to_gt_size(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

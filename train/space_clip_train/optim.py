@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -17,12 +18,21 @@ class EMA:
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
-        for key, value in module.state_dict().items():
-            if value.is_floating_point():
-                self.shadow[key].mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
-            else:
-                self.shadow[key].copy_(value)
+    def update(self, module: torch.nn.Module, skip: Optional[torch.Tensor] = None) -> None:
+        """shadow += (1 - decay) (value - shadow) for floating-point state, a copy of the rest, in a few multi-tensor
+        kernels; ``skip`` (a device flag): a step that did not happen leaves the floating-point shadow as it was,
+        decided on the device (the integer state, BatchNorm's batch counts, is the module's own, put back by then)."""
+        state = module.state_dict()
+        floats = [k for k, v in state.items() if v.is_floating_point()]
+        others = [k for k in state if k not in floats]
+        shadows, values = [self.shadow[k] for k in floats], [state[k].detach() for k in floats]
+        weight = 1.0 - self.decay
+        if skip is not None:
+            weight = (~skip).to(shadows[0].dtype if shadows else torch.float32) * weight
+        if shadows:
+            torch._foreach_add_(shadows, torch._foreach_mul(torch._foreach_sub(values, shadows), weight))
+        if others:
+            torch._foreach_copy_([self.shadow[k] for k in others], [state[k] for k in others])
 
 
 def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):

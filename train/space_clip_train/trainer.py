@@ -101,7 +101,9 @@ class Trainer:
         self.skipped = self.skipped_epoch = 0
         self.nonfinite_steps = self.consecutive_nonfinite = 0
         self.scaler_skipped = 0  # fp16 steps the gradient scaler skipped (overflow)
-        self._buffers_before: List[torch.Tensor] = []
+        self._pending: List[tuple] = []  # steps not yet read on the host: (step, epoch, lr, (names, values) or None)
+        self._last_loss = float("nan")
+        self.bar = None
         if self.proc.main:
             self._remove_partial_checkpoints()
         if resume:
@@ -195,9 +197,10 @@ class Trainer:
     def _build_optimisation(self) -> None:
         """Optimizer (fused AdamW on GPUs), schedule, gradient scaler (fp16), EMA of the decoder and the loss."""
         config = self.config
-        self.optimizer = torch.optim.AdamW(list(self.model.trainable_parameters()), lr=config.lr,
-                                           weight_decay=config.weight_decay,
-                                           fused=True if self.proc.device.type == "cuda" else None)
+        self.trainable = list(self.model.trainable_parameters())
+        # Fused AdamW (CUDA and CPU): one kernel, and it takes the step's skip flag on the device (found_inf).
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=True)
         self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.ema = EMA(self.model.decoder, config.ema_decay) if config.ema_decay > 0 else None
@@ -350,14 +353,15 @@ class Trainer:
         heads = getattr(self.model.decoder, "aux_depth_heads", None)
         for i in self.unweighted_heads:  # frozen heads that still run (another head is weighted): statistics too
             heads[i].eval()
-        bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {self.epoch + 1}/{c.epochs}",
-                   disable=not self.proc.main, dynamic_ncols=True)
+        bar = self.bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {self.epoch + 1}/{c.epochs}",
+                              disable=not self.proc.main, dynamic_ncols=True)
         start = time.time()
         if not resuming:
             self.train_set.skips.skipped.clear()
             self.skipped_epoch = 0
         for i, batch in enumerate(self.loader, start=skip):
             if self.step >= max_steps:
+                self._flush()
                 bar.close()
                 self.proc.log(f"stopped after {self.step} steps (--max-steps)")
                 return True
@@ -365,10 +369,10 @@ class Trainer:
                 set_rng_state(self.resume_rng)
                 self.resume_rng = None
             self.train_set.record_skips(batch)
-            loss = self._train_step(batch)
+            self._train_step(batch)
             self.batch_in_epoch = i + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        self._flush()
         bar.close()
         self.epoch += 1
         self.batch_in_epoch = 0
@@ -379,106 +383,114 @@ class Trainer:
             if self.skipped_epoch else "no training lines skipped"))
         return self.step >= max_steps
 
-    def _train_step(self, batch: Dict[str, Any]) -> float:
+    def _train_step(self, batch: Dict[str, Any]) -> None:
+        """One optimizer step that never waits for the device: whether it counts (a finite loss and gradient) is
+        decided on the device and acted on there (the fused AdamW skips its update, BatchNorm statistics and the
+        EMA keep their values); losses and flags are read on the host once per ``log_every`` steps (:meth:`_flush`),
+        which reports skipped steps and stops a run that skips ``max_nonfinite_steps`` in a row."""
         c = self.config
         device = self.proc.device
         n = batch["n"]
-        skipped_here, empty = self.proc.all_sum([float(len(batch["skipped"])), float(n == 0)])
+        skipped_here, empty = self.proc.all_sum([float(len(batch["skipped"])), float(n == 0)])  # host numbers
         self.skipped += int(skipped_here)
         self.skipped_epoch += int(skipped_here)
         if empty:  # every line of a process's batch was unusable: all processes pass this step together
             self.step += 1
             self._schedule_past_skipped_step()
-            self._log_step({"loss": float("nan")})
-            return float("nan")
+            self._pending.append((self.step, self.epoch, self.optimizer.param_groups[0]["lr"], None))
+            return
         pixels = batch["pixel_values"].to(device, non_blocking=True)
         gt = batch["depth"].to(device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         # BatchNorm's running statistics change in the forward pass: kept to undo a step that turns out non-finite.
-        self._buffers_before = [b.detach().clone() for b in self.model.decoder.buffers()]
+        buffers = list(self.model.decoder.buffers())
+        before = torch._foreach_mul(buffers, 1) if buffers else []
         with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
             out = self.net(pixels, output_size=tuple(gt.shape[-2:]), return_aux=bool(self.criterion.aux_weights))
         depth, aux = out if isinstance(out, tuple) else (out, None)
         losses = self.criterion(depth.float(), gt, [a.float() for a in aux] if aux else None)
         loss = losses["loss"]
-        finite, = self.proc.all_sum([float(torch.isfinite(loss).item())])
-        if finite < self.proc.world:
-            return self._skip_nonfinite("loss", losses)
         self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters()), c.grad_clip)
-        if self.dtype != torch.float16 and not torch.isfinite(norm):  # fp16: the gradient scaler skips the step
-            return self._skip_nonfinite("gradient", losses)
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if scale is not None and self.scaler.get_scale() < scale:  # fp16: inf/NaN gradients, the scaler skipped
-            return self._skip_scaled(scale, losses)
-        self.consecutive_nonfinite = 0
-        self.scheduler.step()
+        self.scaler.unscale_(self.optimizer)  # fp16: the gradients unscaled, the scaler's overflow check recorded
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, c.grad_clip)
+        bad = self.proc.any(torch.stack([~torch.isfinite(loss.detach()), ~torch.isfinite(norm)]))
+        skip = bad.any()
+        self.optimizer.found_inf = skip.float()  # the fused AdamW leaves weights, moments and step count as they were
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+        self.scaler.update()  # fp16: the scale lowered after an overflow (no-op otherwise)
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, before, strict=True):
+                buffer.copy_(torch.where(skip, saved, buffer))
+        self.scheduler.step()  # the schedule moves on over a skipped step too
         if self.ema:
-            self.ema.update(self.model.decoder)
+            self.ema.update(self.model.decoder, skip)
         self.step += 1
-        self._log_step({k: float(v.detach()) for k, v in losses.items()})
-        return float(loss.detach())
-
-    def _skip_scaled(self, scale: float, losses: Dict[str, torch.Tensor]) -> float:
-        """A step the fp16 gradient scaler skipped (its gradients overflowed; the scale was lowered): no weight
-        changed, and neither do the BatchNorm statistics or the EMA; the schedule moves on; counted and logged."""
-        self.scaler_skipped += 1
-        self.consecutive_nonfinite += 1  # an overflow that never ends stops the run like NaN losses do
-        return self._pass_step(losses, "gradient (fp16 overflow)",
-                               f"fp16 gradient overflow (scale {scale:g} -> {self.scaler.get_scale():g})")
+        values = torch.cat([torch.stack([losses[k].detach().float() for k in losses]), bad.float()])
+        self._pending.append((self.step, self.epoch, self.optimizer.param_groups[0]["lr"], (list(losses), values)))
+        if self.step % c.log_every == 0:
+            self._flush()
 
     def _schedule_past_skipped_step(self) -> None:
-        """The schedule moves on over a skipped step, as over a taken one. (Before any optimizer step, torch warns
-        that the schedule's first value is skipped: it is, on purpose; the step's own log line says why.)"""
+        """The schedule moves on over a step without an optimizer step (a batch of unusable lines), as over a taken
+        one; torch's warning that the schedule's first value is skipped is silenced: it is, on purpose."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
             self.scheduler.step()
 
-    def _skip_nonfinite(self, what: str, losses: Dict[str, torch.Tensor]) -> float:
-        """A NaN/Inf loss or gradient: the step is skipped (no weight, BatchNorm statistic, EMA or optimizer change;
-        the schedule moves on), reported with its step number and counted; ``max_nonfinite_steps`` in a row stop the
-        run with an error (the checkpoints on disk are the last good ones)."""
-        self.nonfinite_steps += 1
-        self.consecutive_nonfinite += 1
-        self.proc.log(f"warning: non-finite {what} at step {self.step + 1} (epoch {self.epoch + 1}): step skipped "
-                      f"({self.nonfinite_steps} so far, {self.consecutive_nonfinite} in a row)")
-        self.optimizer.zero_grad(set_to_none=True)
-        return self._pass_step(losses, what, f"non-finite {what}")
+    def _flush(self) -> None:
+        """The steps since the last flush, read on the host in one transfer: steps.jsonl (every step: this process's
+        losses, ``skipped`` saying why for a skipped one), TensorBoard (every ``log_every`` steps), the progress bar,
+        a warning per non-finite step; ``max_nonfinite_steps`` skipped steps in a row stop the run with an error
+        (the rows after the step that reached it are not written)."""
+        rows, self._pending = self._pending, []
+        stacked = [values for *_, values in rows if values is not None]
+        read = iter(torch.stack([v for _, v in stacked]).tolist() if stacked else [])  # the one host read
+        for step, epoch, lr, entry in rows:
+            if entry is None:
+                self._log_step(step, epoch, lr, {"loss": float("nan"), "skipped": "no usable line in a batch"})
+                continue
+            numbers = next(read)
+            record = dict(zip(entry[0], numbers[:-2], strict=True))
+            bad_loss, bad_grad = numbers[-2:]
+            if not (bad_loss or bad_grad):
+                self.consecutive_nonfinite = 0
+                self._log_step(step, epoch, lr, record)
+                continue
+            self.consecutive_nonfinite += 1
+            if not bad_loss and self.scaler.is_enabled():  # fp16: the gradient scaler's overflow (it lowered its scale)
+                self.scaler_skipped += 1
+                why = what = "fp16 gradient overflow"
+            else:
+                what = "loss" if bad_loss else "gradient"
+                why = f"non-finite {what}"
+                self.nonfinite_steps += 1
+                self.proc.log(f"warning: non-finite {what} at step {step} (epoch {epoch + 1}): step skipped "
+                              f"({self.nonfinite_steps} so far, {self.consecutive_nonfinite} in a row)")
+            self._log_step(step, epoch, lr, {**record, "loss": float("nan"), "skipped": why})
+            limit = int(self.config.max_nonfinite_steps)
+            if limit and self.consecutive_nonfinite >= limit:
+                raise TrainingError(f"{self.consecutive_nonfinite} steps in a row had a {why} (last: step {step}); "
+                                    f"the run stops. The checkpoints in {self.out} are the last good ones: resume "
+                                    "from last.pt with a lower lr, precision fp32 or grad_clip, or check the data")
+        if rows and self.bar is not None:
+            self.bar.set_postfix(loss=f"{self._last_loss:.4f}", lr=f"{rows[-1][2]:.2e}")
 
-    def _pass_step(self, losses: Dict[str, torch.Tensor], what: str, why: str) -> float:
-        """A skipped step: nothing of it stays in the model (BatchNorm statistics put back), the step count and the
-        schedule move on, ``steps.jsonl`` says ``why``; ``max_nonfinite_steps`` skipped steps in a row stop the run
-        with an error."""
-        with torch.no_grad():
-            for buffer, saved in zip(self.model.decoder.buffers(), self._buffers_before, strict=False):
-                buffer.copy_(saved)
-        self.step += 1
-        self._schedule_past_skipped_step()
-        self._log_step({**{k: float(v.detach()) for k, v in losses.items()}, "loss": float("nan"), "skipped": why})
-        limit = int(self.config.max_nonfinite_steps)
-        if limit and self.consecutive_nonfinite >= limit:
-            raise TrainingError(f"{self.consecutive_nonfinite} steps in a row had a non-finite "
-                             f"{what} (last: step {self.step}); the run stops. The checkpoints in {self.out} are the "
-                             "last good ones: resume from last.pt with a lower lr, precision fp32 or grad_clip, or "
-                             "check the data")
-        return float("nan")
-
-    def _log_step(self, losses: Dict[str, float]) -> None:
+    def _log_step(self, step: int, epoch: int, lr: float, losses: Dict[str, Any]) -> None:
         """steps.jsonl gets every step (this process's loss); TensorBoard every log_every steps."""
+        self._last_loss = losses.get("loss", float("nan"))
         if not self.proc.main:
             return
-        lr = self.optimizer.param_groups[0]["lr"]
         with open(self.out / "steps.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": self.step, "epoch": self.epoch, "lr": lr, **losses}) + "\n")
-        if self.step % self.config.log_every == 0 or self.step == 1:
+            handle.write(json.dumps({"step": step, "epoch": epoch, "lr": lr, **losses}) + "\n")
+        if step % self.config.log_every == 0 or step == 1:
             for key, value in losses.items():
                 if isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"train/{key}", value, self.step)
-            self.writer.add_scalar("train/lr", lr, self.step)
-            self.writer.add_scalar("data/skipped_lines", self.skipped, self.step)
+                    self.writer.add_scalar(f"train/{key}", value, step)
+            self.writer.add_scalar("train/lr", lr, step)
+            self.writer.add_scalar("data/skipped_lines", self.skipped, step)
 
     # ---------------------------------------------------------------------------------------- validation
     def _validate(self, final: bool) -> Dict[str, float]:
