@@ -3,17 +3,21 @@ then: does the synthetic KITTI scene set train (AbsRel after N steps against pre
 
     python benchmarks/bench_train.py [--device cpu] [--batch 4] [--steps 6] [--learn-steps 200]
 
-Part 1 uses a full-size model (ViT-B/16 tower, released decoder) with RANDOM tower weights (the cost does not depend
-on them) on 352x704 training crops of a synthetic KITTI tree written to a temp folder. Rows (medians over --steps):
-  plain fp32   forward, (1 - w) SILog + w SSIM, backward, AdamW step; nothing else
-  trainer fp32 Trainer._train_step: the same plus aux/EMA bookkeeping, grad clipping, scaler, logging
-  trainer bf16 the same under bf16 autocast
+Part 1 uses a full-size model (ViT-B/16 tower, the default config's decoder) with RANDOM tower weights (the cost
+does not depend on them) on 352x704 training crops of a synthetic KITTI tree written to a temp folder, with the
+default config's loss (the trainer's own criterion in every row). Each row runs in a process of its own, so its peak
+memory is its own. Rows:
+  plain fp32            forward, the trainer's loss, backward, AdamW step; nothing else (batches loaded before)
+  trainer fp32          Trainer._train_step: the same plus aux/EMA bookkeeping, grad clipping, the on-device skip
+  trainer bf16          the same under bf16 autocast
+  trainer bf16, loader  the same with the DataLoader in the loop (workers: auto), timed over all its steps
+The first three are medians over --steps (synchronised per step); the loader row is its steps' total time over
+their count, the throughput a run sees (the GPU waits whenever the loader cannot keep up).
 Part 2 trains a small random tower + small decoder with the real Trainer on the synthetic drives and evaluates on a
 held-out drive (standard protocol, Garg crop), next to a constant prediction of the training set's mean depth.
 """
 
 import argparse
-import copy
 import resource
 import statistics
 import sys
@@ -59,71 +63,115 @@ def timed(fn, steps, sync):
     return statistics.median(times)
 
 
+ROWS = ("plain fp32", "trainer fp32", "trainer bf16", "trainer bf16, loader")
+TREE_PATHS = ("raw", "gt", "train_list", "test_list")  # what a row's process needs of the synthetic tree
+
+
+def row(args, tmp: Path, tree, name: str) -> dict:
+    """One row of part 1, measured in this process: {"step_ms", "peak_mib"} (and the workers of the loader row)."""
+    import torch
+    from space_clip_train.data import loader
+    from space_clip_train.trainer import Trainer
+
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    precision = "bf16" if "bf16" in name else "fp32"
+    in_loop = name.endswith("loader")
+    config = make_config(tmp, tmp / "vit_b16_random", tree, device=args.device, name=f"bench_{name}".replace(" ", "_"),
+                         batch_size=args.batch, precision=precision, workers="auto" if in_loop else 0,
+                         log_every=max(args.steps, 1))
+    trainer = Trainer(config)
+    if in_loop:  # a steady stream over as many epochs as the steps need, in one iterator (no epoch bubbles)
+        lines = len(trainer.train_set)
+        keys = [(e, int(i)) for e in range(-(-(args.steps + 1) * args.batch // lines))
+                for i in torch.randperm(lines, generator=torch.Generator().manual_seed(e))]
+        stream = iter(loader(trainer.train_set, trainer.workers, batch_size=args.batch, sampler=keys, drop_last=True,
+                             pin_memory=cuda, persistent_workers=False))
+        trainer._train_step(next(stream))  # warm-up (and the workers' start)
+        sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            trainer._train_step(next(stream))
+        sync()
+        seconds = (time.perf_counter() - start) / args.steps
+    else:
+        trainer.order.set_epoch(0)
+        batches = [b for _, b in zip(range(args.steps + 1), iter(trainer.loader), strict=False)]
+        if name == "plain fp32":
+            model, criterion, device = trainer.model.train(), trainer.criterion, trainer.proc.device
+            optimizer = torch.optim.AdamW(list(model.trainable_parameters()), lr=1e-4, weight_decay=0.01)
+
+            def step(i):
+                batch = batches[i % len(batches)]
+                pixels, gt = batch["pixel_values"].to(device), batch["depth"].to(device)
+                optimizer.zero_grad(set_to_none=True)
+                out = model(pixels, output_size=tuple(gt.shape[-2:]), return_aux=bool(criterion.aux_weights))
+                depth, aux = out if isinstance(out, tuple) else (out, None)
+                criterion(depth, gt, aux)["loss"].backward()
+                optimizer.step()
+        else:
+            def step(i):
+                trainer._train_step(batches[i % len(batches)])
+        step(0)
+        sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        seconds = timed(lambda i: step(i + 1), args.steps, sync)
+    trainer._flush()
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
+    return {"step_ms": seconds * 1000, "peak_mib": peak, "workers": trainer.workers if in_loop else 0}
+
+
 def part1(args, tmp, tree) -> dict:
     import torch
-    from space_clip_train.losses import SpaceClipLoss
-    from space_clip_train.trainer import Trainer
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     tower = tmp / "vit_b16_random"
     torch.manual_seed(0)
     CLIPVisionModel(CLIPVisionConfig(patch_size=16, image_size=224)).save_pretrained(tower)
-    cuda = args.device.startswith("cuda") and not args.dry_run
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    rows = []
-
-    def run_trainer(precision):
-        config = make_config(tmp, tower, tree, device=check_io.device_for(args), name=f"bench_{precision}",
-                             batch_size=args.batch, precision=precision)
-        trainer = Trainer(config)
-        if args.dry_run:
-            return trainer, [], 0.0, 0.0
-        batches = [b for _, b in zip(range(args.steps + 1), iter(trainer.loader), strict=False)]
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        seconds = timed(lambda i: trainer._train_step(batches[i % len(batches)]), args.steps, sync)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
-        return trainer, batches, seconds, peak
-
-    trainer, batches, t_fp32, m_fp32 = run_trainer("fp32")
     if args.dry_run:
-        print(f"part 1 set up: {len(trainer.train_set)} training lines, batch {args.batch}, {args.steps} steps")
+        from space_clip_train.trainer import Trainer
+
+        trainer = Trainer(make_config(tmp, tower, tree, device="cpu", name="dry", batch_size=args.batch, workers=0))
+        print(f"part 1 set up: {len(trainer.train_set)} training lines, batch {args.batch}, {args.steps} steps, "
+              f"rows {', '.join(ROWS)}, each in a process of its own")
         return {}
-    # The plain loop: the same model (a copy), the same batches.
-    model = copy.deepcopy(trainer.model).train()
-    optimizer = torch.optim.AdamW(list(model.trainable_parameters()), lr=1e-4, weight_decay=0.01)
-    loss_fn = SpaceClipLoss(0.5)
-    device = trainer.proc.device
+    import json
+    import subprocess
 
-    def plain(i):
-        batch = batches[i % len(batches)]
-        pixels, gt = batch["pixel_values"].to(device), batch["depth"].to(device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(pixels, output_size=tuple(gt.shape[-2:])), gt)["loss"]
-        loss.backward()
-        optimizer.step()
-
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    t_plain = timed(plain, args.steps, sync)
-    m_plain = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
-    del trainer
-    _, _, t_bf16, m_bf16 = run_trainer("bf16")
-    rows = [("plain fp32", t_plain, m_plain), ("trainer fp32", t_fp32, m_fp32), ("trainer bf16", t_bf16, m_bf16)]
-    what = "peak CUDA MiB" if cuda else "process peak RSS MiB (cumulative)"
-    print(f"\nPart 1: training step, batch {args.batch} of 352x704 crops, ViT-B/16 (random) + released decoder, "
-          f"{args.device}, torch {torch.__version__}, medians of {args.steps} steps")
+    (tmp / "tree.json").write_text(json.dumps({k: str(getattr(tree, k)) for k in TREE_PATHS}))
+    rows = []
+    for name in ROWS:
+        result = subprocess.run([sys.executable, __file__, "--row", name, "--tmp", str(tmp), "--device", args.device,
+                                 "--batch", str(args.batch), "--steps", str(args.steps)],
+                                capture_output=True, text=True)
+        if result.returncode:
+            print(result.stdout[-3000:], result.stderr[-3000:], sep="\n")
+            raise SystemExit(f"bench_train.py: the row {name!r} failed (exit {result.returncode})")
+        rows.append((name, json.loads(result.stdout.strip().splitlines()[-1])))
+    plain = rows[0][1]["step_ms"]
+    cuda = args.device.startswith("cuda")
+    what = "peak CUDA MiB" if cuda else "peak RSS MiB"
+    print(f"\nPart 1: training step, batch {args.batch} of 352x704 crops, ViT-B/16 (random) + the default config's "
+          f"decoder and loss, {args.device}, torch {torch.__version__}; each row in its own process")
     print(f"| loop | step ms | images/s | x plain fp32 images/s | {what} |")
     print("|---|---|---|---|---|")
-    for name, seconds, peak in rows:
-        print(f"| {name} | {seconds * 1000:.1f} | {args.batch / seconds:.2f} | {t_plain / seconds:.2f} | {peak:.0f} |")
-    speedup = t_plain / t_bf16
+    for name, r in rows:
+        label = f"{name} ({r['workers']} workers)" if r["workers"] else name
+        print(f"| {label} | {r['step_ms']:.1f} | {args.batch * 1000 / r['step_ms']:.2f} | "
+              f"{plain / r['step_ms']:.2f} | {r['peak_mib']:.0f} |")
+    bf16, fed = rows[2][1], rows[3][1]
+    speedup = plain / fed["step_ms"]
     if cuda:
-        verdict = "meets" if speedup >= TARGET_SPEEDUP and m_bf16 / 1024 <= TARGET_GIB else "misses"
-        print(f"trainer bf16: {speedup:.2f}x the plain fp32 loop, {m_bf16 / 1024:.1f} GiB: {verdict} the target "
+        verdict = "meets" if speedup >= TARGET_SPEEDUP and bf16["peak_mib"] / 1024 <= TARGET_GIB else "misses"
+        print(f"trainer bf16 with the loader: {speedup:.2f}x the plain fp32 loop ({plain / bf16['step_ms']:.2f}x "
+              f"with batches loaded before), {bf16['peak_mib'] / 1024:.1f} GiB: {verdict} the target "
               f"(>= {TARGET_SPEEDUP}x, <= {TARGET_GIB} GiB at batch 64)")
-    return {"batch": args.batch, "speedup_bf16": speedup, "peak_mib_bf16": m_bf16,
-            "rows": [{"loop": n, "step_ms": s * 1000, "img_s": args.batch / s, "peak_mib": p} for n, s, p in rows]}
+    return {"batch": args.batch, "speedup_bf16": speedup, "peak_mib_bf16": bf16["peak_mib"],
+            "rows": [{"loop": n, "step_ms": r["step_ms"], "img_s": args.batch * 1000 / r["step_ms"],
+                      "peak_mib": r["peak_mib"], "workers": r["workers"]} for n, r in rows]}
 
 
 def part2(args, tmp, tree) -> dict:
@@ -187,8 +235,17 @@ def main() -> int:
     parser.add_argument("--train-frames", type=int, default=None,
                         help="synthetic training frames (default: 32, or one batch when --batch is larger)")
     parser.add_argument("--skip", choices=("part1", "part2"), help="leave one part out")
+    parser.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # part 1's child process: one row
+    parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     check_io.add_arguments(parser)
     args = parser.parse_args()
+    if args.row:
+        import json
+        from types import SimpleNamespace
+
+        paths = json.loads((args.tmp / "tree.json").read_text())
+        print(json.dumps(row(args, args.tmp, SimpleNamespace(**{k: Path(v) for k, v in paths.items()}), args.row)))
+        return 0
     if args.batch < 1 or args.steps < 1 or args.learn_steps < 1:
         parser.error("--batch, --steps and --learn-steps must be positive")
     frames = args.train_frames or max(32, args.batch)
@@ -209,7 +266,8 @@ def main() -> int:
                                      f"then {args.learn_steps} learning steps")
     parts = []
     if one:
-        parts.append(f"bf16 {one['rows'][2]['img_s']:.0f} img/s = {one['speedup_bf16']:.2f}x plain fp32, "
+        parts.append(f"bf16 with the loader {one['rows'][3]['img_s']:.0f} img/s = {one['speedup_bf16']:.2f}x plain "
+                     "fp32, "
                      f"{one['peak_mib_bf16'] / 1024:.1f} GiB at batch {args.batch}")
     if two:
         parts.append(f"learns: AbsRel {two['abs_rel']:.3f} vs mean depth {two['abs_rel_mean_depth']:.3f}"

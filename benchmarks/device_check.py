@@ -87,18 +87,18 @@ def python_steps() -> List[Step]:
     """The steps after the machine, in order; their caps and FIXED_S sum within the default deadline."""
     py = [sys.executable]
     return [
-        pytest_step("cuda tests", "not compiles", 100, 50),
+        pytest_step("cuda tests", "not compiles", 85, 50),
         Step("frame path", 40, 20, lambda c: py + ["benchmarks/bench_frame_path.py", "--device", "cuda",
                                                     "--repeats", "30"]),
         Step("alignment", 30, 15, lambda c: py + ["benchmarks/bench_alignment.py", "--device", "cuda",
                                                   "--repeats", "10"]),
         Step("ros wheels", 0, 0, lambda c: [], json=False),  # installed by Check.wheels at this point
-        Step("node", 75, 40, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--cameras", "1,8",
+        Step("node", 65, 40, lambda c: py + ["benchmarks/bench_node.py", "--device", "cuda", "--cameras", "1,8",
                                              "--frames", "4", "--seconds", "4", "--subscribe", "all",
                                              "--wait-compiled", "0"],
              needs=lambda c: c.ros_problem),
         Step("start-up", 60, 30, lambda c: py + ["benchmarks/bench_startup.py", "--device", "cuda", "--wait", "40"]),
-        Step("training", 65, 30, lambda c: py + ["benchmarks/train_as_typed.py", "--steps", "4", "--bench"]),
+        Step("training", 90, 30, lambda c: py + ["benchmarks/train_as_typed.py", "--steps", "4", "--bench"]),
         pytest_step("compiled tests", "compiles", 50, 20),
         Step("inference", 110, 40, lambda c: py + [
             "benchmarks/bench_inference.py", "--device", "cuda", "--iters", "30",
