@@ -197,6 +197,69 @@ def test_ros2_launch_starts_the_camera_driver_with_the_shipped_profile(ros, chec
     assert proc.returncode == 0, (tmp_path / "launch.log").read_text()[-3000:]
 
 
+def _launched_parameters(ros, ros2, prefix, tmp_path, name, arguments, names):
+    """``ros2 launch space_clip_ros depth.launch.py ARGUMENTS`` in namespace ``name``; the node's ``names``
+    parameters as its get_parameters service answers, once it is active; then Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from rcl_interfaces.srv import GetParameters
+    from ros_harness import Harness
+
+    env = {**ros, "AMENT_PREFIX_PATH": str(prefix)}
+    log_path = tmp_path / f"{name}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([ros2, "launch", "space_clip_ros", "depth.launch.py", f"namespace:={name}", *arguments],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    h = Harness(f"/{name}")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not any(
+                word in log_path.read_text() for word in ("active:", "configure failed")):
+            time.sleep(0.2)
+        assert "active:" in log_path.read_text(), log_path.read_text()[-3000:]
+        client = h.node.create_client(GetParameters, f"/{name}/depth_node/get_parameters")
+        reply = h.call(client, GetParameters.Request(names=list(names)), "get_parameters")
+        values = {}
+        for key, value in zip(names, reply.values, strict=True):
+            values[key] = list(value.string_array_value) if value.type == 9 else value.string_value
+    finally:
+        h.destroy()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        log.close()
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
+    return values
+
+
+def test_a_params_file_stands_and_arguments_given_on_the_command_line_win(ros, checkpoint, tmp_path):
+    """A user's params file with checkpoint, device, backend and cameras starts the node with exactly those values
+    (the launch file's own arguments, not given, change nothing); the same file with some of them given on the
+    command line: those win, the others stay the file's. Read back through the node's parameter service."""
+    import shutil
+
+    from space_clip_ros import ament
+
+    ros2 = _ros2_cli()
+    prefix = tmp_path / "prefix"
+    assert ament.main(["--prefix", str(prefix)]) == 0
+    other = tmp_path / "other.pt"
+    shutil.copy(checkpoint, other)
+    params = tmp_path / "my_depth.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "checkpoint": str(checkpoint), "device": "cpu", "backend": "eager", "cameras": ["front", "left"]}}}))
+    names = ("checkpoint", "device", "backend", "cameras")
+    from_file = _launched_parameters(ros, ros2, prefix, tmp_path, "from_file", [f"params_file:={params}"], names)
+    assert from_file == {"checkpoint": str(checkpoint), "device": "cpu", "backend": "eager",
+                         "cameras": ["front", "left"]}
+    given = _launched_parameters(ros, ros2, prefix, tmp_path, "given",
+                                 [f"params_file:={params}", f"checkpoint:={other}", "cameras:=[rear]"], names)
+    assert given == {"checkpoint": str(other), "device": "cpu", "backend": "eager", "cameras": ["rear"]}
+
+
 def test_colcon_build_installs_what_ros2_looks_for(tmp_path, request):
     """colcon (from PyPI) builds the package; ros2 run/launch then find the executables, launch file and config, and
     (where the launch stack is installed) ros2 launch starts the node from the colcon install."""
