@@ -77,15 +77,24 @@ def test_the_yaml_file_users_edit_has_every_parameter_with_its_default():
     assert values == PARAMETERS
 
 
-def test_the_launch_arguments_default_to_the_table():
+def test_the_launch_arguments_that_set_parameters_are_not_given_by_default():
+    """checkpoint, device, backend and cameras override the params file only when given: their launch defaults are
+    empty (not given), the launch file passes exactly those, and each description names the table's default."""
     text = (ROOT / "launch" / "depth.launch.py").read_text()
     arguments = dict(re.findall(r'DeclareLaunchArgument\("(\w+)", default_value="([^"]*)"', text))
     shared = set(arguments) & set(PARAMETERS)
     assert shared == {"checkpoint", "device", "backend", "cameras"}
+    assert re.search(r'OVERRIDES = \(([^)]*)\)', text).group(1).replace('"', "").replace(" ", "").split(",") == \
+        ["checkpoint", "device", "backend", "cameras"]
+    found = re.findall(r'DeclareLaunchArgument\("(\w+)", default_value="[^"]*",\s*'
+                       r'description="([^"]+(?:"\s*"[^"]+)*)"', text)
+    descriptions = {name: re.sub(r'"\s*"', "", joined) for name, joined in found}  # adjacent literals joined
     for name in shared:
-        default = PARAMETERS[name]
-        assert arguments[name] == ("" if default == [] else str(default)), name
-    backend_help = re.search(r'"backend", default_value="auto",\s*description="([^"]+)"', text).group(1)
+        assert arguments[name] == "", name
+        assert "not given: the params file's" in descriptions[name], name
+    for name in ("device", "backend"):
+        assert f"default {PARAMETERS[name]}" in descriptions[name], name
+    backend_help = descriptions["backend"]
     assert all(choice in backend_help for choice in dict((s.name, s) for s in SPECS)["backend"].choices)
 
 
