@@ -10,7 +10,8 @@ memory is its own. Rows:
   plain fp32            forward, the trainer's loss, backward, AdamW step; nothing else (batches loaded before)
   trainer fp32          Trainer._train_step: the same plus aux/EMA bookkeeping, grad clipping, the on-device skip
   trainer bf16          the same under bf16 autocast
-  trainer bf16, loader  the same with the DataLoader in the loop (workers: auto), timed over all its steps
+  trainer bf16, loader  the same with the DataLoader in the loop (workers: auto), timed over all its steps after
+                        the batches the workers prefetched are used up
 The first three are medians over --steps (synchronised per step); the loader row is its steps' total time over
 their count, the throughput a run sees (the GPU waits whenever the loader cannot keep up).
 Part 2 trains a small random tower + small decoder with the real Trainer on the synthetic drives and evaluates on a
@@ -82,12 +83,16 @@ def row(args, tmp: Path, tree, name: str) -> dict:
                          log_every=max(args.steps, 1))
     trainer = Trainer(config)
     if in_loop:  # a steady stream over as many epochs as the steps need, in one iterator (no epoch bubbles)
+        # Warm-up: the workers' start and the batches they prefetch (2 each) are consumed before timing, so the
+        # timed steps see the loader's steady rate.
+        warm = 1 + 2 * trainer.workers
         lines = len(trainer.train_set)
-        keys = [(e, int(i)) for e in range(-(-(args.steps + 1) * args.batch // lines))
+        keys = [(e, int(i)) for e in range(-(-(args.steps + warm) * args.batch // lines))
                 for i in torch.randperm(lines, generator=torch.Generator().manual_seed(e))]
         stream = iter(loader(trainer.train_set, trainer.workers, batch_size=args.batch, sampler=keys, drop_last=True,
                              pin_memory=cuda, persistent_workers=False))
-        trainer._train_step(next(stream))  # warm-up (and the workers' start)
+        for _ in range(warm):
+            trainer._train_step(next(stream))
         sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats()

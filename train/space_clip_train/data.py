@@ -375,7 +375,12 @@ def loader(dataset, workers: int, **options) -> "torch.utils.data.DataLoader":
         import cv2
 
         cv2.setNumThreads(1)
-    return torch.utils.data.DataLoader(dataset, num_workers=workers, collate_fn=collate, **options)
+        options.setdefault("multiprocessing_context", "fork")  # what carries the setting (and Python 3.14's default
+        # on Linux is forkserver)
+    # Its own generator for the workers' base seed (nothing here depends on it: items are seeded per line), so making
+    # an iterator, persistent or not, never moves the training's random streams: a resume stays exact.
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, collate_fn=collate,
+                                       generator=torch.Generator(), **options)
 
 
 def collate(batch: List[dict]) -> dict:

@@ -188,8 +188,10 @@ class Trainer:
         value = self.config.workers
         if value != "auto":
             return int(value)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        workers = max(1, min(16, cores // self.proc.local_world - 1))
+        machine = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else machine
+        share = cores // self.proc.local_world if cores >= machine else cores  # pinned (SLURM, numa): its own share
+        workers = max(1, min(16, share - 1))
         self.proc.log(f"workers: auto = {workers} data loading process(es) per training process ({cores} cores, "
                       f"{self.proc.local_world} training process(es) on this machine)")
         return workers
