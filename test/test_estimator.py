@@ -137,7 +137,7 @@ def test_deployment_preprocessing_matches_the_training_path_on_real_frames(clip_
 
     import torch
     from PIL import Image
-    from space_clip_train.data import clip_input, pil_resize, quantise
+    from space_clip_train.data import eval_input, pil_resize
 
     from space_clip_ros.inference import to_pixel_values
 
@@ -150,16 +150,14 @@ def test_deployment_preprocessing_matches_the_training_path_on_real_frames(clip_
     assert len(frames) == 3
     for path in frames:
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        training = clip_input(quantise(pil_resize(rgb, (352, 704), "bicubic").astype(np.float32) / 255.0),
-                              prep.input_size, prep.mean, prep.std)
+        training = eval_input(pil_resize(rgb, (352, 704), "bicubic"), prep.input_size, prep.mean, prep.std)
         deployed = estimator.preprocess([rgb])[0].numpy()  # the tiny tower's 64x64
         diff = np.abs(deployed - training) / level
         assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.05, (path, diff.max(), diff.mean())
         # At ViT-B/16's 224x224, through the same pipeline function the backends use.
         mean_t, std_t = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
         frame = torch.from_numpy(rgb.copy())[None]
-        training = clip_input(quantise(pil_resize(rgb, (352, 704), "bicubic").astype(np.float32) / 255.0), (224, 224),
-                              prep.mean, prep.std)
+        training = eval_input(pil_resize(rgb, (352, 704), "bicubic"), (224, 224), prep.mean, prep.std)
         deployed = to_pixel_values(frame, (224, 224), mean_t, std_t, torch.float32, via=(352, 704))[0].numpy()
         diff = np.abs(deployed - training) / level
         assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.05, (path, diff.max(), diff.mean())

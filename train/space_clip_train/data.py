@@ -134,7 +134,7 @@ _QUANTISED = np.repeat((_LEVELS * 255).astype(np.uint8)[:, None], 3, axis=1)
 def clip_input(quantised: np.ndarray, input_size: Tuple[int, int], mean: Sequence[float],
                std: Sequence[float]) -> np.ndarray:
     """The tower's input as the authors prepare it from the [0, 1] crop quantised to uint8 (``quantised``, see
-    :func:`quantise`): resized bicubic with PIL to ``input_size``, back to [0, 1], normalised; (3, h, w) float32.
+    :func:`colour_table`): resized bicubic with PIL to ``input_size``, back to [0, 1], normalised; (3, h, w) float32.
 
     The normalisation is computed on the 256 levels of each channel and looked up (the same float32 operations as
     on every pixel, so the same values)."""
@@ -143,9 +143,11 @@ def clip_input(quantised: np.ndarray, input_size: Tuple[int, int], mean: Sequenc
     return np.stack([table[small[..., c], c] for c in range(3)])
 
 
-def quantise(rgb01: np.ndarray) -> np.ndarray:
-    """The authors' [0, 1] float image -> uint8 step (truncating), for images that are not uint8 levels."""
-    return (rgb01 * 255).astype(np.uint8)
+def eval_input(small: np.ndarray, input_size: Tuple[int, int], mean: Sequence[float],
+               std: Sequence[float]) -> np.ndarray:
+    """The tower's input from a uint8 frame already at the evaluation size, as the authors feed it: to [0, 1], their
+    quantisation back to uint8 (a per-level table), then :func:`clip_input`."""
+    return clip_input(apply_levels(small, _QUANTISED), input_size, mean, std)
 
 
 # ----------------------------------------------------------------------------------------------------- datasets
@@ -335,7 +337,7 @@ class DepthDataset:
         """The authors' evaluation input: the whole frame resized bicubic to ``eval_size``, then to the tower's size;
         ``depth`` at full resolution."""
         small = rgb if rgb.shape[:2] == tuple(self.eval_size) else pil_resize(rgb, self.eval_size, "bicubic")
-        item = {"pixel_values": clip_input(apply_levels(small, _QUANTISED), self.input_size, self.mean, self.std),
+        item = {"pixel_values": eval_input(small, self.input_size, self.mean, self.std),
                 "image": (small.astype(np.float32) / 255.0).transpose(2, 0, 1).copy(), "index": index}
         if depth is not None:
             item["depth"] = depth[None]

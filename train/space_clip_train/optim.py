@@ -22,17 +22,17 @@ class EMA:
         """shadow += (1 - decay) (value - shadow) for floating-point state, a copy of the rest, in a few multi-tensor
         kernels; ``skip`` (a device flag): a step that did not happen leaves the floating-point shadow as it was,
         decided on the device (the integer state, BatchNorm's batch counts, is the module's own, put back by then)."""
-        state = module.state_dict()
-        floats = [k for k, v in state.items() if v.is_floating_point()]
-        others = [k for k in state if k not in floats]
-        shadows, values = [self.shadow[k] for k in floats], [state[k].detach() for k in floats]
+        floats, others = [], []
+        for key, value in module.state_dict().items():
+            (floats if value.is_floating_point() else others).append((self.shadow[key], value.detach()))
+        shadows, values = [s for s, _ in floats], [v for _, v in floats]
         weight = 1.0 - self.decay
         if skip is not None:
             weight = (~skip).to(shadows[0].dtype if shadows else torch.float32) * weight
         if shadows:
             torch._foreach_add_(shadows, torch._foreach_mul(torch._foreach_sub(values, shadows), weight))
         if others:
-            torch._foreach_copy_([self.shadow[k] for k in others], [state[k] for k in others])
+            torch._foreach_copy_([s for s, _ in others], [v for _, v in others])
 
 
 def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
